@@ -1,0 +1,13 @@
+//! netconnect: reach Docker containers on macOS by IP address.
+//!
+//! The pieces, one module each: [`tunnel`] is the userspace WireGuard data
+//! plane; [`uapi`] serves the `wg` configuration socket over it; [`platform`]
+//! holds what differs between macOS and Linux; [`cli`] is the command line.
+
+pub mod cli;
+pub mod device_cmd;
+pub mod keys;
+pub mod platform;
+pub mod signals;
+pub mod tunnel;
+pub mod uapi;

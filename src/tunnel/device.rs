@@ -1,0 +1,730 @@
+//! The userspace WireGuard device: a TUN, one UDP socket and the peers.
+//!
+//! Three tokio tasks move packets, modelled on onetun: TUN → encrypt → UDP,
+//! UDP → decrypt → TUN, and a one-second timer for handshakes and
+//! keepalives. Each direction owns its buffers, so the hot path allocates
+//! nothing; shared state sits behind short, synchronous locks that are never
+//! held across an `.await`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519;
+use parking_lot::RwLock;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, trace, warn, Instrument};
+
+use super::allowed_ips::AllowedIps;
+use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
+use super::peer::Peer;
+use crate::keys::{Key, PublicKey};
+
+/// Largest IP packet we read from the TUN or a datagram from the socket.
+const MAX_PACKET: usize = 65536;
+/// WireGuard adds 32 bytes to each packet; handshakes need 148.
+const OUT_BUF: usize = MAX_PACKET + 32;
+/// Handshakes per second before cookies are demanded (boringtun's device uses
+/// the same figure).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// boringtun's timers count whole seconds; ticking faster buys nothing and
+/// would wake an idle process more often.
+const TIMER_TICK: Duration = Duration::from_secs(1);
+/// Socket buffers as wireguard-go sizes them: bursts from a fast sender
+/// overflow the default 208 KiB first.
+const SOCKET_BUFFER: usize = 7 << 20;
+
+/// The packet interface a device runs on; a TUN in production.
+pub type Tun = tun::AsyncDevice;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("UDP port {0} is already in use")]
+    AddrInUse(u16),
+    #[error("cannot open the UDP socket on port {port}: {source}")]
+    Bind { port: u16, source: io::Error },
+    #[error("cannot set fwmark {mark}: {source}")]
+    Fwmark { mark: u32, source: io::Error },
+}
+
+impl ConfigError {
+    /// The errno the UAPI reports for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ConfigError::AddrInUse(_) => libc_errno::EADDRINUSE,
+            ConfigError::Bind { source, .. } | ConfigError::Fwmark { source, .. } => {
+                source.raw_os_error().unwrap_or(libc_errno::EIO)
+            }
+        }
+    }
+}
+
+/// errno values as the UAPI wants them (Linux numbering, which `wg` on every
+/// platform reads back through `strerror`).
+pub mod libc_errno {
+    pub const EIO: i32 = 5;
+    pub const EINVAL: i32 = 22;
+    pub const EADDRINUSE: i32 = 98;
+    pub const EPROTO: i32 = 71;
+}
+
+/// A running WireGuard device. Dropping it stops its tasks and closes the
+/// TUN, which removes the interface.
+pub struct Device {
+    shared: Arc<Shared>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    failed: watch::Receiver<Option<String>>,
+}
+
+struct Shared {
+    name: String,
+    tun: Tun,
+    state: RwLock<State>,
+    /// Set when a task hits an error it cannot recover from (the TUN vanished).
+    failed: watch::Sender<Option<String>>,
+}
+
+struct State {
+    private_key: Option<Key>,
+    secret: Option<x25519::StaticSecret>,
+    public: Option<x25519::PublicKey>,
+    limiter: Arc<RateLimiter>,
+    listen_port: u16,
+    fwmark: u32,
+    socket: Option<Arc<UdpSocket>>,
+    socket_task: Option<JoinHandle<()>>,
+    peers: HashMap<[u8; 32], Arc<Peer>>,
+    by_index: HashMap<u32, Arc<Peer>>,
+    allowed: AllowedIps<Arc<Peer>>,
+    next_index: u32,
+}
+
+impl Device {
+    /// Start a device on `tun`, listening on `listen_port` (0: any free port).
+    /// Must be called inside a tokio runtime.
+    pub fn start(name: &str, tun: Tun, listen_port: u16) -> Result<Device, ConfigError> {
+        let (failed_tx, failed_rx) = watch::channel(None);
+        let placeholder = x25519::PublicKey::from([0u8; 32]);
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            tun,
+            state: RwLock::new(State {
+                private_key: None,
+                secret: None,
+                public: None,
+                limiter: Arc::new(RateLimiter::new(&placeholder, HANDSHAKE_RATE_LIMIT)),
+                listen_port: 0,
+                fwmark: 0,
+                socket: None,
+                socket_task: None,
+                peers: HashMap::new(),
+                by_index: HashMap::new(),
+                allowed: AllowedIps::default(),
+                next_index: 1,
+            }),
+            failed: failed_tx,
+        });
+        {
+            let mut st = shared.state.write();
+            shared.rebind(&mut st, listen_port)?;
+        }
+        let span = tracing::info_span!("device", iface = %name);
+        let tasks = vec![
+            tokio::spawn(shared.clone().tun_to_net().instrument(span.clone())),
+            tokio::spawn(shared.clone().timers().instrument(span)),
+        ];
+        Ok(Device {
+            shared,
+            tasks: parking_lot::Mutex::new(tasks),
+            failed: failed_rx,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Apply one configuration transaction. Steps that can fail (binding the
+    /// port, setting the mark) run first, so a failed transaction changes
+    /// nothing.
+    pub fn apply(&self, update: &DeviceUpdate) -> Result<(), ConfigError> {
+        let shared = &self.shared;
+        let mut st = shared.state.write();
+        if let Some(port) = update.listen_port {
+            if port == 0 || port != st.listen_port {
+                shared.rebind(&mut st, port)?;
+            }
+        }
+        if let Some(mark) = update.fwmark {
+            if mark != st.fwmark {
+                if let Some(sock) = &st.socket {
+                    set_mark(sock, mark).map_err(|source| ConfigError::Fwmark { mark, source })?;
+                }
+                st.fwmark = mark;
+            }
+        }
+        if let Some(key) = &update.private_key {
+            st.set_private_key(key);
+        }
+        if update.replace_peers {
+            let all: Vec<[u8; 32]> = st.peers.keys().copied().collect();
+            for pk in all {
+                st.remove_peer(&pk);
+            }
+        }
+        for p in &update.peers {
+            st.update_peer(p);
+        }
+        Ok(())
+    }
+
+    /// A consistent picture of the device, for `wg show` and `status`.
+    pub fn status(&self) -> DeviceStatus {
+        let st = self.shared.state.read();
+        let mut peers: Vec<&Arc<Peer>> = st.peers.values().collect();
+        peers.sort_by_key(|p| p.index);
+        let peers = peers
+            .into_iter()
+            .map(|p| {
+                let settings = p.settings.lock().clone();
+                PeerStatus {
+                    public_key: p.public_key,
+                    preshared_key: settings.preshared_key,
+                    endpoint: p.endpoint(),
+                    last_handshake: p.last_handshake(),
+                    rx_bytes: p.rx_bytes.load(Ordering::Relaxed),
+                    tx_bytes: p.tx_bytes.load(Ordering::Relaxed),
+                    persistent_keepalive: settings.persistent_keepalive,
+                    allowed_ips: st.allowed.prefixes_where(|q| Arc::ptr_eq(q, p)),
+                }
+            })
+            .collect();
+        DeviceStatus {
+            private_key: st.private_key.clone(),
+            public_key: st.public.map(|p| PublicKey(p.to_bytes())),
+            listen_port: st.listen_port,
+            fwmark: st.fwmark,
+            peers,
+        }
+    }
+
+    /// Resolves when the device can no longer work (its TUN is gone), with
+    /// the reason.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "device tasks ended".into(),
+        };
+        reason
+    }
+
+    /// Stop every task and wait until they are gone, so that once the last
+    /// handle to the device drops, the TUN closes and the interface goes.
+    pub async fn shutdown(&self) {
+        let socket_task = self.shared.state.write().socket_task.take();
+        let tasks: Vec<_> = self.tasks.lock().drain(..).chain(socket_task).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().iter() {
+            t.abort();
+        }
+        if let Some(t) = self.shared.state.write().socket_task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl State {
+    fn set_private_key(&mut self, key: &Key) {
+        if key.is_zero() {
+            self.private_key = None;
+            self.secret = None;
+            self.public = None;
+        } else {
+            if self.private_key.as_ref() == Some(key) {
+                return;
+            }
+            let secret = x25519::StaticSecret::from(*key.as_bytes());
+            let public = x25519::PublicKey::from(&secret);
+            self.private_key = Some(key.clone());
+            self.secret = Some(secret);
+            self.public = Some(public);
+            self.limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+            // A peer with our own public key would be talking to itself;
+            // the kernel and wireguard-go drop it, so do we.
+            self.remove_peer(&public.to_bytes());
+        }
+        for peer in self.peers.values() {
+            peer.rebuild_tunn(self.secret.as_ref(), &self.limiter);
+        }
+    }
+
+    fn remove_peer(&mut self, public_key: &[u8; 32]) {
+        if let Some(peer) = self.peers.remove(public_key) {
+            self.by_index.remove(&peer.index);
+            self.allowed.retain(|_, p| !Arc::ptr_eq(p, &peer));
+            debug!(peer = %peer.public_key, "peer removed");
+        }
+    }
+
+    fn update_peer(&mut self, u: &PeerUpdate) {
+        let pk = u.public_key.0;
+        if u.remove {
+            self.remove_peer(&pk);
+            return;
+        }
+        if self.public.map(|p| p.to_bytes()) == Some(pk) {
+            return;
+        }
+        let peer = match self.peers.get(&pk) {
+            Some(p) => p.clone(),
+            None if u.update_only => return,
+            None => {
+                let index = self.allocate_index();
+                let peer = Arc::new(Peer::new(u.public_key, index));
+                self.peers.insert(pk, peer.clone());
+                self.by_index.insert(index, peer.clone());
+                peer.rebuild_tunn(self.secret.as_ref(), &self.limiter);
+                debug!(peer = %peer.public_key, "peer added");
+                peer
+            }
+        };
+        let mut settings = peer.settings.lock().clone();
+        if let Some(psk) = &u.preshared_key {
+            settings.preshared_key = (!psk.is_zero()).then(|| psk.clone());
+        }
+        if let Some(ka) = u.persistent_keepalive {
+            settings.persistent_keepalive = (ka != 0).then_some(ka);
+        }
+        let changed = *peer.settings.lock() != settings;
+        if changed {
+            *peer.settings.lock() = settings;
+            peer.rebuild_tunn(self.secret.as_ref(), &self.limiter);
+        }
+        if let Some(ep) = u.endpoint {
+            *peer.endpoint.write() = Some(ep);
+        }
+        if u.replace_allowed_ips {
+            self.allowed.retain(|_, p| !Arc::ptr_eq(p, &peer));
+        }
+        for net in &u.allowed_ips {
+            self.allowed.insert(*net, peer.clone());
+        }
+    }
+
+    fn allocate_index(&mut self) -> u32 {
+        // 24 bits; skip indices still in use after a wrap.
+        loop {
+            let i = self.next_index & 0x00ff_ffff;
+            self.next_index = self.next_index.wrapping_add(1);
+            if i != 0 && !self.by_index.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+}
+
+/// How an incoming datagram maps to a peer.
+enum Route {
+    Peer(Arc<Peer>),
+    /// Under handshake load: answer with this cookie reply instead.
+    Cookie([u8; 64], usize),
+    Drop,
+}
+
+impl Shared {
+    /// Bind a new socket on `port` and move the receive task to it; the old
+    /// socket stays until the new one is bound, so a failure changes nothing.
+    fn rebind(self: &Arc<Self>, st: &mut State, port: u16) -> Result<(), ConfigError> {
+        let std_sock = bind_udp(port, st.fwmark)?;
+        let socket = Arc::new(
+            UdpSocket::from_std(std_sock).map_err(|source| ConfigError::Bind { port, source })?,
+        );
+        let actual = socket
+            .local_addr()
+            .map_err(|source| ConfigError::Bind { port, source })?
+            .port();
+        if let Some(old) = st.socket_task.take() {
+            old.abort();
+        }
+        let span = tracing::info_span!("udp", iface = %self.name, port = actual);
+        st.socket_task = Some(tokio::spawn(
+            self.clone().net_to_tun(socket.clone()).instrument(span),
+        ));
+        st.socket = Some(socket);
+        st.listen_port = actual;
+        info!(iface = %self.name, port = actual, "listening");
+        Ok(())
+    }
+
+    fn fail(&self, reason: String) {
+        warn!(iface = %self.name, %reason, "device stopped working");
+        self.failed.send_replace(Some(reason));
+    }
+
+    /// TUN → peer: route by destination, encrypt, send.
+    async fn tun_to_net(self: Arc<Self>) {
+        let mut src = vec![0u8; MAX_PACKET];
+        let mut dst = vec![0u8; OUT_BUF];
+        loop {
+            let n = match self.tun.recv(&mut src).await {
+                Ok(n) => n,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return self.fail(format!("reading from the TUN device failed: {e}")),
+            };
+            let packet = &src[..n];
+            let Some(dst_ip) = Tunn::dst_address(packet) else {
+                continue;
+            };
+            let (peer, socket) = {
+                let st = self.state.read();
+                match st.allowed.lookup(dst_ip) {
+                    Some(p) => (p.clone(), st.socket.clone()),
+                    None => {
+                        trace!(dst = %dst_ip, "no peer for destination, dropped");
+                        continue;
+                    }
+                }
+            };
+            let result = match peer.tunn.lock().as_mut() {
+                Some(t) => t.encapsulate(packet, &mut dst),
+                None => continue,
+            };
+            match result {
+                TunnResult::WriteToNetwork(out) => send(&peer, socket.as_deref(), out, None).await,
+                TunnResult::Err(e) => {
+                    debug!(peer = %peer.public_key, error = ?e, "encapsulate failed")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Peer → TUN: find the peer, decrypt, check the source against the
+    /// peer's allowed IPs, write.
+    async fn net_to_tun(self: Arc<Self>, socket: Arc<UdpSocket>) {
+        let mut src = vec![0u8; MAX_PACKET];
+        let mut dst = vec![0u8; OUT_BUF];
+        loop {
+            let (n, from) = match socket.recv_from(&mut src).await {
+                Ok(r) => r,
+                // ICMP errors from earlier sends surface here; not fatal.
+                Err(e) => {
+                    trace!(error = %e, "recv_from");
+                    continue;
+                }
+            };
+            let from = canonical(from);
+            let datagram = &src[..n];
+            let peer = match self.route_datagram(datagram, from) {
+                Route::Peer(p) => p,
+                Route::Cookie(c, len) => {
+                    let _ = socket.send_to(&c[..len], wire_addr(&socket, from)).await;
+                    continue;
+                }
+                Route::Drop => continue,
+            };
+            let mut input: &[u8] = datagram;
+            loop {
+                let result = match peer.tunn.lock().as_mut() {
+                    Some(t) => t.decapsulate(Some(from.ip()), input, &mut dst),
+                    None => break,
+                };
+                let first = !input.is_empty();
+                input = &[];
+                match result {
+                    TunnResult::Done => {
+                        if first {
+                            peer.authenticated(from, n);
+                        }
+                        break;
+                    }
+                    TunnResult::Err(e) => {
+                        log_decap_error(&peer, e);
+                        break;
+                    }
+                    // A handshake answer, or packets queued while it ran:
+                    // keep asking until the queue is empty.
+                    TunnResult::WriteToNetwork(out) => {
+                        if first {
+                            peer.authenticated(from, n);
+                        }
+                        send(&peer, Some(&socket), out, Some(from)).await;
+                    }
+                    TunnResult::WriteToTunnelV4(packet, addr) => {
+                        peer.authenticated(from, n);
+                        self.deliver(&peer, packet, IpAddr::V4(addr)).await;
+                        break;
+                    }
+                    TunnResult::WriteToTunnelV6(packet, addr) => {
+                        peer.authenticated(from, n);
+                        self.deliver(&peer, packet, IpAddr::V6(addr)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, peer: &Arc<Peer>, packet: &[u8], source: IpAddr) {
+        let allowed = {
+            let st = self.state.read();
+            st.allowed
+                .lookup(source)
+                .is_some_and(|p| Arc::ptr_eq(p, peer))
+        };
+        if !allowed {
+            debug!(peer = %peer.public_key, src = %source, "source not in peer's allowed IPs, dropped");
+            return;
+        }
+        if let Err(e) = self.tun.send(packet).await {
+            if !is_transient(&e) {
+                self.fail(format!("writing to the TUN device failed: {e}"));
+            }
+        }
+    }
+
+    fn route_datagram(&self, datagram: &[u8], from: SocketAddr) -> Route {
+        let st = self.state.read();
+        let index = match Tunn::parse_incoming_packet(datagram) {
+            Ok(Packet::HandshakeInit(ref init)) => {
+                let (Some(secret), Some(public)) = (&st.secret, &st.public) else {
+                    return Route::Drop;
+                };
+                // Check mac1 and the handshake rate before the costly
+                // Diffie-Hellman that reveals who is calling.
+                let mut cookie = [0u8; 64];
+                match st
+                    .limiter
+                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
+                {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(c)) => {
+                        let len = c.len();
+                        let mut out = [0u8; 64];
+                        out[..len].copy_from_slice(c);
+                        return Route::Cookie(out, len);
+                    }
+                    Err(_) => return Route::Drop,
+                }
+                return match parse_handshake_anon(secret, public, init) {
+                    Ok(half) => match st.peers.get(&half.peer_static_public) {
+                        Some(p) => Route::Peer(p.clone()),
+                        None => {
+                            debug!(%from, "handshake from an unknown key, dropped");
+                            Route::Drop
+                        }
+                    },
+                    Err(_) => Route::Drop,
+                };
+            }
+            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx,
+            Ok(Packet::PacketCookieReply(p)) => p.receiver_idx,
+            Ok(Packet::PacketData(p)) => p.receiver_idx,
+            Err(_) => return Route::Drop,
+        };
+        match st.by_index.get(&(index >> 8)) {
+            Some(p) => Route::Peer(p.clone()),
+            None => Route::Drop,
+        }
+    }
+
+    /// Handshake retries, rekeys and keepalives; boringtun decides, we send.
+    async fn timers(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TIMER_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; OUT_BUF];
+        let mut peers: Vec<Arc<Peer>> = Vec::new();
+        loop {
+            tick.tick().await;
+            let socket = {
+                let st = self.state.read();
+                st.limiter.reset_count();
+                peers.clear();
+                peers.extend(st.peers.values().cloned());
+                st.socket.clone()
+            };
+            for peer in &peers {
+                let result = match peer.tunn.lock().as_mut() {
+                    Some(t) => t.update_timers(&mut buf),
+                    None => continue,
+                };
+                match result {
+                    TunnResult::WriteToNetwork(out) => {
+                        send(peer, socket.as_deref(), out, None).await
+                    }
+                    TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                    TunnResult::Err(e) => debug!(peer = %peer.public_key, error = ?e, "timer"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn send(peer: &Peer, socket: Option<&UdpSocket>, buf: &[u8], to: Option<SocketAddr>) {
+    let Some(socket) = socket else { return };
+    let Some(to) = to.or_else(|| peer.endpoint()) else {
+        trace!(peer = %peer.public_key, "no endpoint yet, packet dropped");
+        return;
+    };
+    match socket.send_to(buf, wire_addr(socket, to)).await {
+        Ok(n) => peer.sent(n),
+        Err(e) => debug!(peer = %peer.public_key, %to, error = %e, "send failed"),
+    }
+}
+
+fn log_decap_error(peer: &Peer, e: WireGuardError) {
+    match e {
+        // Reordered or replayed packets are routine on a busy link.
+        WireGuardError::DuplicateCounter | WireGuardError::InvalidCounter => {
+            trace!(peer = %peer.public_key, error = ?e, "decapsulate")
+        }
+        _ => debug!(peer = %peer.public_key, error = ?e, "decapsulate failed"),
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(nix::libc::ENOBUFS)
+}
+
+/// A dual-stack socket reports IPv4 peers as `::ffff:a.b.c.d`; users and
+/// `wg show` expect the plain IPv4 form.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// The inverse of [`canonical`] for sending on a dual-stack socket.
+fn wire_addr(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
+    match (socket.local_addr(), to) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => to,
+    }
+}
+
+/// One socket for both address families where the host has IPv6, IPv4 only
+/// where it does not.
+fn bind_udp(port: u16, fwmark: u32) -> Result<std::net::UdpSocket, ConfigError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let map = |source: io::Error| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ConfigError::AddrInUse(port)
+        } else {
+            ConfigError::Bind { port, source }
+        }
+    };
+    let dual = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
+        Ok(s)
+    };
+    let socket = match dual() {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(map(e)),
+        Err(_) => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(map)?;
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
+                .map_err(map)?;
+            s
+        }
+    };
+    socket.set_nonblocking(true).map_err(map)?;
+    // Best effort: without privilege the kernel caps these at rmem_max.
+    tune_buffers(&socket);
+    if fwmark != 0 {
+        set_mark_raw(&socket, fwmark).map_err(|source| ConfigError::Fwmark {
+            mark: fwmark,
+            source,
+        })?;
+    }
+    Ok(socket.into())
+}
+
+#[cfg(target_os = "linux")]
+fn tune_buffers(s: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    for opt in [nix::libc::SO_RCVBUFFORCE, nix::libc::SO_SNDBUFFORCE] {
+        let v = SOCKET_BUFFER as nix::libc::c_int;
+        // SAFETY: a valid socket fd and a correctly sized int option.
+        let rc = unsafe {
+            nix::libc::setsockopt(
+                s.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                opt,
+                &v as *const _ as *const nix::libc::c_void,
+                std::mem::size_of_val(&v) as nix::libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tune_buffers(s: &socket2::Socket) {
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+}
+
+fn set_mark(socket: &UdpSocket, mark: u32) -> io::Result<()> {
+    set_mark_raw(&socket2::SockRef::from(socket), mark)
+}
+
+#[cfg(target_os = "linux")]
+fn set_mark_raw(s: &socket2::Socket, mark: u32) -> io::Result<()> {
+    s.set_mark(mark)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_mark_raw(_s: &socket2::Socket, _mark: u32) -> io::Result<()> {
+    // fwmark is a Linux routing feature; elsewhere it is accepted and ignored,
+    // as wireguard-go does.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_round_trip() {
+        let v4: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:51820".parse().unwrap();
+        assert_eq!(canonical(mapped), v4);
+        let real6: SocketAddr = "[fd00::1]:1".parse().unwrap();
+        assert_eq!(canonical(real6), real6);
+    }
+}

@@ -1,0 +1,219 @@
+//! Serving the UAPI on `/var/run/wireguard/IFACE.sock`, where `wg` looks.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, warn, Instrument};
+
+use super::protocol::{format_errno, format_get, parse_set, ProtocolError, MAX_LINE};
+use crate::tunnel::Device;
+
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+/// Upper bound on one `set` transaction; thousands of allowed IPs fit easily.
+const MAX_TRANSACTION: usize = 16 << 20;
+
+pub fn socket_path(iface: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{iface}.sock"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(
+        "{0} is served by another running process; stop it first or pick another interface name"
+    )]
+    InUse(PathBuf),
+    #[error("cannot create the UAPI socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// The listening socket; removes its file when dropped.
+pub struct UapiListener {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl UapiListener {
+    /// Bind the socket for `iface`, replacing a stale file left by a crash
+    /// but never one a live process still answers on.
+    pub fn bind(iface: &str) -> Result<Self, BindError> {
+        Self::bind_at(socket_path(iface))
+    }
+
+    pub fn bind_at(path: PathBuf) -> Result<Self, BindError> {
+        let io_err = |source| BindError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(io_err)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io_err)?;
+            }
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(BindError::InUse(path));
+            }
+            std::fs::remove_file(&path).map_err(io_err)?;
+        }
+        let listener = UnixListener::bind(&path).map_err(io_err)?;
+        // Root only: the socket hands out private keys.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        Ok(UapiListener { path, listener })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accept clients until the task is dropped; each client runs on its own
+    /// task so a slow or broken one cannot stall the others.
+    pub async fn serve(&self, device: Arc<Device>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    let device = device.clone();
+                    tokio::spawn(
+                        async move {
+                            if let Err(e) = handle(stream, &device).await {
+                                debug!(error = %e, "uapi client");
+                            }
+                        }
+                        .instrument(tracing::debug_span!("uapi")),
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "uapi accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for UapiListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+enum Line {
+    Text(String),
+    Eof,
+}
+
+/// Read one `\n`-terminated line of at most [`MAX_LINE`] bytes.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Line, ProtocolError> {
+    buf.clear();
+    let n = r
+        .take(MAX_LINE as u64 + 2)
+        .read_until(b'\n', buf)
+        .await
+        .map_err(|_| ProtocolError::Unterminated)?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() != Some(&b'\n') {
+        return if buf.len() > MAX_LINE {
+            Err(ProtocolError::LineTooLong)
+        } else {
+            Err(ProtocolError::Unterminated)
+        };
+    }
+    buf.pop();
+    if buf.len() > MAX_LINE {
+        return Err(ProtocolError::LineTooLong);
+    }
+    String::from_utf8(std::mem::take(buf))
+        .map(Line::Text)
+        .map_err(|_| ProtocolError::Invalid {
+            line: 0,
+            msg: "not UTF-8".into(),
+        })
+}
+
+async fn handle(stream: UnixStream, device: &Device) -> io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::with_capacity(128);
+    loop {
+        let reply = match read_line(&mut r, &mut buf).await {
+            Ok(Line::Eof) => return Ok(()),
+            Ok(Line::Text(op)) => match op.as_str() {
+                "get=1" => match read_line(&mut r, &mut buf).await {
+                    Ok(Line::Text(l)) if l.is_empty() => Ok(format_get(&device.status())),
+                    Ok(_) => Err(ProtocolError::Invalid {
+                        line: 2,
+                        msg: "get=1 takes no arguments".into(),
+                    }),
+                    Err(e) => Err(e),
+                },
+                "set=1" => set(&mut r, &mut buf, device).await,
+                _ => Err(ProtocolError::UnknownOperation(op_name(&op))),
+            },
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok(text) => w.write_all(text.as_bytes()).await?,
+            Err(e) => {
+                warn!(iface = device.name(), error = %e, "rejected configuration");
+                // Answer, then hang up: after a bad line we cannot know where
+                // the next transaction starts.
+                if !matches!(e, ProtocolError::Unterminated) {
+                    w.write_all(format_errno(e.errno()).as_bytes()).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn set<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    device: &Device,
+) -> Result<String, ProtocolError> {
+    let mut lines = Vec::new();
+    let mut total = 0usize;
+    loop {
+        match read_line(r, buf).await? {
+            Line::Eof => return Err(ProtocolError::Unterminated),
+            Line::Text(l) if l.is_empty() => break,
+            Line::Text(l) => {
+                total += l.len();
+                if total > MAX_TRANSACTION {
+                    return Err(ProtocolError::LineTooLong);
+                }
+                lines.push(l);
+            }
+        }
+    }
+    let update = parse_set(lines.iter().map(String::as_str), 2)?;
+    Ok(match device.apply(&update) {
+        Ok(()) => format_errno(0),
+        Err(e) => {
+            warn!(iface = device.name(), error = %e, "configuration not applied");
+            format_errno(e.errno())
+        }
+    })
+}
+
+/// Operation names are echoed in logs: keep only the name, never a value
+/// (a confused client may send `private_key=...` first), and keep it short.
+fn op_name(line: &str) -> String {
+    line.split('=')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(32)
+        .collect()
+}
