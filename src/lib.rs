@@ -8,6 +8,7 @@ pub mod cli;
 pub mod device_cmd;
 pub mod keys;
 pub mod platform;
+pub mod routes;
 pub mod signals;
 pub mod tunnel;
 pub mod uapi;

@@ -181,8 +181,12 @@ pub fn format_get(status: &DeviceStatus) -> String {
     out
 }
 
+/// The answer to a transaction: `errno=0`, or the failure as a negated
+/// errno. `wg` negates what it reads after a `set` (wireguard-tools'
+/// `ipc-uapi.h`: `errno = -ret`) and wireguard-go sends `-EINVAL` and
+/// friends, so a positive value would print as "Unknown error -22".
 pub fn format_errno(errno: i32) -> String {
-    format!("errno={errno}\n\n")
+    format!("errno={}\n\n", -errno.abs())
 }
 
 #[cfg(test)]
@@ -274,6 +278,13 @@ mod tests {
             ProtocolError::LineTooLong
         );
         assert_eq!(ProtocolError::LineTooLong.errno(), 22);
+    }
+
+    #[test]
+    fn errors_are_negated_errnos_as_wg_reads_them() {
+        assert_eq!(format_errno(0), "errno=0\n\n");
+        assert_eq!(format_errno(libc_errno::EADDRINUSE), "errno=-98\n\n");
+        assert_eq!(format_errno(-22), "errno=-22\n\n");
     }
 
     #[test]
