@@ -1,7 +1,7 @@
 //! The userspace WireGuard device: a TUN, one UDP socket and the peers.
 //!
-//! Three tokio tasks move packets, modelled on onetun: TUN → encrypt → UDP,
-//! UDP → decrypt → TUN, and a one-second timer for handshakes and
+//! Two tokio tasks move packets, modelled on onetun: TUN → encrypt → UDP and
+//! UDP → decrypt → TUN; a one-second timer thread drives handshakes and
 //! keepalives. Each direction owns its buffers, so the hot path allocates
 //! nothing; shared state sits behind short, synchronous locks that are never
 //! held across an `.await`.
@@ -82,6 +82,7 @@ pub mod libc_errno {
 pub struct Device {
     shared: Arc<Shared>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    timers: parking_lot::Mutex<TimerThread>,
     failed: watch::Receiver<Option<String>>,
 }
 
@@ -137,14 +138,16 @@ impl Device {
             let mut st = shared.state.write();
             shared.rebind(&mut st, listen_port)?;
         }
+        let timers = TimerThread::spawn(&shared).map_err(|source| ConfigError::Bind {
+            port: listen_port,
+            source,
+        })?;
         let span = tracing::info_span!("device", iface = %name);
-        let tasks = vec![
-            tokio::spawn(shared.clone().tun_to_net().instrument(span.clone())),
-            tokio::spawn(shared.clone().timers().instrument(span)),
-        ];
+        let tasks = vec![tokio::spawn(shared.clone().tun_to_net().instrument(span))];
         Ok(Device {
             shared,
             tasks: parking_lot::Mutex::new(tasks),
+            timers: parking_lot::Mutex::new(timers),
             failed: failed_rx,
         })
     }
@@ -231,6 +234,7 @@ impl Device {
     /// Stop every task and wait until they are gone, so that once the last
     /// handle to the device drops, the TUN closes and the interface goes.
     pub async fn shutdown(&self) {
+        self.timers.lock().stop();
         let socket_task = self.shared.state.write().socket_task.take();
         let tasks: Vec<_> = self.tasks.lock().drain(..).chain(socket_task).collect();
         for t in &tasks {
@@ -548,36 +552,90 @@ impl Shared {
         }
     }
 
-    /// Handshake retries, rekeys and keepalives; boringtun decides, we send.
-    async fn timers(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TIMER_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = vec![0u8; OUT_BUF];
-        let mut peers: Vec<Arc<Peer>> = Vec::new();
-        loop {
-            tick.tick().await;
-            let socket = {
-                let st = self.state.read();
-                st.limiter.reset_count();
-                peers.clear();
-                peers.extend(st.peers.values().cloned());
-                st.socket.clone()
+    /// One timer pass: handshake retries, rekeys and keepalives. boringtun
+    /// decides; we send. Runs on the timer thread, so sends are synchronous
+    /// and a full socket buffer drops the packet (the next pass retries).
+    fn tick_timers(&self, buf: &mut [u8], peers: &mut Vec<Arc<Peer>>) {
+        let socket = {
+            let st = self.state.read();
+            st.limiter.reset_count();
+            peers.clear();
+            peers.extend(st.peers.values().cloned());
+            st.socket.clone()
+        };
+        let Some(socket) = socket else { return };
+        for peer in peers.iter() {
+            let result = match peer.tunn.lock().as_mut() {
+                Some(t) => t.update_timers(buf),
+                None => continue,
             };
-            for peer in &peers {
-                let result = match peer.tunn.lock().as_mut() {
-                    Some(t) => t.update_timers(&mut buf),
-                    None => continue,
-                };
-                match result {
-                    TunnResult::WriteToNetwork(out) => {
-                        send(peer, socket.as_deref(), out, None).await
+            match result {
+                TunnResult::WriteToNetwork(out) => {
+                    let Some(to) = peer.endpoint() else { continue };
+                    let to = socket2::SockAddr::from(wire_addr(&socket, to));
+                    match socket2::SockRef::from(&*socket).send_to(out, &to) {
+                        Ok(n) => peer.sent(n),
+                        Err(e) => debug!(peer = %peer.public_key, error = %e, "timer send failed"),
                     }
-                    TunnResult::Err(WireGuardError::ConnectionExpired) => {}
-                    TunnResult::Err(e) => debug!(peer = %peer.public_key, error = ?e, "timer"),
-                    _ => {}
                 }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                TunnResult::Err(e) => debug!(peer = %peer.public_key, error = ?e, "timer"),
+                _ => {}
             }
         }
+    }
+}
+
+/// The timer thread. A plain thread rather than a tokio interval: tokio's
+/// hierarchical timer wheel parks twice for every one-second tick (once for
+/// the coarse slot, once for the exact deadline), which doubled the idle
+/// wakeups; `park_timeout` wakes once. It holds the device only weakly, so
+/// it never keeps a closed TUN alive.
+struct TimerThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TimerThread {
+    fn spawn(shared: &Arc<Shared>) -> io::Result<TimerThread> {
+        let weak = Arc::downgrade(shared);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let span = tracing::info_span!("timers", iface = %shared.name);
+        let thread = std::thread::Builder::new()
+            .name("wg-timers".into())
+            .spawn(move || {
+                let _enter = span.enter();
+                let mut buf = vec![0u8; OUT_BUF];
+                let mut peers = Vec::new();
+                loop {
+                    std::thread::park_timeout(TIMER_TICK);
+                    if stop2.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let Some(shared) = weak.upgrade() else { return };
+                    shared.tick_timers(&mut buf, &mut peers);
+                    peers.clear();
+                }
+            })?;
+        Ok(TimerThread {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TimerThread {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
