@@ -25,6 +25,66 @@ pub enum Command {
     /// Run a userspace WireGuard device in the foreground, configured with
     /// `wg` through /var/run/wireguard/IFACE.sock (like `wireguard-go -f`).
     Device(DeviceArgs),
+    /// Connect this machine to Docker's networks: create the tunnel, start
+    /// the VM-side helper and keep a route for every Docker network (root,
+    /// foreground; Ctrl-C removes everything it made here).
+    Up(UpArgs),
+    /// The VM side, run by `up` inside the helper container; not for use by hand.
+    #[command(hide = true)]
+    Helper(HelperArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Docker engine to use (unix:///path or tcp://host:port); default: DOCKER_HOST,
+    /// then the current docker context, then the well-known sockets.
+    #[arg(long, env = "NETCONNECT_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// UDP port of the tunnel on this machine; 0 picks a free one.
+    #[arg(long, env = "NETCONNECT_LISTEN_PORT", default_value_t = 0)]
+    pub listen_port: u16,
+    /// How the VM reaches this machine, HOST or HOST:PORT (default port: the listen port).
+    #[arg(
+        long,
+        env = "NETCONNECT_HOST_ENDPOINT",
+        default_value = "host.docker.internal"
+    )]
+    pub host_endpoint: String,
+    /// Name of the tunnel interface (Linux; macOS picks utunN).
+    #[arg(long, env = "NETCONNECT_INTERFACE", default_value = "netconnect0")]
+    pub interface: String,
+    /// Name of the tunnel interface inside the VM.
+    #[arg(long, env = "NETCONNECT_VM_INTERFACE", default_value = "netconnect0")]
+    pub vm_interface: String,
+    /// Helper image to run in the VM.
+    #[arg(long, env = "NETCONNECT_HELPER_IMAGE", default_value = concat!("netconnect-helper:", env!("CARGO_PKG_VERSION")))]
+    pub helper_image: String,
+    /// Tunnel address of this machine.
+    #[arg(long, default_value = "10.33.33.1")]
+    pub host_address: std::net::IpAddr,
+    /// Tunnel address of the VM.
+    #[arg(long, default_value = "10.33.33.2")]
+    pub vm_address: std::net::IpAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct HelperArgs {
+    /// Public key of the host side (base64).
+    #[arg(long)]
+    pub host_public_key: String,
+    /// HOST:PORT where the VM reaches the host side.
+    #[arg(long)]
+    pub host_endpoint: String,
+    /// Tunnel interface to create in the VM.
+    #[arg(long, default_value = "netconnect0")]
+    pub interface: String,
+    #[arg(long, default_value = "10.33.33.2")]
+    pub vm_address: std::net::IpAddr,
+    #[arg(long, default_value = "10.33.33.1")]
+    pub host_address: std::net::IpAddr,
+    /// Where the VM's private key is kept, inside the container.
+    #[arg(long, default_value = "/var/lib/netconnect/vm.key")]
+    pub key_file: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,9 +6,12 @@
 
 pub mod cli;
 pub mod device_cmd;
+pub mod docker;
+pub mod helper;
 pub mod keys;
 pub mod platform;
 pub mod routes;
 pub mod signals;
 pub mod tunnel;
 pub mod uapi;
+pub mod up;

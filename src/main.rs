@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Device(args) => netconnect::device_cmd::run(args).await,
+            Command::Up(args) => netconnect::up::run(args).await,
+            Command::Helper(args) => netconnect::helper::run(args).await,
         }
     });
     match result {

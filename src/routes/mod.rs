@@ -1,6 +1,11 @@
 //! Routes through the tunnel: the desired set comes from Docker, the current
-//! set from the OS; [`plan`] decides, an executor applies.
+//! set from the OS; [`plan`] decides, an executor applies (netlink on Linux,
+//! `route` commands on macOS).
 
+#[cfg(target_os = "linux")]
+mod linux;
 mod plan;
 
+#[cfg(target_os = "linux")]
+pub use linux::{NetlinkError, NetlinkRouter};
 pub use plan::{overlaps, plan, RoutePlan, Skipped, SystemRoute};

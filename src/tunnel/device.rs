@@ -190,6 +190,27 @@ impl Device {
         Ok(())
     }
 
+    /// Start a handshake with every peer that has an endpoint, now rather
+    /// than at the first packet or keepalive: the VM side calls this so the
+    /// host, which cannot know the VM's address, learns it at once.
+    pub async fn initiate_handshakes(&self) {
+        let (peers, socket) = {
+            let st = self.shared.state.read();
+            let peers: Vec<Arc<Peer>> = st.peers.values().cloned().collect();
+            (peers, st.socket.clone())
+        };
+        let mut buf = [0u8; 256];
+        for peer in peers {
+            let result = match peer.tunn.lock().as_mut() {
+                Some(t) => t.format_handshake_initiation(&mut buf, false),
+                None => continue,
+            };
+            if let TunnResult::WriteToNetwork(out) = result {
+                send(&peer, socket.as_deref(), out, None).await;
+            }
+        }
+    }
+
     /// A consistent picture of the device, for `wg show` and `status`.
     pub fn status(&self) -> DeviceStatus {
         let st = self.shared.state.read();

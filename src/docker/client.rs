@@ -1,0 +1,251 @@
+//! Talking to the engine with bollard: connect (trying each discovered
+//! candidate), list networks, follow events.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use bollard::models::{EventMessage, EventMessageTypeEnum, Network};
+use bollard::query_parameters::{EventsOptionsBuilder, ListNetworksOptions};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures::Stream;
+use ipnet::IpNet;
+use tracing::{debug, info};
+
+use super::discovery::{Candidate, Source};
+
+/// Every call to the engine is bounded: a wedged Docker Desktop must show up
+/// as an error in the log, not as a daemon that silently waits forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("no Docker engine answered; tried: {0}")]
+    NoEngine(String),
+    #[error("Docker API call failed: {0}")]
+    Api(#[from] bollard::errors::Error),
+    #[error("Docker API call timed out after {}s", CALL_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// A connected engine and how we found it.
+#[derive(Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    pub host: String,
+    pub source: Source,
+    pub server_version: String,
+    pub api_version: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("host", &self.host)
+            .field("source", &self.source)
+            .field("server_version", &self.server_version)
+            .finish()
+    }
+}
+
+pub async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, DockerError> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(DockerError::from),
+        Err(_) => Err(DockerError::Timeout),
+    }
+}
+
+/// Connect to the first candidate that answers `/version`, negotiating the
+/// API version down from bollard's newest (Engine 29 refuses clients older
+/// than 1.44; Engine 20.10 speaks 1.41).
+pub async fn connect(candidates: &[Candidate]) -> Result<Engine, DockerError> {
+    let mut tried = Vec::new();
+    for c in candidates {
+        match try_connect(c).await {
+            Ok(engine) => {
+                info!(
+                    host = %engine.host,
+                    reason = c.source.describe(),
+                    version = %engine.server_version,
+                    api = %engine.api_version,
+                    "connected to Docker"
+                );
+                return Ok(engine);
+            }
+            Err(e) => {
+                debug!(host = %c.host, error = %e, "engine candidate did not answer");
+                tried.push(format!("{} ({}): {e}", c.host, c.source.describe()));
+            }
+        }
+    }
+    Err(DockerError::NoEngine(tried.join("; ")))
+}
+
+async fn try_connect(c: &Candidate) -> Result<Engine, DockerError> {
+    let timeout = CALL_TIMEOUT.as_secs();
+    let docker = if let Some(path) = c.host.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, timeout, API_DEFAULT_VERSION)?
+    } else {
+        Docker::connect_with_host(&c.host)?.with_timeout(CALL_TIMEOUT)
+    };
+    let docker = timed(docker.negotiate_version()).await?;
+    let v = timed(docker.version()).await?;
+    Ok(Engine {
+        api_version: docker.client_version().to_string(),
+        docker,
+        host: c.host.clone(),
+        source: c.source,
+        server_version: v.version.unwrap_or_default(),
+    })
+}
+
+/// What netconnect needs to know about a Docker network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
+    pub subnets: Vec<IpNet>,
+}
+
+impl NetworkInfo {
+    pub fn from_model(n: &Network) -> Self {
+        let subnets = n
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| c.subnet.as_deref())
+                    .filter_map(|s| s.parse::<IpNet>().ok())
+                    .map(|n| n.trunc())
+                    .collect()
+            })
+            .unwrap_or_default();
+        NetworkInfo {
+            id: n.id.clone().unwrap_or_default(),
+            name: n.name.clone().unwrap_or_default(),
+            driver: n.driver.clone().unwrap_or_default(),
+            scope: n.scope.clone().unwrap_or_default(),
+            subnets,
+        }
+    }
+
+    /// Networks whose containers live in the VM and have addresses there:
+    /// local scope (swarm overlays are not reachable this way), and not the
+    /// `host`/`none` pseudo-networks.
+    pub fn is_routable(&self) -> bool {
+        self.scope == "local" && !matches!(self.driver.as_str(), "host" | "null" | "none")
+    }
+}
+
+pub async fn networks(docker: &Docker) -> Result<Vec<NetworkInfo>, DockerError> {
+    let list = timed(docker.list_networks(None::<ListNetworksOptions>)).await?;
+    let mut out: Vec<NetworkInfo> = list.iter().map(NetworkInfo::from_model).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The subnets to route: every IPv4 and IPv6 subnet of every routable network.
+pub fn desired_subnets(networks: &[NetworkInfo]) -> BTreeSet<IpNet> {
+    networks
+        .iter()
+        .filter(|n| n.is_routable())
+        .flat_map(|n| n.subnets.iter().copied())
+        .collect()
+}
+
+/// Network create/destroy and container start/die events. The stream ends
+/// (or errors) when the engine goes away; the caller reconnects.
+pub fn events(docker: &Docker) -> impl Stream<Item = Result<EventMessage, bollard::errors::Error>> {
+    let filters: HashMap<&str, Vec<&str>> = HashMap::from([
+        ("type", vec!["network", "container"]),
+        ("event", vec!["create", "destroy", "start", "die"]),
+    ]);
+    docker.events(Some(
+        EventsOptionsBuilder::default().filters(&filters).build(),
+    ))
+}
+
+/// What an event means to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Networks,
+    ContainerStarted(String),
+    ContainerDied(String),
+    Other,
+}
+
+pub fn classify(ev: &EventMessage) -> Change {
+    let id = ev
+        .actor
+        .as_ref()
+        .and_then(|a| a.id.clone())
+        .unwrap_or_default();
+    match (ev.typ, ev.action.as_deref()) {
+        (Some(EventMessageTypeEnum::NETWORK), Some("create" | "destroy")) => Change::Networks,
+        (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
+        (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => Change::ContainerDied(id),
+        _ => Change::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{Ipam, IpamConfig};
+
+    fn net(name: &str, driver: &str, scope: &str, subnets: &[&str]) -> Network {
+        Network {
+            id: Some(format!("id-{name}")),
+            name: Some(name.into()),
+            driver: Some(driver.into()),
+            scope: Some(scope.into()),
+            ipam: Some(Ipam {
+                config: Some(
+                    subnets
+                        .iter()
+                        .map(|s| IpamConfig {
+                            subnet: Some((*s).into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn routable_subnets_from_networks() {
+        let nets: Vec<NetworkInfo> = [
+            net("bridge", "bridge", "local", &["172.17.0.0/16"]),
+            net(
+                "kind",
+                "bridge",
+                "local",
+                &["172.18.0.0/16", "fc00:f853:ccd:e793::/64"],
+            ),
+            net("host", "host", "local", &[]),
+            net("none", "null", "local", &[]),
+            net("ingress", "overlay", "swarm", &["10.0.0.0/24"]),
+            net("odd", "bridge", "local", &["not-a-cidr", "10.99.0.1/24"]),
+        ]
+        .iter()
+        .map(NetworkInfo::from_model)
+        .collect();
+        let want: BTreeSet<IpNet> = [
+            "172.17.0.0/16",
+            "172.18.0.0/16",
+            "fc00:f853:ccd:e793::/64",
+            "10.99.0.0/24",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(desired_subnets(&nets), want);
+    }
+}

@@ -1,0 +1,313 @@
+//! Finding the Docker engine: which socket or URL to try, in which order.
+//!
+//! Pure data in, an ordered candidate list out, so the rules are table tests
+//! on any OS. An explicit choice (`--docker-host`, `DOCKER_HOST`) is the
+//! only candidate: a user who named an engine wants that one or an error,
+//! never a silent fallback to another.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Why a candidate is on the list; logged with the one that answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    Context,
+    DockerDesktop,
+    Colima,
+    RancherDesktop,
+    OrbStack,
+    Podman,
+    Default,
+}
+
+impl Source {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Flag => "--docker-host",
+            Source::Env => "DOCKER_HOST",
+            Source::Context => "the current docker context",
+            Source::DockerDesktop => "Docker Desktop's socket",
+            Source::Colima => "Colima's socket",
+            Source::RancherDesktop => "Rancher Desktop's socket",
+            Source::OrbStack => "OrbStack's socket",
+            Source::Podman => "Podman machine's socket",
+            Source::Default => "the default socket",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// A URL as Docker writes them: `unix:///path`, `tcp://host:port`.
+    pub host: String,
+    pub source: Source,
+}
+
+/// What discovery looks at, gathered by the caller (from the environment,
+/// the invoking user's home and their Docker config).
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    pub flag: Option<String>,
+    pub env_docker_host: Option<String>,
+    /// `DOCKER_CONTEXT` of the invoking user, which overrides config.json.
+    pub env_docker_context: Option<String>,
+    /// The home of the user whose Docker we want (under sudo: `SUDO_USER`'s).
+    pub home: Option<PathBuf>,
+    /// `DOCKER_CONFIG` of that user, else `~/.docker`.
+    pub docker_config: Option<PathBuf>,
+}
+
+/// Reads files under the user's Docker config; a trait so tests can hand in
+/// a file tree as a map.
+pub trait Files {
+    fn read(&self, path: &Path) -> Option<String>;
+    fn exists(&self, path: &Path) -> bool;
+}
+
+pub struct RealFiles;
+
+impl Files for RealFiles {
+    fn read(&self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+/// The ordered list of engines to try.
+pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
+    if let Some(h) = inputs.flag.as_deref().filter(|h| !h.is_empty()) {
+        return vec![Candidate {
+            host: normalize(h),
+            source: Source::Flag,
+        }];
+    }
+    if let Some(h) = inputs.env_docker_host.as_deref().filter(|h| !h.is_empty()) {
+        return vec![Candidate {
+            host: normalize(h),
+            source: Source::Env,
+        }];
+    }
+    let mut out = Vec::new();
+    let config_dir = inputs
+        .docker_config
+        .clone()
+        .or_else(|| inputs.home.as_ref().map(|h| h.join(".docker")));
+    if let Some(dir) = &config_dir {
+        if let Some(host) = context_host(dir, inputs.env_docker_context.as_deref(), files) {
+            out.push(Candidate {
+                host,
+                source: Source::Context,
+            });
+        }
+    }
+    if let Some(home) = &inputs.home {
+        let sockets = [
+            (".docker/run/docker.sock", Source::DockerDesktop),
+            (".colima/default/docker.sock", Source::Colima),
+            (".colima/docker.sock", Source::Colima),
+            (".rd/docker.sock", Source::RancherDesktop),
+            (".orbstack/run/docker.sock", Source::OrbStack),
+            (
+                ".local/share/containers/podman/machine/podman.sock",
+                Source::Podman,
+            ),
+        ];
+        for (rel, source) in sockets {
+            let p = home.join(rel);
+            if files.exists(&p) {
+                out.push(Candidate {
+                    host: format!("unix://{}", p.display()),
+                    source,
+                });
+            }
+        }
+    }
+    out.push(Candidate {
+        host: "unix:///var/run/docker.sock".into(),
+        source: Source::Default,
+    });
+    // A context usually points at one of the well-known sockets: try each once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert(c.host.clone()));
+    out
+}
+
+/// A bare path means a Unix socket.
+fn normalize(h: &str) -> String {
+    if h.starts_with('/') {
+        format!("unix://{h}")
+    } else {
+        h.to_owned()
+    }
+}
+
+/// The endpoint of the current `docker context`, if it is not `default`.
+/// Docker stores context `NAME` under `contexts/meta/<sha256(NAME)>/meta.json`.
+fn context_host(config_dir: &Path, env_context: Option<&str>, files: &dyn Files) -> Option<String> {
+    let name = match env_context {
+        Some(n) => n.to_owned(),
+        None => {
+            let config = files.read(&config_dir.join("config.json"))?;
+            let v: serde_json::Value = serde_json::from_str(&config).ok()?;
+            v.get("currentContext")?.as_str()?.to_owned()
+        }
+    };
+    if name.is_empty() || name == "default" {
+        return None;
+    }
+    let digest = hex::encode(Sha256::digest(name.as_bytes()));
+    let meta = files.read(
+        &config_dir
+            .join("contexts/meta")
+            .join(digest)
+            .join("meta.json"),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&meta).ok()?;
+    let host = v.get("Endpoints")?.get("docker")?.get("Host")?.as_str()?;
+    Some(normalize(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A file tree as a map; a path with `None` content exists but is a socket.
+    struct Tree(HashMap<PathBuf, Option<String>>);
+
+    impl Tree {
+        fn new(entries: &[(&str, Option<&str>)]) -> Self {
+            Tree(
+                entries
+                    .iter()
+                    .map(|(p, c)| (PathBuf::from(p), c.map(str::to_owned)))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Files for Tree {
+        fn read(&self, path: &Path) -> Option<String> {
+            self.0.get(path).cloned().flatten()
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.0.contains_key(path)
+        }
+    }
+
+    fn hosts(c: &[Candidate]) -> Vec<(&str, Source)> {
+        c.iter().map(|c| (c.host.as_str(), c.source)).collect()
+    }
+
+    fn home(h: &str) -> Inputs {
+        Inputs {
+            home: Some(h.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn explicit_choice_is_the_only_candidate() {
+        let tree = Tree::new(&[("/Users/ann/.docker/run/docker.sock", None)]);
+        let mut i = home("/Users/ann");
+        i.env_docker_host = Some("tcp://10.0.0.5:2375".into());
+        assert_eq!(
+            hosts(&candidates(&i, &tree)),
+            vec![("tcp://10.0.0.5:2375", Source::Env)]
+        );
+        i.flag = Some("/run/other.sock".into());
+        assert_eq!(
+            hosts(&candidates(&i, &tree)),
+            vec![("unix:///run/other.sock", Source::Flag)]
+        );
+    }
+
+    #[test]
+    fn docker_desktop_socket_before_the_default() {
+        let tree = Tree::new(&[("/Users/ann/.docker/run/docker.sock", None)]);
+        assert_eq!(
+            hosts(&candidates(&home("/Users/ann"), &tree)),
+            vec![
+                (
+                    "unix:///Users/ann/.docker/run/docker.sock",
+                    Source::DockerDesktop
+                ),
+                ("unix:///var/run/docker.sock", Source::Default),
+            ]
+        );
+    }
+
+    #[test]
+    fn current_context_comes_first_and_is_not_repeated() {
+        // sha256("colima") = the directory docker uses for that context.
+        let dir = hex::encode(Sha256::digest(b"colima"));
+        let meta = format!("/Users/ann/.docker/contexts/meta/{dir}/meta.json");
+        let tree = Tree::new(&[
+            (
+                "/Users/ann/.docker/config.json",
+                Some(r#"{"auths":{},"currentContext":"colima"}"#),
+            ),
+            (
+                meta.as_str(),
+                Some(
+                    r#"{"Name":"colima","Endpoints":{"docker":{"Host":"unix:///Users/ann/.colima/default/docker.sock","SkipTLSVerify":false}}}"#,
+                ),
+            ),
+            ("/Users/ann/.colima/default/docker.sock", None),
+            ("/Users/ann/.orbstack/run/docker.sock", None),
+        ]);
+        assert_eq!(
+            hosts(&candidates(&home("/Users/ann"), &tree)),
+            vec![
+                (
+                    "unix:///Users/ann/.colima/default/docker.sock",
+                    Source::Context
+                ),
+                (
+                    "unix:///Users/ann/.orbstack/run/docker.sock",
+                    Source::OrbStack
+                ),
+                ("unix:///var/run/docker.sock", Source::Default),
+            ]
+        );
+    }
+
+    #[test]
+    fn docker_context_env_and_docker_config_are_honoured() {
+        let dir = hex::encode(Sha256::digest(b"rd"));
+        let meta = format!("/cfg/contexts/meta/{dir}/meta.json");
+        let tree = Tree::new(&[(
+            meta.as_str(),
+            Some(r#"{"Endpoints":{"docker":{"Host":"unix:///Users/bo/.rd/docker.sock"}}}"#),
+        )]);
+        let i = Inputs {
+            env_docker_context: Some("rd".into()),
+            docker_config: Some("/cfg".into()),
+            home: Some("/Users/bo".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            hosts(&candidates(&i, &tree))[0],
+            ("unix:///Users/bo/.rd/docker.sock", Source::Context)
+        );
+    }
+
+    #[test]
+    fn default_context_and_broken_files_fall_through() {
+        let tree = Tree::new(&[(
+            "/h/.docker/config.json",
+            Some(r#"{"currentContext":"default"}"#),
+        )]);
+        assert_eq!(candidates(&home("/h"), &tree).len(), 1);
+        let tree = Tree::new(&[("/h/.docker/config.json", Some("{not json"))]);
+        assert_eq!(
+            hosts(&candidates(&home("/h"), &tree)),
+            vec![("unix:///var/run/docker.sock", Source::Default)]
+        );
+    }
+}

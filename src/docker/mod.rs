@@ -1,0 +1,10 @@
+//! The Docker engine: finding it ([`discovery`]) and following its networks
+//! ([`client`]).
+
+pub mod client;
+pub mod discovery;
+
+pub use client::{
+    classify, connect, desired_subnets, events, networks, Change, DockerError, Engine, NetworkInfo,
+};
+pub use discovery::{candidates, Candidate, Inputs, RealFiles, Source};

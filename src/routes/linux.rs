@@ -1,0 +1,216 @@
+//! Linux routes and interface addresses through rtnetlink: no parsing of
+//! `ip` output, and errors carry the kernel's errno.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use super::SystemRoute;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(std::io::Error),
+    #[error("interface {0} not found")]
+    NoInterface(String),
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        source: rtnetlink::Error,
+    },
+}
+
+fn req(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Request { what, source }
+}
+
+/// Routes through one interface, in the main table.
+pub struct NetlinkRouter {
+    handle: Handle,
+    index: u32,
+    name: String,
+}
+
+impl NetlinkRouter {
+    /// Must run inside a tokio runtime: the netlink connection is a task.
+    pub async fn new(interface: &str) -> Result<Self, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        let index = link_index(&handle, interface).await?;
+        Ok(NetlinkRouter {
+            handle,
+            index,
+            name: interface.to_owned(),
+        })
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.name
+    }
+
+    /// Give the interface its point-to-point address (`ip addr add LOCAL
+    /// peer PEER`), set the MTU and bring it up. Idempotent.
+    pub async fn configure_address(
+        &self,
+        local: IpAddr,
+        peer: IpAddr,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        let prefix = if local.is_ipv4() { 32 } else { 128 };
+        let mut add = self.handle.address().add(self.index, local, prefix);
+        // rtnetlink sets IFA_ADDRESS = IFA_LOCAL; for a point-to-point link
+        // IFA_ADDRESS is the peer, and the kernel then adds the peer route.
+        for attr in add.message_mut().attributes.iter_mut() {
+            if let AddressAttribute::Address(a) = attr {
+                *a = peer;
+            }
+        }
+        add.replace()
+            .execute()
+            .await
+            .map_err(req(format!("adding {local} peer {peer} to {}", self.name)))?;
+        self.handle
+            .link()
+            .change(LinkUnspec::new_with_index(self.index).mtu(mtu).up().build())
+            .execute()
+            .await
+            .map_err(req(format!("bringing {} up", self.name)))
+    }
+
+    /// Our routes (static, through this interface) and everyone else's, from
+    /// the main table, both families. Host routes of the kernel's own (local,
+    /// broadcast, multicast) are not routes a subnet can conflict with.
+    pub async fn current(&self) -> Result<(BTreeSet<IpNet>, Vec<SystemRoute>), NetlinkError> {
+        let mut ours = BTreeSet::new();
+        let mut system = Vec::new();
+        let names = self.link_names().await?;
+        for msg in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let mut routes = self.handle.route().get(msg).execute();
+            while let Some(r) = routes.try_next().await.map_err(req("listing routes"))? {
+                if table(&r) != RouteHeader::RT_TABLE_MAIN as u32
+                    || r.header.kind != RouteType::Unicast
+                {
+                    continue;
+                }
+                let Some(dest) = destination(&r) else {
+                    continue;
+                };
+                let oif = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                });
+                if oif == Some(self.index) {
+                    // Routes the kernel made for the interface itself (the
+                    // peer address, fe80::/64) are neither ours nor a conflict.
+                    if r.header.protocol == RouteProtocol::Static {
+                        ours.insert(dest);
+                    }
+                } else {
+                    let interface = oif
+                        .and_then(|i| names.iter().find(|(idx, _)| *idx == i))
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or_else(|| "?".into());
+                    system.push(SystemRoute {
+                        destination: dest,
+                        interface,
+                    });
+                }
+            }
+        }
+        Ok((ours, system))
+    }
+
+    pub async fn add(&self, net: IpNet) -> Result<(), NetlinkError> {
+        self.handle
+            .route()
+            .add(self.route_message(net))
+            .replace()
+            .execute()
+            .await
+            .map_err(req(format!("adding route {net} dev {}", self.name)))
+    }
+
+    pub async fn remove(&self, net: IpNet) -> Result<(), NetlinkError> {
+        self.handle
+            .route()
+            .del(self.route_message(net))
+            .execute()
+            .await
+            .map_err(req(format!("removing route {net} dev {}", self.name)))
+    }
+
+    fn route_message(&self, net: IpNet) -> RouteMessage {
+        match net {
+            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .output_interface(self.index)
+                .build(),
+            IpNet::V6(n) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .output_interface(self.index)
+                .build(),
+        }
+    }
+
+    async fn link_names(&self) -> Result<Vec<(u32, String)>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(l) = links.try_next().await.map_err(req("listing interfaces"))? {
+            if let Some(name) = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }) {
+                out.push((l.header.index, name));
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(l.header.index),
+        Ok(None) | Err(_) => Err(NetlinkError::NoInterface(name.to_owned())),
+    }
+}
+
+fn table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(r.header.table as u32)
+}
+
+fn destination(r: &RouteMessage) -> Option<IpNet> {
+    let len = r.header.destination_prefix_length;
+    let addr = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    });
+    match addr {
+        Some(a) => IpNet::new(a, len).ok(),
+        // No destination attribute: the default route of that family.
+        None if len == 0 => Some(match r.header.address_family {
+            netlink_packet_route::AddressFamily::Inet6 => "::/0".parse().ok()?,
+            _ => "0.0.0.0/0".parse().ok()?,
+        }),
+        None => None,
+    }
+}

@@ -1,0 +1,263 @@
+//! Running the VM-side helper container and reading back its public key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::docker::client::timed;
+use crate::helper::PUBLIC_KEY_PREFIX;
+use crate::keys::{Key, PublicKey};
+
+/// Marks our helper containers, so they can be found again (and removed by
+/// `down`) whatever they are called.
+pub const LABEL: &str = "io.netconnect.helper";
+/// Bound on the helper reaching "public_key=": it creates an interface and
+/// runs a few iptables commands.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error(
+        "helper image {image} is missing from the engine; build it with `helper-image/build.sh` \
+         (or `docker load -i <archive>`)"
+    )]
+    NoImage { image: String },
+    #[error("the helper container exited before it was ready: {0}")]
+    Exited(String),
+    #[error("the helper did not report its key within 30 s; its output: {0}")]
+    NotReady(String),
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
+}
+
+impl From<BollardError> for HelperError {
+    fn from(e: BollardError) -> Self {
+        HelperError::Docker(e.into())
+    }
+}
+
+/// What the helper container needs from the host.
+#[derive(Debug, Clone)]
+pub struct HelperSpec {
+    pub image: String,
+    pub name: String,
+    pub host_public_key: PublicKey,
+    pub host_endpoint: String,
+    pub vm_interface: String,
+    pub vm_address: std::net::IpAddr,
+    pub host_address: std::net::IpAddr,
+}
+
+impl HelperSpec {
+    /// The container: host network (the tunnel interface must live in the
+    /// VM's own namespace, next to Docker's bridges), host PID namespace (to
+    /// find dockerd and use its iptables), every capability dropped but:
+    /// NET_ADMIN (interface, addresses, firewall), SYS_ADMIN and SYS_CHROOT
+    /// (setns into dockerd's mount namespace), SYS_PTRACE (open another
+    /// process's namespace files). `/dev/net/tun` is for the userspace data
+    /// plane. `--privileged` is refused on some engines and is far more.
+    pub fn body(&self) -> ContainerCreateBody {
+        let cmd = vec![
+            "helper".to_string(),
+            "--host-public-key".into(),
+            self.host_public_key.to_base64(),
+            "--host-endpoint".into(),
+            self.host_endpoint.clone(),
+            "--interface".into(),
+            self.vm_interface.clone(),
+            "--vm-address".into(),
+            self.vm_address.to_string(),
+            "--host-address".into(),
+            self.host_address.to_string(),
+        ];
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(cmd),
+            labels: Some(HashMap::from([(
+                LABEL.to_string(),
+                self.vm_interface.clone(),
+            )])),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                pid_mode: Some("host".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(
+                    ["NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                devices: Some(vec![DeviceMapping {
+                    path_on_host: Some("/dev/net/tun".into()),
+                    path_in_container: Some("/dev/net/tun".into()),
+                    cgroup_permissions: Some("rwm".into()),
+                }]),
+                // A name the static helper can resolve without DNS.
+                extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
+                // `up` re-runs the helper itself, with a fresh key exchange.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// A started helper and the VM public key it reported.
+#[derive(Debug, Clone)]
+pub struct RunningHelper {
+    pub id: String,
+    pub vm_public_key: PublicKey,
+}
+
+/// Remove any helper of the same name, start a new one and wait for its key.
+pub async fn start(docker: &Docker, spec: &HelperSpec) -> Result<RunningHelper, HelperError> {
+    match timed(docker.inspect_image(&spec.image)).await {
+        Ok(_) => {}
+        Err(crate::docker::DockerError::Api(BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        })) => {
+            return Err(HelperError::NoImage {
+                image: spec.image.clone(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    remove(docker, &spec.name).await?;
+    let created = timed(
+        docker.create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&spec.name)
+                    .build(),
+            ),
+            spec.body(),
+        ),
+    )
+    .await?;
+    timed(docker.start_container(&created.id, None)).await?;
+    let key = tokio::time::timeout(READY_TIMEOUT, read_key(docker, &created.id)).await;
+    match key {
+        Ok(Ok(k)) => Ok(RunningHelper {
+            id: created.id,
+            vm_public_key: k,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(HelperError::NotReady(output(docker, &created.id).await)),
+    }
+}
+
+async fn read_key(docker: &Docker, id: &str) -> Result<PublicKey, HelperError> {
+    let mut logs = docker.logs(
+        id,
+        Some(
+            LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(false)
+                .follow(true)
+                .build(),
+        ),
+    );
+    let mut buf = String::new();
+    while let Some(item) = logs.next().await {
+        if let LogOutput::StdOut { message } = item? {
+            buf.push_str(&String::from_utf8_lossy(&message));
+            for line in buf.lines() {
+                if let Some(k) = line.strip_prefix(PUBLIC_KEY_PREFIX) {
+                    if let Ok(k) = Key::from_base64(k.trim()) {
+                        return Ok(PublicKey::from(&k));
+                    }
+                }
+            }
+        }
+    }
+    Err(HelperError::Exited(output(docker, id).await))
+}
+
+/// The helper's stderr, to show why it failed.
+async fn output(docker: &Docker, id: &str) -> String {
+    let mut logs = docker.logs(
+        id,
+        Some(
+            LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .tail("20")
+                .build(),
+        ),
+    );
+    let mut out = String::new();
+    while let Some(Ok(item)) = logs.next().await {
+        out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+    }
+    out.trim().replace('\n', " | ")
+}
+
+pub async fn is_running(docker: &Docker, id: &str) -> bool {
+    match timed(docker.inspect_container(id, None::<InspectContainerOptions>)).await {
+        Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub async fn remove(docker: &Docker, name: &str) -> Result<(), HelperError> {
+    match timed(docker.remove_container(
+        name,
+        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+    ))
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(crate::docker::DockerError::Api(BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        })) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_container_has_least_privilege_and_no_secret() {
+        let spec = HelperSpec {
+            image: "netconnect-helper:test".into(),
+            name: "netconnect-helper-netconnect0".into(),
+            host_public_key: PublicKey([7; 32]),
+            host_endpoint: "host.docker.internal:51820".into(),
+            vm_interface: "netconnect0".into(),
+            vm_address: "10.33.33.2".parse().unwrap(),
+            host_address: "10.33.33.1".parse().unwrap(),
+        };
+        let body = spec.body();
+        let hc = body.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("host"));
+        assert_eq!(hc.privileged, None);
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            hc.cap_add.clone().unwrap(),
+            vec!["NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE"]
+        );
+        // Only public material travels to the container.
+        assert_eq!(body.env, None);
+        let cmd = body.cmd.unwrap().join(" ");
+        assert!(cmd.contains(&PublicKey([7; 32]).to_base64()), "{cmd}");
+        assert!(!cmd.to_lowercase().contains("private"), "{cmd}");
+    }
+}

@@ -1,0 +1,334 @@
+//! `netconnect up`: the daemon. It keeps three things equal to what Docker
+//! says: the tunnel's VM peer (the helper container and its key), the routes
+//! through the tunnel (one per Docker network subnet), and the peer's
+//! allowed IPs (the VM's tunnel address plus exactly those subnets).
+//!
+//! Docker events drive changes within a second; a periodic resync catches
+//! anything missed; when the event stream ends (dockerd or the VM
+//! restarted) it reconnects with backoff and re-runs the helper.
+
+pub mod container;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use ipnet::IpNet;
+use tracing::{info, warn};
+
+use crate::cli::UpArgs;
+use crate::docker::{self, Change, Engine};
+use crate::keys::{Key, PublicKey};
+use crate::platform;
+use crate::routes::{self, NetlinkRouter, Skipped};
+use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
+use container::{HelperError, HelperSpec, RunningHelper};
+
+/// How often the full state is compared with Docker even without events.
+const RESYNC: Duration = Duration::from_secs(15);
+const BACKOFF_MAX: Duration = Duration::from_secs(16);
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    platform::require_root("up")?;
+    platform::validate_interface_name(&args.interface)?;
+    platform::validate_interface_name(&args.vm_interface)?;
+    let candidates = docker::candidates(&discovery_inputs(&args), &docker::RealFiles);
+
+    let mut shutdown = std::pin::pin!(crate::signals::shutdown());
+    let engine = tokio::select! {
+        e = connect_until_up(&candidates) => e,
+        _ = &mut shutdown => return Ok(()),
+    };
+
+    let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
+    let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
+        crate::tunnel::ConfigError::AddrInUse(p) => anyhow::anyhow!(
+            "UDP port {p} is already in use; pick another with --listen-port, or 0 for any free port"
+        ),
+        e => anyhow::Error::new(e),
+    })?;
+    let host_key = Key::generate_private();
+    device.apply(&DeviceUpdate {
+        private_key: Some(host_key.clone()),
+        ..Default::default()
+    })?;
+    let port = device.status().listen_port;
+    let router = NetlinkRouter::new(&name).await?;
+    router
+        .configure_address(
+            args.host_address,
+            args.vm_address,
+            platform::DEFAULT_MTU as u32,
+        )
+        .await
+        .context("configuring the tunnel interface")?;
+    info!(iface = %name, port, address = %args.host_address, peer = %args.vm_address, "tunnel interface up");
+
+    let spec = HelperSpec {
+        image: args.helper_image.clone(),
+        name: format!("netconnect-helper-{}", args.vm_interface),
+        host_public_key: PublicKey::from(&host_key.public_key()),
+        host_endpoint: endpoint_with_port(&args.host_endpoint, port),
+        vm_interface: args.vm_interface.clone(),
+        vm_address: args.vm_address,
+        host_address: args.host_address,
+    };
+    let mut s = Session {
+        engine,
+        device,
+        router,
+        spec,
+        vm_address: args.vm_address,
+        helper: None,
+        routed: BTreeSet::new(),
+        skipped: Vec::new(),
+    };
+
+    let result = s.serve(&candidates, shutdown.as_mut()).await;
+    s.teardown().await;
+    result
+}
+
+struct Session {
+    engine: Engine,
+    device: Device,
+    router: NetlinkRouter,
+    spec: HelperSpec,
+    vm_address: IpAddr,
+    helper: Option<RunningHelper>,
+    routed: BTreeSet<IpNet>,
+    skipped: Vec<Skipped>,
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        candidates: &[docker::Candidate],
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+    ) -> anyhow::Result<()> {
+        loop {
+            // (Re)establish the VM side and the routes; a missing image is
+            // the one failure a retry cannot fix.
+            match self.ensure_helper().await {
+                Err(e @ HelperError::NoImage { .. }) => return Err(e.into()),
+                Err(e) => warn!(error = %e, "helper not running; will retry"),
+                Ok(()) => {}
+            }
+            self.sync_routes().await;
+            let docker = self.engine.docker.clone();
+            let mut events = std::pin::pin!(docker::events(&docker));
+            let mut resync = tokio::time::interval(RESYNC);
+            resync.reset();
+            loop {
+                tokio::select! {
+                    sig = &mut shutdown => {
+                        info!(signal = sig, "shutting down");
+                        return Ok(());
+                    }
+                    ev = events.next() => match ev {
+                        Some(Ok(ev)) => match docker::classify(&ev) {
+                            Change::Networks => self.sync_routes().await,
+                            Change::ContainerDied(id) if self.is_helper(&id) => {
+                                warn!("the VM-side helper stopped; starting it again");
+                                self.helper = None;
+                                if let Err(e) = self.ensure_helper().await {
+                                    warn!(error = %e, "helper restart failed; will retry");
+                                }
+                            }
+                            _ => {}
+                        },
+                        Some(Err(e)) => {
+                            warn!(error = %e, "Docker event stream failed; reconnecting");
+                            break;
+                        }
+                        None => {
+                            warn!("Docker event stream ended; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = resync.tick() => {
+                        if let Err(e) = self.ensure_helper().await {
+                            warn!(error = %e, "helper not running; will retry");
+                        }
+                        self.sync_routes().await;
+                    }
+                }
+            }
+            // The engine went away: the VM (and our helper) may be gone too.
+            self.helper = None;
+            tokio::select! {
+                e = connect_until_up(candidates) => self.engine = e,
+                sig = &mut shutdown => {
+                    info!(signal = sig, "shutting down");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn is_helper(&self, id: &str) -> bool {
+        self.helper.as_ref().is_some_and(|h| h.id == id)
+    }
+
+    async fn ensure_helper(&mut self) -> Result<(), HelperError> {
+        if let Some(h) = &self.helper {
+            if container::is_running(&self.engine.docker, &h.id).await {
+                return Ok(());
+            }
+        }
+        let started = container::start(&self.engine.docker, &self.spec).await?;
+        info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, "VM-side helper running");
+        let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
+        self.helper = Some(started);
+        self.configure_peer(new_key);
+        Ok(())
+    }
+
+    /// The VM peer: its key, and allowed IPs = its tunnel address plus the
+    /// routed subnets, nothing wider. A new key replaces the old peer.
+    fn configure_peer(&self, replace: bool) {
+        let Some(h) = &self.helper else { return };
+        let mut peer = PeerUpdate::new(h.vm_public_key);
+        peer.replace_allowed_ips = true;
+        peer.allowed_ips = std::iter::once(IpNet::from(self.vm_address))
+            .chain(self.routed.iter().copied())
+            .collect();
+        let update = DeviceUpdate {
+            replace_peers: replace,
+            peers: vec![peer],
+            ..Default::default()
+        };
+        if let Err(e) = self.device.apply(&update) {
+            warn!(error = %e, "configuring the VM peer failed");
+        }
+    }
+
+    async fn sync_routes(&mut self) {
+        if let Err(e) = self.try_sync_routes().await {
+            warn!(error = %e, "route sync failed; will retry");
+        }
+    }
+
+    async fn try_sync_routes(&mut self) -> anyhow::Result<()> {
+        let networks = docker::networks(&self.engine.docker).await?;
+        let desired = docker::desired_subnets(&networks);
+        let (ours, system) = self.router.current().await?;
+        let plan = routes::plan(&desired, &ours, &system);
+        for s in &plan.skipped {
+            if !self.skipped.contains(s) {
+                let net = networks.iter().find(|n| n.subnets.contains(&s.subnet));
+                warn!(
+                    network = net.map(|n| n.name.as_str()).unwrap_or("?"),
+                    subnet = %s.subnet,
+                    conflicts_with = %s.conflicts_with,
+                    "not routing a Docker subnet that overlaps a route this machine already has"
+                );
+            }
+        }
+        for net in &plan.remove {
+            self.router.remove(*net).await?;
+            info!(subnet = %net, "route removed");
+        }
+        for net in &plan.add {
+            self.router.add(*net).await?;
+            let name = networks
+                .iter()
+                .find(|n| n.subnets.contains(net))
+                .map(|n| n.name.as_str());
+            info!(network = name.unwrap_or("?"), subnet = %net, "route added");
+        }
+        let skipped: BTreeSet<IpNet> = plan.skipped.iter().map(|s| s.subnet).collect();
+        let routed: BTreeSet<IpNet> = desired.difference(&skipped).copied().collect();
+        self.skipped = plan.skipped;
+        if routed != self.routed {
+            self.routed = routed;
+            self.configure_peer(false);
+        }
+        Ok(())
+    }
+
+    /// Remove every route we added, then the interface (closing the TUN).
+    async fn teardown(self) {
+        match self.router.current().await {
+            Ok((ours, _)) => {
+                for net in ours {
+                    if let Err(e) = self.router.remove(net).await {
+                        warn!(error = %e, "removing a route at shutdown failed");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "listing routes at shutdown failed"),
+        }
+        self.device.shutdown().await;
+        info!("tunnel removed");
+    }
+}
+
+/// Try the candidates until one answers, saying so in the log each time.
+async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match docker::connect(candidates).await {
+            Ok(e) => return e,
+            Err(e) => {
+                warn!(error = %e, retry_in_s = delay.as_secs(), "Docker engine not reachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Engine discovery looks at the invoking user's Docker, also under sudo.
+fn discovery_inputs(args: &UpArgs) -> docker::Inputs {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let home = env("SUDO_USER")
+        .and_then(|u| nix::unistd::User::from_name(&u).ok().flatten())
+        .map(|u| u.dir)
+        .or_else(|| env("HOME").map(PathBuf::from));
+    docker::Inputs {
+        flag: args.docker_host.clone(),
+        env_docker_host: env("DOCKER_HOST"),
+        env_docker_context: env("DOCKER_CONTEXT"),
+        home,
+        docker_config: env("DOCKER_CONFIG").map(PathBuf::from),
+    }
+}
+
+/// `HOST` gets the listen port; `HOST:PORT` and `[V6]:PORT` are kept.
+pub fn endpoint_with_port(endpoint: &str, port: u16) -> String {
+    if endpoint.parse::<std::net::SocketAddr>().is_ok() {
+        return endpoint.to_owned();
+    }
+    if let Ok(ip) = endpoint.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return std::net::SocketAddr::new(ip, port).to_string();
+    }
+    match endpoint.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => endpoint.to_owned(),
+        _ => format!("{endpoint}:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_the_listen_port_when_they_have_none() {
+        assert_eq!(
+            endpoint_with_port("host.docker.internal", 51820),
+            "host.docker.internal:51820"
+        );
+        assert_eq!(
+            endpoint_with_port("host.docker.internal:4000", 51820),
+            "host.docker.internal:4000"
+        );
+        assert_eq!(endpoint_with_port("10.1.2.3", 7), "10.1.2.3:7");
+        assert_eq!(endpoint_with_port("10.1.2.3:9", 7), "10.1.2.3:9");
+        assert_eq!(endpoint_with_port("fd00::1", 7), "[fd00::1]:7");
+        assert_eq!(endpoint_with_port("[fd00::1]:9", 7), "[fd00::1]:9");
+    }
+}
