@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# demo-up.sh: `netconnect up` end to end on one Linux machine.
+#
+# The root network namespace plays the Docker VM (dockerd runs there); a
+# network namespace joined by veth plays the Mac, which cannot reach
+# container addresses. netconnect up runs in the "Mac", starts its helper
+# container in the "VM", and the "Mac" then curls a container by its IP.
+# Everything it makes is removed on exit. Root; needs a running Docker engine
+# and the packages of scripts/setup.sh.
+#
+# Usage: sudo bash scripts/demo-up.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NS=nc-demo-mac
+VM_VETH=ncdemo0 MAC_VETH=ncdemo1
+VM_IP=10.210.1.1 MAC_IP=10.210.1.2
+NET=nc-demo-net SUBNET=10.213.250.0/24 WEB=nc-demo-web
+VM_IF=ncdemovm0 PORT=51977
+IMAGE=netconnect-demo-busybox:1
+LOG=$(mktemp /tmp/netconnect-demo-up.XXXXXX.log)
+UP_PID=""
+
+step() { printf '==> %s\n' "$*"; }
+die() {
+  printf 'demo-up.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+cleanup() {
+  set +e
+  if [[ -n $UP_PID ]]; then
+    step "stopping netconnect up (SIGTERM): it removes its routes and interface"
+    kill -TERM "$UP_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$UP_PID" 2>/dev/null
+    wait "$UP_PID" 2>/dev/null
+  fi
+  docker rm -f "$WEB" "netconnect-helper-$VM_IF" >/dev/null 2>&1
+  docker network rm "$NET" >/dev/null 2>&1
+  for t in "raw PREROUTING" "filter DOCKER-USER"; do
+    set -- $t
+    iptables -t "$1" -S "$2" 2>/dev/null | grep -F -- "$VM_IF" | grep -F netconnect |
+      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $1 $rule"; done
+  done
+  ip link del "$VM_VETH" 2>/dev/null
+  ip netns del "$NS" 2>/dev/null
+  rm -f "$LOG"
+}
+trap cleanup EXIT
+
+((EUID == 0)) || die "must run as root: sudo bash $0"
+docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start dockerd first"
+for c in ip curl busybox; do command -v "$c" >/dev/null || die "'$c' not found: run 'sudo bash scripts/setup.sh' first"; done
+if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then PATH="${HOME:-/root}/.cargo/bin:$PATH"; fi
+
+step "building netconnect and the helper image (first time: a few minutes)"
+(cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
+helper_tag=$("$ROOT/helper-image/build.sh" 2>/dev/null) || die "helper-image/build.sh failed"
+echo "    helper image: $helper_tag"
+
+step "building a tiny web server image (busybox, no registry needed)"
+ctx=$(mktemp -d)
+cp "$(command -v busybox)" "$ctx/busybox"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$ctx/Dockerfile"
+DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$ctx" >/dev/null 2>&1 || die "building $IMAGE failed"
+rm -rf "$ctx"
+
+step "making the 'Mac': namespace $NS ($MAC_IP) joined to the 'VM' ($VM_IP)"
+ip netns add "$NS"
+ip link add "$VM_VETH" type veth peer name "$MAC_VETH" netns "$NS"
+ip addr add "$VM_IP/24" dev "$VM_VETH" && ip link set "$VM_VETH" up
+ip -n "$NS" addr add "$MAC_IP/24" dev "$MAC_VETH" && ip -n "$NS" link set "$MAC_VETH" up && ip -n "$NS" link set lo up
+
+step "starting a web server container on a new network $SUBNET"
+docker network create --subnet "$SUBNET" "$NET" >/dev/null
+docker run -d --name "$WEB" --network "$NET" "$IMAGE" sh -c 'mkdir -p /www && echo "hello from $(hostname), reached by IP" > /www/index.html && httpd -f -p 80 -h /www' >/dev/null
+web_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$WEB")
+echo "    container $WEB has address $web_ip"
+
+step "before: the 'Mac' cannot reach $web_ip"
+if ip netns exec "$NS" curl -s -m 2 "http://$web_ip/" >/dev/null; then echo "    (unexpectedly reachable)"; else echo "    curl http://$web_ip/ -> no route, as on a Mac"; fi
+
+step "netconnect up (in the 'Mac'; log: $LOG)"
+ip netns exec "$NS" "$ROOT/target/release/netconnect" up --docker-host unix:///var/run/docker.sock \
+  --host-endpoint "$MAC_IP" --listen-port "$PORT" --interface ncdemo --vm-interface "$VM_IF" >"$LOG" 2>&1 &
+UP_PID=$!
+for _ in $(seq 60); do
+  if ip netns exec "$NS" curl -s -m 1 "http://$web_ip/" >/dev/null 2>&1; then break; fi
+  kill -0 "$UP_PID" 2>/dev/null || { cat "$LOG" >&2; die "netconnect up exited"; }
+  sleep 0.5
+done
+sed 's/^/    | /' "$LOG"
+
+step "after: curl http://$web_ip/ from the 'Mac'"
+ip netns exec "$NS" curl -sS -m 3 "http://$web_ip/" | sed 's/^/    /' || { cat "$LOG" >&2; die "curl through the tunnel failed"; }
+step "routes in the 'Mac':"
+ip -n "$NS" route | sed 's/^/    /'
+step "done; tearing down"
