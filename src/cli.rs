@@ -65,6 +65,12 @@ pub struct UpArgs {
     /// Tunnel address of the VM.
     #[arg(long, default_value = "10.33.33.2")]
     pub vm_address: std::net::IpAddr,
+    /// IPv6 tunnel address of this machine (for Docker's IPv6 networks).
+    #[arg(long, default_value = "fd33:33:33::1")]
+    pub host_address6: std::net::Ipv6Addr,
+    /// IPv6 tunnel address of the VM.
+    #[arg(long, default_value = "fd33:33:33::2")]
+    pub vm_address6: std::net::Ipv6Addr,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +88,10 @@ pub struct HelperArgs {
     pub vm_address: std::net::IpAddr,
     #[arg(long, default_value = "10.33.33.1")]
     pub host_address: std::net::IpAddr,
+    #[arg(long, default_value = "fd33:33:33::2")]
+    pub vm_address6: std::net::Ipv6Addr,
+    #[arg(long, default_value = "fd33:33:33::1")]
+    pub host_address6: std::net::Ipv6Addr,
     /// Where the VM's private key is kept, inside the container.
     #[arg(long, default_value = "/var/lib/netconnect/vm.key")]
     pub key_file: String,

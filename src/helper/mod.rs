@@ -43,7 +43,10 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     peer.endpoint = Some(endpoint);
     peer.persistent_keepalive = Some(KEEPALIVE_SECS);
     peer.replace_allowed_ips = true;
-    peer.allowed_ips = vec![IpNet::from(args.host_address)];
+    peer.allowed_ips = vec![
+        IpNet::from(args.host_address),
+        IpNet::from(IpAddr::V6(args.host_address6)),
+    ];
     device.apply(&DeviceUpdate {
         private_key: Some(key.clone()),
         replace_peers: true,
@@ -51,12 +54,12 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let router = NetlinkRouter::new(&name).await?;
+    let pairs = [
+        (args.vm_address, args.host_address),
+        (IpAddr::V6(args.vm_address6), IpAddr::V6(args.host_address6)),
+    ];
     router
-        .configure_address(
-            args.vm_address,
-            args.host_address,
-            platform::DEFAULT_MTU as u32,
-        )
+        .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
 
     device.initiate_handshakes().await;

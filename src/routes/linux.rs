@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
@@ -57,33 +57,43 @@ impl NetlinkRouter {
         &self.name
     }
 
-    /// Give the interface its point-to-point address (`ip addr add LOCAL
-    /// peer PEER`), set the MTU and bring it up. Idempotent.
-    pub async fn configure_address(
+    /// Set the MTU, bring the interface up and give it its point-to-point
+    /// addresses (`ip addr add LOCAL peer PEER`, one pair per family).
+    /// Idempotent. The link goes up first: an IPv6 peer address added while
+    /// the link is down never gets its route to the peer.
+    pub async fn configure(
         &self,
-        local: IpAddr,
-        peer: IpAddr,
+        pairs: &[(IpAddr, IpAddr)],
         mtu: u32,
     ) -> Result<(), NetlinkError> {
-        let prefix = if local.is_ipv4() { 32 } else { 128 };
-        let mut add = self.handle.address().add(self.index, local, prefix);
-        // rtnetlink sets IFA_ADDRESS = IFA_LOCAL; for a point-to-point link
-        // IFA_ADDRESS is the peer, and the kernel then adds the peer route.
-        for attr in add.message_mut().attributes.iter_mut() {
-            if let AddressAttribute::Address(a) = attr {
-                *a = peer;
-            }
-        }
-        add.replace()
-            .execute()
-            .await
-            .map_err(req(format!("adding {local} peer {peer} to {}", self.name)))?;
         self.handle
             .link()
             .change(LinkUnspec::new_with_index(self.index).mtu(mtu).up().build())
             .execute()
             .await
-            .map_err(req(format!("bringing {} up", self.name)))
+            .map_err(req(format!("bringing {} up", self.name)))?;
+        for &(local, peer) in pairs {
+            let prefix = if local.is_ipv4() { 32 } else { 128 };
+            let mut add = self.handle.address().add(self.index, local, prefix);
+            let attrs = &mut add.message_mut().attributes;
+            // rtnetlink sets IFA_ADDRESS = IFA_LOCAL; on a point-to-point
+            // link IFA_ADDRESS is the peer, and the kernel adds its route.
+            for attr in attrs.iter_mut() {
+                if let AddressAttribute::Address(a) = attr {
+                    *a = peer;
+                }
+            }
+            // No duplicate detection on a tunnel with one peer: it only
+            // delays the address by a second.
+            if local.is_ipv6() {
+                attrs.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            add.replace()
+                .execute()
+                .await
+                .map_err(req(format!("adding {local} peer {peer} to {}", self.name)))?;
+        }
+        Ok(())
     }
 
     /// Our routes (static, through this interface) and everyone else's, from

@@ -57,6 +57,8 @@ pub struct HelperSpec {
     pub vm_interface: String,
     pub vm_address: std::net::IpAddr,
     pub host_address: std::net::IpAddr,
+    pub vm_address6: std::net::Ipv6Addr,
+    pub host_address6: std::net::Ipv6Addr,
 }
 
 impl HelperSpec {
@@ -80,6 +82,10 @@ impl HelperSpec {
             self.vm_address.to_string(),
             "--host-address".into(),
             self.host_address.to_string(),
+            "--vm-address6".into(),
+            self.vm_address6.to_string(),
+            "--host-address6".into(),
+            self.host_address6.to_string(),
         ];
         ContainerCreateBody {
             image: Some(self.image.clone()),
@@ -244,6 +250,8 @@ mod tests {
             vm_interface: "netconnect0".into(),
             vm_address: "10.33.33.2".parse().unwrap(),
             host_address: "10.33.33.1".parse().unwrap(),
+            vm_address6: "fd33:33:33::2".parse().unwrap(),
+            host_address6: "fd33:33:33::1".parse().unwrap(),
         };
         let body = spec.body();
         let hc = body.host_config.as_ref().unwrap();

@@ -57,12 +57,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     })?;
     let port = device.status().listen_port;
     let router = NetlinkRouter::new(&name).await?;
+    let pairs = [
+        (args.host_address, args.vm_address),
+        (IpAddr::V6(args.host_address6), IpAddr::V6(args.vm_address6)),
+    ];
     router
-        .configure_address(
-            args.host_address,
-            args.vm_address,
-            platform::DEFAULT_MTU as u32,
-        )
+        .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await
         .context("configuring the tunnel interface")?;
     info!(iface = %name, port, address = %args.host_address, peer = %args.vm_address, "tunnel interface up");
@@ -75,13 +75,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         vm_interface: args.vm_interface.clone(),
         vm_address: args.vm_address,
         host_address: args.host_address,
+        vm_address6: args.vm_address6,
+        host_address6: args.host_address6,
     };
     let mut s = Session {
         engine,
         device,
         router,
         spec,
-        vm_address: args.vm_address,
+        vm_addresses: [args.vm_address, IpAddr::V6(args.vm_address6)],
         helper: None,
         routed: BTreeSet::new(),
         skipped: Vec::new(),
@@ -97,7 +99,7 @@ struct Session {
     device: Device,
     router: NetlinkRouter,
     spec: HelperSpec,
-    vm_address: IpAddr,
+    vm_addresses: [IpAddr; 2],
     helper: Option<RunningHelper>,
     routed: BTreeSet<IpNet>,
     skipped: Vec<Skipped>,
@@ -187,13 +189,16 @@ impl Session {
         Ok(())
     }
 
-    /// The VM peer: its key, and allowed IPs = its tunnel address plus the
+    /// The VM peer: its key, and allowed IPs = its tunnel addresses plus the
     /// routed subnets, nothing wider. A new key replaces the old peer.
     fn configure_peer(&self, replace: bool) {
         let Some(h) = &self.helper else { return };
         let mut peer = PeerUpdate::new(h.vm_public_key);
         peer.replace_allowed_ips = true;
-        peer.allowed_ips = std::iter::once(IpNet::from(self.vm_address))
+        peer.allowed_ips = self
+            .vm_addresses
+            .iter()
+            .map(|a| IpNet::from(*a))
             .chain(self.routed.iter().copied())
             .collect();
         let update = DeviceUpdate {
