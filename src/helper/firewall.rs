@@ -235,7 +235,9 @@ fn command_line(family: Family, args: &[String]) -> String {
     s.to_string_lossy().into_owned()
 }
 
-/// The lowest pid whose `comm` is `name`.
+/// The lowest pid of a live process whose `comm` is `name`. Exited
+/// processes not yet reaped (zombies) are skipped: right after dockerd
+/// restarts, the old one can linger for seconds, and its namespaces are gone.
 pub fn find_process(name: &str) -> Option<u32> {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")
         .ok()?
@@ -244,15 +246,42 @@ pub fn find_process(name: &str) -> Option<u32> {
         .collect();
     pids.sort_unstable();
     pids.into_iter().find(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim_end() == name)
-            .unwrap_or(false)
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        is_live_process_named(&stat, name)
     })
+}
+
+/// Parses `/proc/PID/stat`: `pid (comm) state ...`; comm may hold spaces
+/// and parentheses, so split at the last `)`.
+fn is_live_process_named(stat: &str, name: &str) -> bool {
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let state = stat[close + 1..].trim_start().chars().next();
+    comm == name && !matches!(state, Some('Z' | 'X' | 'x'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zombies_and_other_names_are_not_dockerd() {
+        assert!(is_live_process_named(
+            "1420 (dockerd) S 1 1420 1420 0 -1",
+            "dockerd"
+        ));
+        assert!(!is_live_process_named(
+            "1420 (dockerd) Z 1 1420 1420 0 -1",
+            "dockerd"
+        ));
+        assert!(!is_live_process_named("7 (dockerd-x) S 1", "dockerd"));
+        assert!(is_live_process_named("9 (a) b) R 1", "a) b"));
+        assert!(!is_live_process_named("garbage", "dockerd"));
+    }
 
     #[test]
     fn rule_text_is_what_iptables_gets() {

@@ -28,6 +28,9 @@ pub const PUBLIC_KEY_PREFIX: &str = "public_key=";
 /// Keeps NAT and Docker Desktop's port forwarding for the UDP flow open, and
 /// lets the VM side (re)start the handshake after either end restarts.
 pub const KEEPALIVE_SECS: u16 = 25;
+/// Fast handshake retries at start, one a second, before WireGuard's own
+/// 5-second retry timer takes over.
+const HANDSHAKE_RETRIES: usize = 30;
 
 pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let host_key = PublicKey::from(
@@ -62,7 +65,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
 
-    device.initiate_handshakes().await;
+    device.initiate_handshakes(false).await;
 
     let iptables = firewall::DockerIptables::find()?;
     let added = iptables.ensure(&firewall::rules(&name))?;
@@ -74,7 +77,26 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
+    // `up` adds us as its peer only after reading the line above, so our
+    // first initiation usually arrives too early and is dropped; WireGuard
+    // would retry only after 5 s. Retry every second until one completes.
+    let retry = async {
+        for _ in 0..HANDSHAKE_RETRIES {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if device
+                .status()
+                .peers
+                .iter()
+                .any(|p| p.last_handshake.is_some())
+            {
+                break;
+            }
+            device.initiate_handshakes(true).await;
+        }
+        std::future::pending::<()>().await
+    };
     let result = tokio::select! {
+        _ = retry => unreachable!("the retry future never completes"),
         sig = crate::signals::shutdown() => {
             info!(signal = sig, "helper stopping");
             Ok(())

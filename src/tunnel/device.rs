@@ -192,8 +192,9 @@ impl Device {
 
     /// Start a handshake with every peer that has an endpoint, now rather
     /// than at the first packet or keepalive: the VM side calls this so the
-    /// host, which cannot know the VM's address, learns it at once.
-    pub async fn initiate_handshakes(&self) {
+    /// host, which cannot know the VM's address, learns it at once. `force`
+    /// sends a new initiation even while one is outstanding.
+    pub async fn initiate_handshakes(&self, force: bool) {
         let (peers, socket) = {
             let st = self.shared.state.read();
             let peers: Vec<Arc<Peer>> = st.peers.values().cloned().collect();
@@ -202,7 +203,7 @@ impl Device {
         let mut buf = [0u8; 256];
         for peer in peers {
             let result = match peer.tunn.lock().as_mut() {
-                Some(t) => t.format_handshake_initiation(&mut buf, false),
+                Some(t) => t.format_handshake_initiation(&mut buf, force),
                 None => continue,
             };
             if let TunnResult::WriteToNetwork(out) = result {

@@ -30,6 +30,9 @@ use container::{HelperError, HelperSpec, RunningHelper};
 /// How often the full state is compared with Docker even without events.
 const RESYNC: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(16);
+const HELPER_RETRY: Duration = Duration::from_secs(2);
+/// How long shutdown waits for Docker to remove the helper.
+const HELPER_REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     platform::require_root("up")?;
@@ -151,6 +154,13 @@ impl Session {
                             break;
                         }
                     },
+                    // A helper that failed to start is retried soon, not at the
+                    // next resync.
+                    _ = tokio::time::sleep(HELPER_RETRY), if self.helper.is_none() => {
+                        if let Err(e) = self.ensure_helper().await {
+                            warn!(error = %e, "helper not running; will retry");
+                        }
+                    }
                     _ = resync.tick() => {
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");
@@ -255,8 +265,19 @@ impl Session {
         Ok(())
     }
 
-    /// Remove every route we added, then the interface (closing the TUN).
+    /// Remove every route we added, then the interface (closing the TUN),
+    /// and the helper container, whose VM-side tunnel is useless without us.
     async fn teardown(self) {
+        match tokio::time::timeout(
+            HELPER_REMOVE_TIMEOUT,
+            container::remove(&self.engine.docker, &self.spec.name),
+        )
+        .await
+        {
+            Ok(Ok(())) => info!("VM-side helper removed"),
+            Ok(Err(e)) => warn!(error = %e, "removing the helper container failed"),
+            Err(_) => warn!("Docker did not remove the helper container in time"),
+        }
         match self.router.current().await {
             Ok((ours, _)) => {
                 for net in ours {

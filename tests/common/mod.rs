@@ -1916,3 +1916,1493 @@ impl Tunnel {
         s
     }
 }
+
+// ===========================================================================
+// Docker: `netconnect up` against the real engine (tests/docker_e2e.rs)
+// ===========================================================================
+
+/// Fixtures for the end-to-end tests of `netconnect up`. The root network
+/// namespace plays the Docker VM (dockerd runs there); a namespace joined to
+/// it by veth plays the Mac.
+///
+/// Every `up` starts a helper container with host networking that creates a
+/// tunnel interface in the root namespace and inserts iptables rules for it,
+/// so these tests must not overlap: [`DockerSession`] holds a file lock for
+/// the whole test, across threads and processes (`cargo test`, nextest).
+/// Whatever a test creates (containers, networks, rules, the helper and its
+/// interface) is removed on drop, and what a killed test process left behind
+/// is swept when the next one takes the lock.
+pub mod docker {
+    use super::*;
+
+    pub const DOCKER_SOCK: &str = "/var/run/docker.sock";
+    /// Serialises the Docker tests (they share the root namespace and dockerd).
+    pub const DOCKER_LOCK: &str = "/run/netconnect-docker-e2e.lock";
+    pub const BUSYBOX_IMAGE: &str = "netconnect-test-busybox:1";
+    /// Label on every container and network a test creates; value: its pid.
+    pub const TEST_LABEL: &str = "io.netconnect.e2e";
+    /// Label the helper containers carry (`src/up/container.rs`).
+    pub const HELPER_LABEL: &str = "io.netconnect.helper";
+    /// Comment on the iptables rules that the tests themselves insert.
+    pub fn test_rule_comment() -> String {
+        format!("nct-e2e-{}", std::process::id())
+    }
+    /// Name of the tunnel interface inside the Mac namespace.
+    pub const MAC_TUN: &str = "nctun0";
+    /// Bound for one `docker` command (`run` is slow on fuse-overlayfs).
+    pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Bound for waiting for the lock (the other tests run meanwhile).
+    pub const LOCK_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+    /// Bound for building the helper image (a static release build).
+    pub const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+    mod sys {
+        use std::os::raw::c_int;
+        extern "C" {
+            pub fn flock(fd: c_int, op: c_int) -> c_int;
+            pub fn setsid() -> c_int;
+        }
+        pub const LOCK_EX: c_int = 2;
+        pub const LOCK_NB: c_int = 4;
+    }
+
+    /// `netconnect-helper:<crate version>`, what `up` runs by default.
+    pub fn helper_image() -> String {
+        format!("netconnect-helper:{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Whether this is CI (`CI=true`, as `.ci/run` sets it).
+    pub fn in_ci() -> bool {
+        std::env::var("CI")
+            .map(|v| !v.is_empty() && v != "false" && v != "0")
+            .unwrap_or(false)
+    }
+
+    // -----------------------------------------------------------------------
+    // Commands
+    // -----------------------------------------------------------------------
+
+    /// Runs `docker args...` (bounded); `Err` with stderr unless it exits 0.
+    pub fn docker_try<S: AsRef<OsStr>>(args: &[S]) -> Result<String, String> {
+        let mut c = Command::new("docker");
+        c.args(args);
+        let desc = describe(&c);
+        let out = run_timeout(&mut c, DOCKER_TIMEOUT)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`{desc}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Runs `docker args...`; panics unless it exits 0. Returns stdout.
+    pub fn docker<S: AsRef<OsStr>>(args: &[S]) -> String {
+        docker_try(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs a command in the root namespace (bounded); returns its output.
+    pub fn host<S: AsRef<OsStr>>(args: &[S]) -> Output {
+        run_timeout(&mut cmd(args), CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs a command in the root namespace; panics unless it exits 0.
+    pub fn host_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
+        run_ok(&mut cmd(args))
+    }
+
+    // -----------------------------------------------------------------------
+    // Prerequisites, lock, images
+    // -----------------------------------------------------------------------
+
+    /// Everything but the engine: root, tools, a static busybox.
+    fn check_tools() -> Result<(), String> {
+        // SAFETY: plain syscall wrapper.
+        if unsafe { super::sys::geteuid() } != 0 {
+            return Err(
+                "the Docker e2e tests must run as root; run e.g. `sudo -E cargo test`".into(),
+            );
+        }
+        let missing: Vec<&str> = ["docker", "ip", "curl", "ping", "iptables", "setpriv"]
+            .into_iter()
+            .filter(|t| find_in_path(t).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "missing tool(s) {}: install with `apt-get install -y docker.io curl iproute2 iputils-ping iptables util-linux`",
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine's version, or why it does not answer.
+    pub fn engine_version() -> Result<String, String> {
+        let out = run_timeout(
+            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+            Duration::from_secs(20),
+        )?;
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !v.is_empty() {
+            Ok(v)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no answer")
+                .trim()
+                .to_string())
+        }
+    }
+
+    /// An exclusive `flock` on a file, released on drop (when the file closes).
+    pub struct FileLock {
+        _file: File,
+    }
+
+    impl FileLock {
+        /// Waits (polling, bounded by `timeout`) for the lock.
+        pub fn acquire(path: &str, timeout: Duration) -> FileLock {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open lock file {path}: {e}"));
+            let deadline = Instant::now() + timeout;
+            loop {
+                // SAFETY: flock on an fd we own.
+                let rc = unsafe { sys::flock(file.as_raw_fd(), sys::LOCK_EX | sys::LOCK_NB) };
+                if rc == 0 {
+                    return FileLock { _file: file };
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
+                    panic!("flock {path}: {e}");
+                }
+                if Instant::now() >= deadline {
+                    panic!("waited {timeout:?} for {path}: another Docker e2e test holds it");
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Held for the whole of one Docker test: the lock, once the engine
+    /// answers, stale leftovers are swept and both images exist.
+    pub struct DockerSession {
+        pub engine_version: String,
+        _lock: FileLock,
+    }
+
+    impl DockerSession {
+        /// Checks the prerequisites (a failure is a one-line panic, never a
+        /// skip), takes the lock, sweeps, builds missing images.
+        pub fn start() -> DockerSession {
+            if let Err(e) = check_tools() {
+                panic!("{e}");
+            }
+            // The lock first: the dockerd restart test stops the engine
+            // while it holds it.
+            let lock = FileLock::acquire(DOCKER_LOCK, LOCK_TIMEOUT);
+            let version = match engine_version() {
+                Ok(v) => v,
+                Err(e) => match restart_dockerd_left_down() {
+                    Some(v) => v,
+                    None => panic!(
+                        "the Docker engine does not answer ({e}); these tests need a running dockerd{}",
+                        if in_ci() { " (CI=true)" } else { "" }
+                    ),
+                },
+            };
+            // Namespaces of dead test processes first (they hold veths).
+            super::require_prereqs();
+            sweep_stale_docker();
+            ensure_images();
+            DockerSession {
+                engine_version: version,
+                _lock: lock,
+            }
+        }
+    }
+
+    fn source_fingerprint(root: &Path, rels: &[&str]) -> String {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if p.is_dir() {
+                if let Ok(rd) = fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        walk(&e.path(), out);
+                    }
+                }
+            } else if p.is_file() {
+                out.push(p.to_path_buf());
+            }
+        }
+        let mut files = Vec::new();
+        for r in rels {
+            walk(&root.join(r), &mut files);
+        }
+        files.sort();
+        let mut h = Sha256::new();
+        for f in files {
+            h.update(
+                f.strip_prefix(root)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            h.update([0]);
+            h.update(fs::read(&f).unwrap_or_default());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+
+    fn image_id(tag: &str) -> Option<String> {
+        docker_try(&["image", "inspect", "--format", "{{.Id}}", tag])
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Builds `tag` with `build` unless the stamp says the image was built
+    /// from exactly these sources (so the helper runs the code under test).
+    fn ensure_image(tag: &str, fingerprint: &str, build: impl FnOnce() -> Result<(), String>) {
+        let stamp = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("docker-e2e-{}.stamp", tag.replace([':', '/'], "_")));
+        let current = image_id(tag);
+        if let Some(id) = &current {
+            if fs::read_to_string(&stamp).ok().as_deref() == Some(&format!("{id} {fingerprint}")) {
+                return;
+            }
+        }
+        eprintln!(
+            "docker e2e: building {tag} ({})",
+            if current.is_some() {
+                "sources changed or unstamped"
+            } else {
+                "missing"
+            }
+        );
+        let t0 = Instant::now();
+        if let Err(e) = build() {
+            panic!("building test image {tag} failed: {e}");
+        }
+        let id = image_id(tag).unwrap_or_else(|| panic!("{tag} still missing after its build"));
+        let _ = fs::create_dir_all(env!("CARGO_TARGET_TMPDIR"));
+        let _ = fs::write(&stamp, format!("{id} {fingerprint}"));
+        eprintln!("docker e2e: built {tag} in {:?}", t0.elapsed());
+    }
+
+    /// A static busybox on this machine (Debian: busybox-static).
+    fn static_busybox() -> Result<PathBuf, String> {
+        for p in ["/bin/busybox", "/usr/bin/busybox"] {
+            let Ok(b) = fs::read(p) else { continue };
+            // ELF64: no PT_INTERP program header means statically linked.
+            if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+                continue;
+            }
+            let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+            let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+            let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+            let dynamic = (0..phnum).any(|i| {
+                let o = phoff + i * phentsize;
+                o + 4 <= b.len() && u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3
+            });
+            if !dynamic {
+                return Ok(PathBuf::from(p));
+            }
+        }
+        Err("no static busybox: apt-get install -y busybox-static".into())
+    }
+
+    /// The helper image (from `helper-image/build.sh`) and the busybox test
+    /// image (from `tests/images/busybox`), built when missing or stale.
+    /// Callers hold the lock; a process checks once.
+    pub fn ensure_images() {
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let fp = source_fingerprint(root, &["src", "Cargo.toml", "Cargo.lock", "helper-image"]);
+            ensure_image(&helper_image(), &fp, || {
+                let out = run_timeout(
+                    Command::new("bash")
+                        .arg(root.join("helper-image/build.sh"))
+                        .arg(helper_image())
+                        .current_dir(root),
+                    BUILD_TIMEOUT,
+                )?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "helper-image/build.sh: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            });
+            let busybox = static_busybox().unwrap_or_else(|e| panic!("{e}"));
+            let dockerfile = root.join("tests/images/busybox/Dockerfile");
+            let mut h = Sha256::new();
+            h.update(
+                fs::read(&dockerfile).unwrap_or_else(|e| panic!("{}: {e}", dockerfile.display())),
+            );
+            h.update(fs::read(&busybox).unwrap());
+            let fp = hex::encode(h.finalize());
+            ensure_image(BUSYBOX_IMAGE, &fp, || {
+                let ctx = TempDir::new("busybox-ctx");
+                fs::copy(&dockerfile, ctx.join("Dockerfile")).map_err(|e| e.to_string())?;
+                fs::copy(&busybox, ctx.join("busybox")).map_err(|e| e.to_string())?;
+                let out = run_timeout(
+                    Command::new("docker")
+                        .args(["build", "--quiet", "-t", BUSYBOX_IMAGE])
+                        .arg(ctx.path())
+                        .env("DOCKER_BUILDKIT", "0"),
+                    Duration::from_secs(300),
+                )?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                }
+            });
+        });
+    }
+
+    // -----------------------------------------------------------------------
+    // Sweeping what killed test processes left behind
+    // -----------------------------------------------------------------------
+
+    /// Whether `name` is an interface stem `nct<pid36>x<n36>...` of a test
+    /// process that no longer exists. Base 36 has an `x` digit, so every
+    /// split is a candidate pid, and all of them must be dead.
+    fn stem_of_dead(name: &str) -> bool {
+        let Some(rest) = name.strip_prefix("nct") else {
+            return false;
+        };
+        let pids: Vec<u32> = rest
+            .match_indices('x')
+            .filter_map(|(i, _)| u32::from_str_radix(&rest[..i], 36).ok())
+            .collect();
+        !pids.is_empty() && pids.iter().all(|p| !pid_alive(*p))
+    }
+
+    /// Removes, for test processes that no longer exist: their containers and
+    /// networks (by label), helpers of their interfaces, those interfaces,
+    /// and iptables rules that name them.
+    pub fn sweep_stale_docker() {
+        let dead = |pid: Option<u32>| pid.is_some_and(|p| !pid_alive(p));
+        let lines = |args: &[&str]| -> Vec<String> {
+            docker_try(args)
+                .map(|s| {
+                    s.lines()
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let label_fmt = format!("{{{{.ID}}}} {{{{.Label \"{TEST_LABEL}\"}}}}");
+        for l in lines(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={TEST_LABEL}"),
+            "--format",
+            &label_fmt,
+        ]) {
+            if let Some((id, pid)) = l.split_once(' ') {
+                if dead(pid.parse().ok()) {
+                    let _ = docker_try(&["rm", "-f", id]);
+                }
+            }
+        }
+        let helper_fmt = format!("{{{{.ID}}}} {{{{.Label \"{HELPER_LABEL}\"}}}}");
+        for l in lines(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={HELPER_LABEL}"),
+            "--format",
+            &helper_fmt,
+        ]) {
+            if let Some((id, iface)) = l.split_once(' ') {
+                if stem_of_dead(iface) {
+                    let _ = docker_try(&["rm", "-f", id]);
+                }
+            }
+        }
+        let net_fmt = format!("{{{{.ID}}}} {{{{.Label \"{TEST_LABEL}\"}}}}");
+        for l in lines(&[
+            "network",
+            "ls",
+            "--filter",
+            &format!("label={TEST_LABEL}"),
+            "--format",
+            &net_fmt,
+        ]) {
+            if let Some((id, pid)) = l.split_once(' ') {
+                if dead(pid.parse().ok()) {
+                    let _ = docker_try(&["network", "rm", id]);
+                }
+            }
+        }
+        // Engine 28's DOCKER-FORWARD as the firewall test made it on an
+        // older engine: once its rules are gone, an empty, unreferenced
+        // chain (`-X` refuses a referenced one; Engine 28's is never empty).
+        let stale_chain = |r: &IptRule| {
+            r.tokens
+                .iter()
+                .any(|t| dead(t.strip_prefix("nct-e2e-").and_then(|p| p.parse().ok())))
+        };
+        let had_stale_forward = list_rules()
+            .iter()
+            .any(|r| r.table == "filter" && r.has_token("DOCKER-FORWARD") && stale_chain(r));
+        // Rules naming a dead test's interface, or carrying its comment.
+        for r in list_rules() {
+            let stale = r.tokens.iter().any(|t| stem_of_dead(t))
+                || r.tokens
+                    .iter()
+                    .any(|t| dead(t.strip_prefix("nct-e2e-").and_then(|p| p.parse().ok())));
+            if stale {
+                r.delete();
+            }
+        }
+        if had_stale_forward {
+            let rules = run_timeout(
+                Command::new("iptables").args(["-w", "5", "-S", "DOCKER-FORWARD"]),
+                CMD_TIMEOUT,
+            );
+            if rules.is_ok_and(|o| {
+                o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("-A ")
+            }) {
+                let _ = run_timeout(
+                    Command::new("iptables").args(["-w", "5", "-X", "DOCKER-FORWARD"]),
+                    CMD_TIMEOUT,
+                );
+            }
+        }
+        if let Ok(o) = run_timeout(Command::new("ip").args(["-o", "link", "show"]), CMD_TIMEOUT) {
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                let name = l.split(':').nth(1).unwrap_or("").trim();
+                let name = name.split('@').next().unwrap_or("");
+                if stem_of_dead(name) {
+                    let _ =
+                        run_timeout(Command::new("ip").args(["link", "del", name]), CMD_TIMEOUT);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // iptables
+    // -----------------------------------------------------------------------
+
+    /// One rule as `iptables -S` prints it.
+    #[derive(Debug, Clone)]
+    pub struct IptRule {
+        pub binary: &'static str,
+        pub table: &'static str,
+        /// `-A CHAIN ...` split on whitespace.
+        pub tokens: Vec<String>,
+    }
+
+    impl IptRule {
+        pub fn line(&self) -> String {
+            format!(
+                "{} -t {} {}",
+                self.binary,
+                self.table,
+                self.tokens.join(" ")
+            )
+        }
+
+        /// `iptables -t TABLE -D CHAIN ...`; true if it was deleted.
+        pub fn delete(&self) -> bool {
+            let mut args: Vec<String> =
+                vec!["-w".into(), "5".into(), "-t".into(), self.table.into()];
+            args.push("-D".into());
+            args.extend(
+                self.tokens[1..]
+                    .iter()
+                    .map(|t| t.trim_matches('"').to_string()),
+            );
+            run_timeout(Command::new(self.binary).args(&args), CMD_TIMEOUT)
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        }
+
+        pub fn has_token(&self, t: &str) -> bool {
+            self.tokens.iter().any(|x| x.trim_matches('"') == t)
+        }
+    }
+
+    /// Every rule (not policies or chains) of both families, tables
+    /// raw/filter/nat/mangle.
+    pub fn list_rules() -> Vec<IptRule> {
+        let mut out = Vec::new();
+        for binary in ["iptables", "ip6tables"] {
+            for table in ["raw", "filter", "nat", "mangle"] {
+                let Ok(o) = run_timeout(
+                    Command::new(binary).args(["-w", "5", "-t", table, "-S"]),
+                    CMD_TIMEOUT,
+                ) else {
+                    continue;
+                };
+                for l in String::from_utf8_lossy(&o.stdout).lines() {
+                    if l.starts_with("-A ") {
+                        out.push(IptRule {
+                            binary,
+                            table,
+                            tokens: l.split_whitespace().map(String::from).collect(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Rules commented `netconnect` that name interface `iface`.
+    pub fn netconnect_rules(iface: &str) -> Vec<IptRule> {
+        list_rules()
+            .into_iter()
+            .filter(|r| r.has_token("netconnect") && r.has_token(iface))
+            .collect()
+    }
+
+    /// Deletes [`netconnect_rules`]; returns how many went.
+    pub fn delete_netconnect_rules(iface: &str) -> usize {
+        netconnect_rules(iface)
+            .iter()
+            .filter(|r| r.delete())
+            .count()
+    }
+
+    // -----------------------------------------------------------------------
+    // The Mac: a namespace joined to the root namespace by veth
+    // -----------------------------------------------------------------------
+
+    /// A namespace with veth `<stem>m` in the root namespace (10.212.N.1/24)
+    /// and `eth0` inside (10.212.N.2/24). Dropping the namespace removes the
+    /// veth pair.
+    pub struct MacNs {
+        pub ns: Netns,
+        pub root_veth: String,
+        /// The Mac's address, what the VM side uses as the endpoint.
+        pub addr: String,
+        pub root_addr: String,
+    }
+
+    impl MacNs {
+        pub fn new(n: u8) -> MacNs {
+            let prefix = format!("10.212.{n}.");
+            let used = host_ok(&["ip", "-o", "-4", "addr", "show"]);
+            assert!(
+                !used.contains(&format!(" {prefix}")),
+                "10.212.{n}.0/24 is already in use in the root namespace: {used}"
+            );
+            let ns = Netns::new("mac");
+            let root_veth = format!("{}m", unique_ifname_stem());
+            host_ok(&[
+                "ip",
+                "link",
+                "add",
+                &root_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+            ]);
+            let mac = MacNs {
+                ns,
+                root_veth,
+                addr: format!("{prefix}2"),
+                root_addr: format!("{prefix}1"),
+            };
+            host_ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", mac.root_addr),
+                "dev",
+                &mac.root_veth,
+            ]);
+            host_ok(&["ip", "link", "set", &mac.root_veth, "up"]);
+            mac.ns.ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", mac.addr),
+                "dev",
+                "eth0",
+            ]);
+            mac.ns.ok(&["ip", "link", "set", "eth0", "up"]);
+            wait_ping(&mac.ns, &mac.root_addr, Duration::from_secs(10));
+            // The IPv6 link-local address (and its route in table local)
+            // appears once DAD is done; wait, so that before/after
+            // comparisons of the routes see a settled namespace.
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                let a = mac
+                    .ns
+                    .ok(&["ip", "-6", "addr", "show", "dev", "eth0", "scope", "link"]);
+                if a.contains("inet6") && !a.contains("tentative") {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            mac
+        }
+
+        /// `ip route` (both families) in the Mac namespace, sorted lines.
+        pub fn routes(&self) -> Vec<String> {
+            let mut v: Vec<String> = ["-4", "-6"]
+                .iter()
+                .flat_map(|f| {
+                    self.ns
+                        .ok(&["ip", f, "route", "show", "table", "all"])
+                        .lines()
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            v.sort();
+            v
+        }
+
+        /// Names of the links in the Mac namespace, sorted.
+        pub fn links(&self) -> Vec<String> {
+            let mut v: Vec<String> = self
+                .ns
+                .ok(&["ip", "-o", "link", "show"])
+                .lines()
+                .filter_map(|l| l.split(':').nth(1))
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+                .collect();
+            v.sort();
+            v
+        }
+
+        /// The Mac's route for `subnet`, if any (`ip route show SUBNET`).
+        pub fn route_for(&self, subnet: &str) -> Option<String> {
+            let out = self.ns.ok(&["ip", "route", "show", subnet]);
+            let l = out.trim();
+            (!l.is_empty()).then(|| l.to_string())
+        }
+
+        /// Waits until the route for `subnet` is present (`want`) or gone.
+        pub fn wait_route(
+            &self,
+            subnet: &str,
+            want: bool,
+            timeout: Duration,
+        ) -> Result<Duration, String> {
+            let t0 = Instant::now();
+            loop {
+                let r = self.route_for(subnet);
+                if r.is_some() == want {
+                    return Ok(t0.elapsed());
+                }
+                if t0.elapsed() >= timeout {
+                    return Err(format!(
+                        "route for {subnet} still {} after {timeout:?}; routes: {:?}",
+                        if want { "missing" } else { "present" },
+                        self.routes()
+                    ));
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // HTTP and ping from the Mac
+    // -----------------------------------------------------------------------
+
+    /// One `curl http://ADDR/` from `ns` (connect ≤ 1 s, whole ≤ `max`).
+    pub fn curl_once(ns: &Netns, addr: &str, max: Duration) -> Result<String, String> {
+        let m = format!("{:.1}", max.as_secs_f64());
+        let url = format!("http://{addr}/");
+        let out = ns.exec_timeout(
+            &[
+                "curl",
+                "-sS",
+                "--noproxy",
+                "*",
+                "--connect-timeout",
+                "1",
+                "-m",
+                &m,
+                &url,
+            ],
+            max + Duration::from_secs(5),
+        )?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "curl {url}: exit {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Retries `curl http://ADDR/` until it answers `expect` or `timeout`
+    /// passes; returns how long it took.
+    pub fn wait_curl(
+        ns: &Netns,
+        addr: &str,
+        expect: &str,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        let mut last;
+        loop {
+            last = match curl_once(ns, addr, Duration::from_secs(2)) {
+                Ok(body) if body == expect => return Ok(t0.elapsed()),
+                Ok(body) => format!("answered {body:?}, expected {expect:?}"),
+                Err(e) => e,
+            };
+            if t0.elapsed() >= timeout {
+                return Err(format!(
+                    "no answer from http://{addr}/ within {timeout:?}: {last}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Containers and networks the test creates
+    // -----------------------------------------------------------------------
+
+    /// Containers and networks of one test, named `nct-<pid>-<n>-<tag>` and
+    /// labelled with the pid; removed (containers first) on drop.
+    #[derive(Default)]
+    pub struct DockerThings {
+        containers: Mutex<Vec<String>>,
+        networks: Mutex<Vec<String>>,
+    }
+
+    impl DockerThings {
+        pub fn new() -> DockerThings {
+            DockerThings::default()
+        }
+
+        fn name(tag: &str) -> String {
+            format!("nct-{}-{}-{tag}", std::process::id(), next_id())
+        }
+
+        fn label() -> String {
+            format!("{TEST_LABEL}={}", std::process::id())
+        }
+
+        /// `docker network create --subnet SUBNET [opts] NAME`; returns NAME.
+        pub fn network(&self, tag: &str, subnet: &str, opts: &[&str]) -> String {
+            let name = Self::name(tag);
+            self.networks.lock().unwrap().push(name.clone());
+            let mut args: Vec<String> = vec![
+                "network".into(),
+                "create".into(),
+                "--label".into(),
+                Self::label(),
+                "--subnet".into(),
+                subnet.into(),
+            ];
+            args.extend(opts.iter().map(|s| s.to_string()));
+            args.push(name.clone());
+            docker(&args);
+            name
+        }
+
+        /// `docker network rm NAME` now (it is no longer removed on drop).
+        pub fn remove_network(&self, name: &str) {
+            docker(&["network", "rm", name]);
+            self.networks.lock().unwrap().retain(|n| n != name);
+        }
+
+        /// Runs a busybox web server whose `/` answers its own name, on
+        /// `network` (default: the default bridge), optionally at `ip`.
+        /// `--init` makes it stop at once on SIGTERM. Returns its name.
+        pub fn web(
+            &self,
+            tag: &str,
+            network: Option<&str>,
+            ip: Option<&str>,
+            extra: &[&str],
+        ) -> String {
+            let name = Self::name(tag);
+            self.containers.lock().unwrap().push(name.clone());
+            let mut args: Vec<String> = vec![
+                "run".into(),
+                "-d".into(),
+                "--init".into(),
+                "--name".into(),
+                name.clone(),
+                "--label".into(),
+                Self::label(),
+            ];
+            if let Some(n) = network {
+                args.extend(["--network".into(), n.into()]);
+            }
+            if let Some(ip) = ip {
+                args.extend(["--ip".into(), ip.into()]);
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend([
+                BUSYBOX_IMAGE.into(),
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www"
+                ),
+            ]);
+            docker(&args);
+            name
+        }
+
+        pub fn remove_container(&self, name: &str) {
+            docker(&["rm", "-f", name]);
+            self.containers.lock().unwrap().retain(|n| n != name);
+        }
+    }
+
+    impl Drop for DockerThings {
+        fn drop(&mut self) {
+            for c in self.containers.lock().unwrap().drain(..) {
+                let _ = docker_try(&["rm", "-f", &c]);
+            }
+            for n in self.networks.lock().unwrap().drain(..) {
+                let _ = docker_try(&["network", "rm", &n]);
+            }
+        }
+    }
+
+    /// The address of container `name` on `network` ("bridge": the default).
+    pub fn container_ip(name: &str, network: &str) -> String {
+        let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+        docker(&["inspect", "--format", &f, name])
+            .trim()
+            .to_string()
+    }
+
+    pub fn container_running(name: &str) -> bool {
+        docker_try(&["inspect", "--format", "{{.State.Running}}", name])
+            .map(|s| s.trim() == "true")
+            .unwrap_or(false)
+    }
+
+    /// `docker inspect NAME` as JSON (the one object).
+    pub fn inspect(name: &str) -> serde_json::Value {
+        let text = docker(&["inspect", name]);
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("docker inspect {name}: {e}"));
+        v[0].clone()
+    }
+
+    // -----------------------------------------------------------------------
+    // `netconnect up` and its VM side
+    // -----------------------------------------------------------------------
+
+    /// The VM side of one `up`: its helper container
+    /// `netconnect-helper-<vm_if>`, the interface `vm_if` in the root
+    /// namespace and the `netconnect` iptables rules naming it. Drop removes
+    /// them all (drop the `up` process first).
+    pub struct VmSide {
+        pub vm_if: String,
+    }
+
+    impl VmSide {
+        pub fn new() -> VmSide {
+            VmSide {
+                vm_if: format!("{}v", unique_ifname_stem()),
+            }
+        }
+
+        pub fn helper_name(&self) -> String {
+            format!("netconnect-helper-{}", self.vm_if)
+        }
+
+        pub fn link_exists(&self) -> bool {
+            host(&["ip", "link", "show", "dev", &self.vm_if])
+                .status
+                .success()
+        }
+
+        pub fn helper_running(&self) -> bool {
+            container_running(&self.helper_name())
+        }
+
+        /// The helper's container id (full), if it exists.
+        pub fn helper_id(&self) -> Option<String> {
+            docker_try(&["inspect", "--format", "{{.Id}}", &self.helper_name()])
+                .ok()
+                .map(|s| s.trim().to_string())
+        }
+
+        /// `docker logs` of the helper, stdout and stderr.
+        pub fn helper_logs(&self) -> (String, String) {
+            let mut c = Command::new("docker");
+            c.args(["logs", &self.helper_name()]);
+            match run_timeout(&mut c, DOCKER_TIMEOUT) {
+                Ok(o) => (
+                    String::from_utf8_lossy(&o.stdout).into_owned(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                ),
+                Err(e) => (String::new(), e),
+            }
+        }
+
+        pub fn cleanup(&self) {
+            let _ = docker_try(&["rm", "-f", &self.helper_name()]);
+            delete_netconnect_rules(&self.vm_if);
+            if self.link_exists() {
+                let _ = run_timeout(
+                    Command::new("ip").args(["link", "del", &self.vm_if]),
+                    CMD_TIMEOUT,
+                );
+            }
+        }
+    }
+
+    impl Drop for VmSide {
+        fn drop(&mut self) {
+            self.cleanup();
+        }
+    }
+
+    /// A `netconnect up` process in the Mac namespace, its stdout and
+    /// stderr in a log file. Drop: SIGTERM, ≤ 5 s, then SIGKILL; the log is
+    /// printed if the test is panicking.
+    pub struct UpProcess {
+        child: Option<Child>,
+        status: Option<ExitStatus>,
+        log: PathBuf,
+        pub started: Instant,
+        pub argv: Vec<String>,
+        _dir: TempDir,
+    }
+
+    /// Arguments for `up` with the test defaults: engine at
+    /// [`DOCKER_SOCK`], the Mac's veth address as endpoint, any free port,
+    /// [`MAC_TUN`] and the VM side's interface.
+    pub fn up_args(mac: &MacNs, vm: &VmSide) -> Vec<String> {
+        [
+            "up",
+            "--docker-host",
+            &format!("unix://{DOCKER_SOCK}"),
+            "--host-endpoint",
+            &mac.addr,
+            "--listen-port",
+            "0",
+            "--interface",
+            MAC_TUN,
+            "--vm-interface",
+            &vm.vm_if,
+            "--helper-image",
+            &helper_image(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Replaces the value of flag `flag` in `args`.
+    pub fn set_arg(args: &mut [String], flag: &str, value: &str) {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} not in {args:?}"));
+        args[i + 1] = value.to_string();
+    }
+
+    impl UpProcess {
+        /// `ip netns exec MAC netconnect ARGS...` (`ip` execs, so the pid
+        /// is netconnect's).
+        pub fn spawn(mac: &MacNs, args: &[String]) -> UpProcess {
+            let dir = TempDir::new("up");
+            let log = dir.join("up.log");
+            let f = File::create(&log).unwrap();
+            let mut argv = vec![netconnect_bin().to_string()];
+            argv.extend(args.iter().cloned());
+            let mut c = mac.ns.command(&argv);
+            c.stdin(Stdio::null())
+                .stdout(f.try_clone().unwrap())
+                .stderr(f)
+                .env_remove("DOCKER_HOST")
+                .env_remove("DOCKER_CONTEXT")
+                .env_remove("NETCONNECT_LOG")
+                .env("NO_COLOR", "1");
+            die_with_parent(&mut c);
+            let started = Instant::now();
+            let child = c
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&c)));
+            UpProcess {
+                child: Some(child),
+                status: None,
+                log,
+                started,
+                argv,
+                _dir: dir,
+            }
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.child.as_ref().unwrap().id()
+        }
+
+        pub fn log(&self) -> String {
+            fs::read(&self.log)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        }
+
+        pub fn count(&self, pat: &str) -> usize {
+            self.log().matches(pat).count()
+        }
+
+        pub fn try_status(&mut self) -> Option<ExitStatus> {
+            if self.status.is_none() {
+                if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    self.status = Some(st);
+                }
+            }
+            self.status
+        }
+
+        /// Waits until `pat` occurs at least `n` times in the log; `Err`
+        /// (with the log) on timeout or if `up` exits first.
+        pub fn wait_log(
+            &mut self,
+            pat: &str,
+            n: usize,
+            timeout: Duration,
+        ) -> Result<Duration, String> {
+            let t0 = Instant::now();
+            loop {
+                if self.count(pat) >= n {
+                    return Ok(t0.elapsed());
+                }
+                if let Some(st) = self.try_status() {
+                    return Err(format!(
+                        "up exited ({st}) before logging {pat:?} x{n}:\n{}",
+                        self.log()
+                    ));
+                }
+                if t0.elapsed() >= timeout {
+                    return Err(format!(
+                        "up did not log {pat:?} x{n} within {timeout:?}:\n{}",
+                        self.log()
+                    ));
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+
+        /// Waits ≤ `timeout` for the process to exit by itself.
+        pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+            if self.status.is_none() {
+                if let Some(c) = self.child.as_mut() {
+                    self.status = wait_child_timeout(c, timeout);
+                }
+            }
+            self.status
+        }
+
+        /// SIGTERM, wait ≤ `timeout`; `None` if it had to be killed.
+        pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+            self.stop_with(SIGTERM, timeout)
+        }
+
+        /// SIGINT (Ctrl-C in a terminal), wait ≤ `timeout`.
+        pub fn interrupt(&mut self, timeout: Duration) -> Option<ExitStatus> {
+            self.stop_with(SIGINT, timeout)
+        }
+
+        /// Sends `sig`, waits ≤ `timeout`; `None` if it had to be killed.
+        pub fn stop_with(&mut self, sig: i32, timeout: Duration) -> Option<ExitStatus> {
+            if self.try_status().is_some() {
+                return self.status;
+            }
+            send_signal(self.pid(), sig);
+            let st = self.wait_exit(timeout);
+            if st.is_none() {
+                send_signal(self.pid(), SIGKILL);
+                if let Some(c) = self.child.as_mut() {
+                    let _ = wait_child_timeout(c, Duration::from_secs(5));
+                }
+            }
+            st
+        }
+    }
+
+    impl Drop for UpProcess {
+        fn drop(&mut self) {
+            if self.child.is_some() {
+                let _ = self.terminate(Duration::from_secs(5));
+            }
+            if thread::panicking() {
+                let log = self.log();
+                let tail = if log.len() > 12000 {
+                    let mut cut = log.len() - 12000;
+                    while !log.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    &log[cut..]
+                } else {
+                    &log[..]
+                };
+                eprintln!(
+                    "--- netconnect {} (exit {:?}); log ---\n{tail}\n--- end log ---",
+                    self.argv[1..].join(" "),
+                    self.status
+                );
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // dockerd: restarting it the way it was started
+    // -----------------------------------------------------------------------
+
+    /// How the running dockerd was started, read from /proc, so that it can
+    /// be started again the same way.
+    #[derive(Clone)]
+    pub enum DockerdStart {
+        /// systemd manages it: `systemctl restart docker`.
+        Systemd,
+        /// A plain process (e.g. start-stop-daemon at boot): its argv,
+        /// environment, directory and the file its output went to.
+        Plain {
+            argv: Vec<std::ffi::OsString>,
+            env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+            cwd: PathBuf,
+            stdout: Option<PathBuf>,
+            stderr: Option<PathBuf>,
+        },
+    }
+
+    /// Whether `pid` is a zombie (exited, not yet reaped). Where PID 1 reaps
+    /// orphans late, a stopped dockerd lingers as one for a while.
+    pub fn is_zombie(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Shows how, not the environment (it may hold credentials).
+    impl std::fmt::Debug for DockerdStart {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                DockerdStart::Systemd => f.write_str("systemctl (docker.service)"),
+                DockerdStart::Plain {
+                    argv,
+                    env,
+                    cwd,
+                    stdout,
+                    ..
+                } => write!(
+                    f,
+                    "{argv:?} in {} with {} environment variables, output to {stdout:?}",
+                    cwd.display(),
+                    env.len()
+                ),
+            }
+        }
+    }
+
+    /// The lowest pid whose comm is `dockerd`, zombies excepted.
+    pub fn dockerd_pid() -> Option<u32> {
+        let mut pids: Vec<u32> = fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids.into_iter().find(|p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim_end() == "dockerd")
+                && !is_zombie(*p)
+        })
+    }
+
+    impl DockerdStart {
+        pub fn of(pid: u32) -> Result<DockerdStart, String> {
+            use std::os::unix::ffi::OsStrExt;
+            let init = fs::read_to_string("/proc/1/comm").unwrap_or_default();
+            if init.trim() == "systemd" {
+                let active = run_timeout(
+                    Command::new("systemctl").args(["is-active", "--quiet", "docker"]),
+                    CMD_TIMEOUT,
+                );
+                if active.is_ok_and(|o| o.status.success()) {
+                    return Ok(DockerdStart::Systemd);
+                }
+            }
+            let read = |f: &str| {
+                fs::read(format!("/proc/{pid}/{f}")).map_err(|e| format!("/proc/{pid}/{f}: {e}"))
+            };
+            let split = |b: &[u8]| -> Vec<std::ffi::OsString> {
+                b.split(|c| *c == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| OsStr::from_bytes(s).to_os_string())
+                    .collect()
+            };
+            let argv = split(&read("cmdline")?);
+            if argv.is_empty() {
+                return Err(format!("dockerd {pid} has no command line"));
+            }
+            let env = split(&read("environ")?)
+                .into_iter()
+                .filter_map(|kv| {
+                    let b = kv.as_bytes();
+                    let i = b.iter().position(|c| *c == b'=')?;
+                    Some((
+                        OsStr::from_bytes(&b[..i]).to_os_string(),
+                        OsStr::from_bytes(&b[i + 1..]).to_os_string(),
+                    ))
+                })
+                .collect();
+            let cwd = fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| "/".into());
+            let file = |fd: u32| {
+                fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .ok()
+                    .filter(|p| p.is_absolute() && p.is_file())
+            };
+            Ok(DockerdStart::Plain {
+                argv,
+                env,
+                cwd,
+                stdout: file(1),
+                stderr: file(2),
+            })
+        }
+
+        /// Starts dockerd again, detached (own session, not our child for
+        /// long: a thread reaps it), output appended where it went before.
+        pub fn start(&self) -> Result<(), String> {
+            match self {
+                DockerdStart::Systemd => {
+                    let o = run_timeout(
+                        Command::new("systemctl").args(["start", "docker"]),
+                        Duration::from_secs(90),
+                    )?;
+                    if o.status.success() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+                    }
+                }
+                DockerdStart::Plain {
+                    argv,
+                    env,
+                    cwd,
+                    stdout,
+                    stderr,
+                } => {
+                    use std::os::unix::process::CommandExt;
+                    let open = |p: &Option<PathBuf>| -> Stdio {
+                        p.as_ref()
+                            .and_then(|p| OpenOptions::new().append(true).open(p).ok())
+                            .map(Stdio::from)
+                            .unwrap_or_else(Stdio::null)
+                    };
+                    let mut c = Command::new(&argv[0]);
+                    c.args(&argv[1..])
+                        .env_clear()
+                        .envs(env.iter().map(|(k, v)| (k, v)))
+                        .current_dir(cwd)
+                        .stdin(Stdio::null())
+                        .stdout(open(stdout))
+                        .stderr(open(stderr));
+                    // SAFETY: setsid is async-signal-safe.
+                    unsafe {
+                        c.pre_exec(|| {
+                            sys::setsid();
+                            Ok(())
+                        });
+                    }
+                    let mut child = c.spawn().map_err(|e| format!("start {:?}: {e}", argv[0]))?;
+                    thread::spawn(move || {
+                        let _ = child.wait();
+                    });
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Waits until `docker version` answers.
+    pub fn wait_engine(timeout: Duration) -> Result<Duration, String> {
+        let t0 = Instant::now();
+        loop {
+            match engine_version() {
+                Ok(_) => return Ok(t0.elapsed()),
+                Err(e) if t0.elapsed() >= timeout => {
+                    return Err(format!("the engine did not answer within {timeout:?}: {e}"))
+                }
+                Err(_) => thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Restarts dockerd the way it was started, and guarantees on drop that
+    /// one is running and answering again, whatever happened in between.
+    pub struct DockerdRestart {
+        pub how: DockerdStart,
+        pub old_pid: u32,
+    }
+
+    impl DockerdRestart {
+        pub fn prepare() -> DockerdRestart {
+            let pid = dockerd_pid().expect("no dockerd process visible in /proc");
+            let how = DockerdStart::of(pid).unwrap_or_else(|e| panic!("{e}"));
+            DockerdRestart { how, old_pid: pid }
+        }
+
+        /// Stops dockerd (SIGTERM, or systemctl) and waits ≤ `timeout` for it
+        /// to be gone. Returns how long that took.
+        pub fn stop(&self, timeout: Duration) -> Result<Duration, String> {
+            // If this process dies before dockerd is back (a runner's
+            // timeout), the next Docker test starts it from this record.
+            let record = serde_json::json!({
+                "pid": std::process::id(),
+                "how": self.how.to_json(),
+            });
+            OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(DOCKERD_RECORD)
+                .and_then(|mut f| f.write_all(record.to_string().as_bytes()))
+                .map_err(|e| format!("writing {DOCKERD_RECORD}: {e}"))?;
+            let t0 = Instant::now();
+            match self.how {
+                DockerdStart::Systemd => {
+                    run_timeout(Command::new("systemctl").args(["stop", "docker"]), timeout)?;
+                }
+                DockerdStart::Plain { .. } => {
+                    send_signal(self.old_pid, SIGTERM);
+                }
+            }
+            while pid_alive(self.old_pid) && !is_zombie(self.old_pid) {
+                if t0.elapsed() >= timeout {
+                    return Err(format!(
+                        "dockerd {} still running {timeout:?} after SIGTERM",
+                        self.old_pid
+                    ));
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            Ok(t0.elapsed())
+        }
+
+        pub fn start(&self) -> Result<(), String> {
+            self.how.start()
+        }
+    }
+
+    impl Drop for DockerdRestart {
+        fn drop(&mut self) {
+            if dockerd_pid().is_none() {
+                eprintln!(
+                    "docker e2e: dockerd is not running; starting it again ({:?})",
+                    self.how
+                );
+                if let Err(e) = self.how.start() {
+                    eprintln!("docker e2e: CANNOT RESTART dockerd: {e}");
+                }
+            }
+            match wait_engine(Duration::from_secs(90)) {
+                Ok(_) => {
+                    let _ = fs::remove_file(DOCKERD_RECORD);
+                }
+                Err(e) => {
+                    eprintln!("docker e2e: dockerd does not answer after the restart test: {e}")
+                }
+            }
+        }
+    }
+
+    /// Where [`DockerdRestart::stop`] notes how to start dockerd again.
+    pub const DOCKERD_RECORD: &str = "/run/netconnect-docker-e2e-dockerd.json";
+
+    /// The engine does not answer: if a restart test died with dockerd
+    /// stopped (its record is there, its process is gone, no dockerd runs),
+    /// start dockerd the way it was started. Returns the engine's version.
+    fn restart_dockerd_left_down() -> Option<String> {
+        let text = fs::read_to_string(DOCKERD_RECORD).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let pid = v["pid"].as_u64()? as u32;
+        if pid_alive(pid) || dockerd_pid().is_some() {
+            return None;
+        }
+        let how = DockerdStart::from_json(&v["how"])?;
+        eprintln!(
+            "docker e2e: dockerd was left stopped by test process {pid}; starting it ({how:?})"
+        );
+        how.start().ok()?;
+        wait_engine(Duration::from_secs(90)).ok()?;
+        let _ = fs::remove_file(DOCKERD_RECORD);
+        engine_version().ok()
+    }
+
+    impl DockerdStart {
+        fn to_json(&self) -> serde_json::Value {
+            let s = |v: &std::ffi::OsStr| v.to_string_lossy().into_owned();
+            match self {
+                DockerdStart::Systemd => serde_json::json!("systemd"),
+                DockerdStart::Plain {
+                    argv,
+                    env,
+                    cwd,
+                    stdout,
+                    stderr,
+                } => serde_json::json!({
+                    "argv": argv.iter().map(|a| s(a)).collect::<Vec<_>>(),
+                    "env": env.iter().map(|(k, v)| [s(k), s(v)]).collect::<Vec<_>>(),
+                    "cwd": cwd,
+                    "stdout": stdout,
+                    "stderr": stderr,
+                }),
+            }
+        }
+
+        fn from_json(v: &serde_json::Value) -> Option<DockerdStart> {
+            if v == "systemd" {
+                return Some(DockerdStart::Systemd);
+            }
+            let strs = |v: &serde_json::Value| -> Option<Vec<String>> {
+                v.as_array()?
+                    .iter()
+                    .map(|x| x.as_str().map(String::from))
+                    .collect()
+            };
+            let path = |v: &serde_json::Value| v.as_str().map(PathBuf::from);
+            Some(DockerdStart::Plain {
+                argv: strs(&v["argv"])?.into_iter().map(Into::into).collect(),
+                env: v["env"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|kv| Some((kv[0].as_str()?.into(), kv[1].as_str()?.into())))
+                    .collect(),
+                cwd: path(&v["cwd"]).unwrap_or_else(|| "/".into()),
+                stdout: path(&v["stdout"]),
+                stderr: path(&v["stderr"]),
+            })
+        }
+    }
+}
