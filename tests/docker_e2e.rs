@@ -304,6 +304,19 @@ fn docker_killed_helper_is_rerun_within_10s() {
         "up did not log that the helper stopped"
     );
     assert!(fx.up().try_status().is_none(), "up exited");
+    // The second helper checked its firewall rules before inserting them:
+    // each is there exactly once.
+    for (table, chain, want) in [("raw", "PREROUTING", 1), ("filter", "DOCKER-USER", 2)] {
+        let rules = host_ok(&["iptables", "-t", table, "-S", chain]);
+        let ours = rules
+            .lines()
+            .filter(|l| l.contains(&format!(" {} ", fx.vm.vm_if)) && l.contains("netconnect"))
+            .count();
+        assert_eq!(
+            ours, want,
+            "{table} {chain} after a helper re-run:\n{rules}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
