@@ -319,6 +319,54 @@ fn docker_killed_helper_is_rerun_within_10s() {
     }
 }
 
+/// A VM side that goes silent without any container event (here: the
+/// helper frozen with `docker pause`; on Docker Desktop, a VM paused or a
+/// kernel interface deleted) is noticed by the keepalives it stops sending,
+/// and the helper is re-run.
+#[test]
+fn docker_silent_vm_side_is_detected_and_helper_rerun() {
+    let mut fx = Fx::new(14);
+    let c0 = fx.things.web("web0", None, None, &[]);
+    let ip0 = container_ip(&c0, "bridge");
+    fx.start_up();
+    fx.curl_ok(&ip0, &c0, FIRST_CURL);
+    let old_id = fx.vm.helper_id().expect("no helper container");
+
+    docker(&["pause", &fx.vm.helper_name()]);
+    let paused = Instant::now();
+    // 55 s of silence, checked every 15 s, after a keepalive up to 25 s old.
+    let limit = Duration::from_secs(100);
+    let mut new_id = None;
+    while paused.elapsed() < limit {
+        if let Some(id) = fx.vm.helper_id() {
+            if id != old_id && fx.vm.helper_running() {
+                new_id = Some(id);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let took = paused.elapsed();
+    eprintln!("MEASURE: helper paused -> new helper running: {took:?}");
+    assert!(
+        new_id.is_some(),
+        "no new helper within {limit:?} of pausing the old one\n{}",
+        fx.diagnostics()
+    );
+    assert!(
+        took >= Duration::from_secs(30),
+        "the helper was replaced after {took:?}, before any keepalive could be missed"
+    );
+    assert!(
+        fx.up().log().contains("no packet from the VM side"),
+        "up did not say why it replaced the helper\n{}",
+        fx.up().log()
+    );
+    if let Err(e) = wait_curl(&fx.mac.ns, &ip0, &c0, Duration::from_secs(20)) {
+        panic!("{e}\n{}", fx.diagnostics());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 5. dockerd restarts: `up` reconnects, re-runs the helper, traffic resumes
 // ---------------------------------------------------------------------------

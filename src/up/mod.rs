@@ -12,7 +12,7 @@ pub mod container;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -31,6 +31,8 @@ use container::{HelperError, HelperSpec, RunningHelper};
 const RESYNC: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(16);
 const HELPER_RETRY: Duration = Duration::from_secs(2);
+/// Two missed VM keepalives (25 s each) and a margin.
+const VM_SILENCE: Duration = Duration::from_secs(55);
 /// How long shutdown waits for Docker to remove the helper.
 const HELPER_REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -90,6 +92,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         helper: None,
         routed: BTreeSet::new(),
         skipped: Vec::new(),
+        vm_rx: (0, Instant::now()),
     };
 
     let result = s.serve(&candidates, shutdown.as_mut()).await;
@@ -106,6 +109,8 @@ struct Session {
     helper: Option<RunningHelper>,
     routed: BTreeSet<IpNet>,
     skipped: Vec<Skipped>,
+    /// The VM peer's rx byte count and when it last grew.
+    vm_rx: (u64, Instant),
 }
 
 impl Session {
@@ -162,6 +167,7 @@ impl Session {
                         }
                     }
                     _ = resync.tick() => {
+                        self.check_vm_alive();
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");
                         }
@@ -181,6 +187,32 @@ impl Session {
         }
     }
 
+    /// The VM side sends a keepalive every 25 s, so silence for longer than
+    /// [`VM_SILENCE`] means its end of the tunnel is gone even though no
+    /// container event said so (a kernel interface deleted, a VM paused or
+    /// restarted under a still-answering engine). Forget the helper; the
+    /// caller starts a new one.
+    fn check_vm_alive(&mut self) {
+        let Some(h) = &self.helper else { return };
+        let rx = self
+            .device
+            .status()
+            .peers
+            .iter()
+            .find(|p| p.public_key == h.vm_public_key)
+            .map(|p| p.rx_bytes)
+            .unwrap_or(0);
+        if rx != self.vm_rx.0 {
+            self.vm_rx = (rx, Instant::now());
+        } else if self.vm_rx.1.elapsed() > VM_SILENCE {
+            warn!(
+                silent_s = self.vm_rx.1.elapsed().as_secs(),
+                "no packet from the VM side (its keepalive is every 25 s); starting the helper again"
+            );
+            self.helper = None;
+        }
+    }
+
     fn is_helper(&self, id: &str) -> bool {
         self.helper.as_ref().is_some_and(|h| h.id == id)
     }
@@ -195,6 +227,7 @@ impl Session {
         info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, "VM-side helper running");
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
         self.helper = Some(started);
+        self.vm_rx = (0, Instant::now());
         self.configure_peer(new_key);
         Ok(())
     }
