@@ -54,6 +54,8 @@ pub enum ConfigError {
     Bind { port: u16, source: io::Error },
     #[error("cannot set fwmark {mark}: {source}")]
     Fwmark { mark: u32, source: io::Error },
+    #[error("cannot start the timer thread: {0}")]
+    Thread(io::Error),
 }
 
 impl ConfigError {
@@ -61,9 +63,9 @@ impl ConfigError {
     pub fn errno(&self) -> i32 {
         match self {
             ConfigError::AddrInUse(_) => libc_errno::EADDRINUSE,
-            ConfigError::Bind { source, .. } | ConfigError::Fwmark { source, .. } => {
-                source.raw_os_error().unwrap_or(libc_errno::EIO)
-            }
+            ConfigError::Bind { source, .. }
+            | ConfigError::Fwmark { source, .. }
+            | ConfigError::Thread(source) => source.raw_os_error().unwrap_or(libc_errno::EIO),
         }
     }
 }
@@ -138,10 +140,7 @@ impl Device {
             let mut st = shared.state.write();
             shared.rebind(&mut st, listen_port)?;
         }
-        let timers = TimerThread::spawn(&shared).map_err(|source| ConfigError::Bind {
-            port: listen_port,
-            source,
-        })?;
+        let timers = TimerThread::spawn(&shared).map_err(ConfigError::Thread)?;
         let span = tracing::info_span!("device", iface = %name);
         let tasks = vec![tokio::spawn(shared.clone().tun_to_net().instrument(span))];
         Ok(Device {
