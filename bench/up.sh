@@ -15,6 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/mac-ns.sh
+. "$ROOT/scripts/lib/mac-ns.sh"
 REPS=3 REQUESTS=1000
 while (($#)); do
   case $1 in
@@ -40,15 +42,10 @@ stop_up() {
 cleanup() {
   set +e
   stop_up
-  docker rm -f "$WEB" "netconnect-helper-$VM_IF" >/dev/null 2>&1
+  docker rm -f "$WEB" >/dev/null 2>&1
+  remove_vm_side "$VM_IF"
   docker network rm "$NET" >/dev/null 2>&1
-  for t in "raw PREROUTING" "filter DOCKER-USER"; do
-    set -- $t
-    iptables -t "$1" -S "$2" 2>/dev/null | grep -F -- "$VM_IF" | grep -F netconnect |
-      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $1 $rule"; done
-  done
-  ip link del "$VM_VETH" 2>/dev/null
-  ip netns del "$NS" 2>/dev/null
+  remove_mac_ns "$NS" "$VM_VETH"
   rm -f "$LOG"
 }
 trap cleanup EXIT
@@ -57,16 +54,9 @@ docker info >/dev/null 2>&1 || { echo "bench/up.sh: error: the Docker engine doe
 
 (cd "$ROOT" && cargo build --release --quiet)
 "$ROOT/helper-image/build.sh" >/dev/null 2>&1
-ctx=$(mktemp -d)
-cp "$(command -v busybox)" "$ctx/busybox"
-printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$ctx/Dockerfile"
-DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$ctx" >/dev/null 2>&1
-rm -rf "$ctx"
+build_busybox_image "$IMAGE"
 
-ip netns add "$NS"
-ip link add "$VM_VETH" type veth peer name "$MAC_VETH" netns "$NS"
-ip addr add "$VM_IP/24" dev "$VM_VETH" && ip link set "$VM_VETH" up
-ip -n "$NS" addr add "$MAC_IP/24" dev "$MAC_VETH" && ip -n "$NS" link set "$MAC_VETH" up && ip -n "$NS" link set lo up
+make_mac_ns "$NS" "$VM_VETH" "$MAC_VETH" "$VM_IP" "$MAC_IP"
 docker network create --subnet "$SUBNET" "$NET" >/dev/null
 docker run -d --name "$WEB" --network "$NET" "$IMAGE" sh -c 'mkdir -p /www && echo ok > /www/index.html && httpd -f -p 80 -h /www' >/dev/null
 web_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$WEB")

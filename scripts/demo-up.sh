@@ -12,6 +12,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib/mac-ns.sh
+. "$ROOT/scripts/lib/mac-ns.sh"
 NS=nc-demo-mac
 VM_VETH=ncdemo0 MAC_VETH=ncdemo1
 VM_IP=10.210.1.1 MAC_IP=10.210.1.2
@@ -36,15 +38,10 @@ cleanup() {
     kill -KILL "$UP_PID" 2>/dev/null
     wait "$UP_PID" 2>/dev/null
   fi
-  docker rm -f "$WEB" "netconnect-helper-$VM_IF" >/dev/null 2>&1
+  docker rm -f "$WEB" >/dev/null 2>&1
+  remove_vm_side "$VM_IF"
   docker network rm "$NET" >/dev/null 2>&1
-  for t in "raw PREROUTING" "filter DOCKER-USER"; do
-    set -- $t
-    iptables -t "$1" -S "$2" 2>/dev/null | grep -F -- "$VM_IF" | grep -F netconnect |
-      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $1 $rule"; done
-  done
-  ip link del "$VM_VETH" 2>/dev/null
-  ip netns del "$NS" 2>/dev/null
+  remove_mac_ns "$NS" "$VM_VETH"
   rm -f "$LOG"
 }
 trap cleanup EXIT
@@ -60,17 +57,10 @@ helper_tag=$("$ROOT/helper-image/build.sh" 2>/dev/null) || die "helper-image/bui
 echo "    helper image: $helper_tag"
 
 step "building a tiny web server image (busybox, no registry needed)"
-ctx=$(mktemp -d)
-cp "$(command -v busybox)" "$ctx/busybox"
-printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$ctx/Dockerfile"
-DOCKER_BUILDKIT=0 docker build --quiet -t "$IMAGE" "$ctx" >/dev/null 2>&1 || die "building $IMAGE failed"
-rm -rf "$ctx"
+build_busybox_image "$IMAGE" || die "building $IMAGE failed"
 
 step "making the 'Mac': namespace $NS ($MAC_IP) joined to the 'VM' ($VM_IP)"
-ip netns add "$NS"
-ip link add "$VM_VETH" type veth peer name "$MAC_VETH" netns "$NS"
-ip addr add "$VM_IP/24" dev "$VM_VETH" && ip link set "$VM_VETH" up
-ip -n "$NS" addr add "$MAC_IP/24" dev "$MAC_VETH" && ip -n "$NS" link set "$MAC_VETH" up && ip -n "$NS" link set lo up
+make_mac_ns "$NS" "$VM_VETH" "$MAC_VETH" "$VM_IP" "$MAC_IP"
 
 step "starting a web server container on a new network $SUBNET"
 docker network create --subnet "$SUBNET" "$NET" >/dev/null
