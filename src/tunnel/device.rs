@@ -197,6 +197,41 @@ impl Device {
         Ok(())
     }
 
+    /// Send one IP packet through the tunnel as if it had come from the TUN:
+    /// routed by destination, encrypted, sent. `up` uses it for liveness
+    /// probes to the VM's tunnel address, which must cross the same path as
+    /// user traffic to prove anything. Returns false when no peer covers the
+    /// destination or the peer has no endpoint yet.
+    pub async fn inject(&self, packet: &[u8]) -> bool {
+        let Some(dst) = Tunn::dst_address(packet) else {
+            return false;
+        };
+        let (peer, socket) = {
+            let st = self.shared.state.read();
+            match st.allowed.lookup(dst) {
+                Some(p) => (p.clone(), st.socket.clone()),
+                None => return false,
+            }
+        };
+        let mut buf = vec![0u8; packet.len() + 148];
+        let result = match peer.tunn.lock().as_mut() {
+            Some(t) => t.encapsulate(packet, &mut buf),
+            None => return false,
+        };
+        match result {
+            TunnResult::WriteToNetwork(out) => {
+                if peer.endpoint().is_none() {
+                    return false;
+                }
+                send(&peer, socket.as_deref(), out, None).await;
+                true
+            }
+            // Queued behind a handshake boringtun has just started.
+            TunnResult::Done => true,
+            _ => false,
+        }
+    }
+
     /// Start a handshake with every peer that has an endpoint, now rather
     /// than at the first packet or keepalive: the VM side calls this so the
     /// host, which cannot know the VM's address, learns it at once. `force`

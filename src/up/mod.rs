@@ -8,6 +8,7 @@
 //! restarted) it reconnects with backoff and re-runs the helper.
 
 pub mod container;
+pub mod probe;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -31,8 +32,8 @@ use container::{HelperError, HelperSpec, RunningHelper};
 const RESYNC: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(16);
 const HELPER_RETRY: Duration = Duration::from_secs(2);
-/// Two missed VM keepalives (25 s each) and a margin.
-const VM_SILENCE: Duration = Duration::from_secs(55);
+/// How often the VM peer's liveness is checked (and probed when quiet).
+const LIVENESS_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for Docker to remove the helper.
 const HELPER_REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -40,6 +41,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     platform::require_root("up")?;
     platform::validate_interface_name(&args.interface)?;
     platform::validate_interface_name(&args.vm_interface)?;
+    if args.host_address.is_ipv4() != args.vm_address.is_ipv4() {
+        anyhow::bail!(
+            "--host-address {} and --vm-address {} must both be IPv4 or both IPv6",
+            args.host_address,
+            args.vm_address
+        );
+    }
     let candidates = docker::candidates(&discovery_inputs(&args), &docker::RealFiles);
 
     let mut shutdown = std::pin::pin!(crate::signals::shutdown());
@@ -92,7 +100,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         helper: None,
         routed: BTreeSet::new(),
         skipped: Vec::new(),
-        vm_rx: (0, Instant::now()),
+        liveness: probe::Liveness::new(Instant::now()),
+        probe_seq: 0,
     };
 
     let result = s.serve(&candidates, shutdown.as_mut()).await;
@@ -109,8 +118,9 @@ struct Session {
     helper: Option<RunningHelper>,
     routed: BTreeSet<IpNet>,
     skipped: Vec<Skipped>,
-    /// The VM peer's rx byte count and when it last grew.
-    vm_rx: (u64, Instant),
+    /// The VM peer's rx counter, followed once a second.
+    liveness: probe::Liveness,
+    probe_seq: u16,
 }
 
 impl Session {
@@ -132,6 +142,8 @@ impl Session {
             let mut events = std::pin::pin!(docker::events(&docker));
             let mut resync = tokio::time::interval(RESYNC);
             resync.reset();
+            let mut liveness = tokio::time::interval(LIVENESS_TICK);
+            liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     sig = &mut shutdown => {
@@ -166,8 +178,14 @@ impl Session {
                             warn!(error = %e, "helper not running; will retry");
                         }
                     }
+                    _ = liveness.tick(), if self.helper.is_some() => {
+                        if !self.check_vm_alive().await {
+                            if let Err(e) = self.ensure_helper().await {
+                                warn!(error = %e, "helper not running; will retry");
+                            }
+                        }
+                    }
                     _ = resync.tick() => {
-                        self.check_vm_alive();
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");
                         }
@@ -187,13 +205,13 @@ impl Session {
         }
     }
 
-    /// The VM side sends a keepalive every 25 s, so silence for longer than
-    /// [`VM_SILENCE`] means its end of the tunnel is gone even though no
-    /// container event said so (a kernel interface deleted, a VM paused or
-    /// restarted under a still-answering engine). Forget the helper; the
-    /// caller starts a new one.
-    fn check_vm_alive(&mut self) {
-        let Some(h) = &self.helper else { return };
+    /// Follows the VM peer's rx counter; probes when it is quiet (see
+    /// [`probe`]), and when the probes go unanswered forgets the helper and
+    /// returns false, so the caller starts a new one. This catches what no
+    /// container event reports: a kernel interface deleted, a VM paused or
+    /// restarted under a still-answering engine, a frozen helper.
+    async fn check_vm_alive(&mut self) -> bool {
+        let Some(h) = &self.helper else { return true };
         let rx = self
             .device
             .status()
@@ -202,14 +220,31 @@ impl Session {
             .find(|p| p.public_key == h.vm_public_key)
             .map(|p| p.rx_bytes)
             .unwrap_or(0);
-        if rx != self.vm_rx.0 {
-            self.vm_rx = (rx, Instant::now());
-        } else if self.vm_rx.1.elapsed() > VM_SILENCE {
-            warn!(
-                silent_s = self.vm_rx.1.elapsed().as_secs(),
-                "no packet from the VM side (its keepalive is every 25 s); starting the helper again"
-            );
-            self.helper = None;
+        let now = Instant::now();
+        match self.liveness.observe(rx, now) {
+            probe::Verdict::Alive => true,
+            probe::Verdict::Probe => {
+                self.probe_seq = self.probe_seq.wrapping_add(1);
+                let id = std::process::id() as u16;
+                if let Some(packet) = probe::echo(
+                    self.spec.host_address,
+                    self.spec.vm_address,
+                    id,
+                    self.probe_seq,
+                ) {
+                    self.device.inject(&packet).await;
+                }
+                true
+            }
+            probe::Verdict::Gone => {
+                warn!(
+                    silent_ms = self.liveness.quiet(now).as_millis() as u64,
+                    probes = probe::PROBES,
+                    "no packet from the VM side, not even an answer to a probe; starting the helper again"
+                );
+                self.helper = None;
+                false
+            }
         }
     }
 
@@ -227,7 +262,7 @@ impl Session {
         info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, "VM-side helper running");
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
         self.helper = Some(started);
-        self.vm_rx = (0, Instant::now());
+        self.liveness = probe::Liveness::new(Instant::now());
         self.configure_peer(new_key);
         Ok(())
     }
