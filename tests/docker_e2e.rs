@@ -179,6 +179,23 @@ fn docker_reach_containers_by_ip() {
     }
     assert!(fx.vm.helper_running(), "helper not running");
     assert!(fx.vm.link_exists(), "VM interface {} missing", fx.vm.vm_if);
+    // This kernel has no WireGuard: the helper tried the kernel first, fell
+    // back to its userspace peer, and told `up`, which therefore watches
+    // the container.
+    let (out, err) = fx.vm.helper_logs();
+    assert!(
+        err.contains("no WireGuard; running the userspace peer"),
+        "helper did not report its fallback:\n{err}"
+    );
+    assert!(
+        out.starts_with("mode=userspace\n"),
+        "helper stdout: {out:?}"
+    );
+    assert!(
+        fx.up().log().contains("mode=\"userspace\"") || fx.up().log().contains("mode=userspace"),
+        "up did not log the helper's mode\n{}",
+        fx.up().log()
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -153,7 +153,8 @@ impl Session {
                     ev = events.next() => match ev {
                         Some(Ok(ev)) => match docker::classify(&ev) {
                             Change::Networks => self.sync_routes().await,
-                            Change::ContainerDied(id) if self.is_helper(&id) => {
+                            // A kernel-mode helper exits by design.
+                            Change::ContainerDied(id) if self.is_helper(&id) && !self.kernel_mode() => {
                                 warn!("the VM-side helper stopped; starting it again");
                                 self.helper = None;
                                 if let Err(e) = self.ensure_helper().await {
@@ -248,18 +249,27 @@ impl Session {
         }
     }
 
+    fn kernel_mode(&self) -> bool {
+        self.helper
+            .as_ref()
+            .is_some_and(|h| h.mode == crate::helper::Mode::Kernel)
+    }
+
     fn is_helper(&self, id: &str) -> bool {
         self.helper.as_ref().is_some_and(|h| h.id == id)
     }
 
     async fn ensure_helper(&mut self) -> Result<(), HelperError> {
         if let Some(h) = &self.helper {
-            if container::is_running(&self.engine.docker, &h.id).await {
+            // A kernel interface needs no process; the probes judge it.
+            if h.mode == crate::helper::Mode::Kernel
+                || container::is_running(&self.engine.docker, &h.id).await
+            {
                 return Ok(());
             }
         }
         let started = container::start(&self.engine.docker, &self.spec).await?;
-        info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, "VM-side helper running");
+        info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
         self.helper = Some(started);
         self.liveness = probe::Liveness::new(Instant::now());
