@@ -198,6 +198,43 @@ fn docker_reach_containers_by_ip() {
     );
 }
 
+/// An IPv6 Docker network (dual stack, as Docker creates them) is routed
+/// and reachable over IPv6 from the Mac: through the tunnel's own IPv6
+/// pair, with the firewall rules' IPv6 twins. Docker turns IPv6
+/// forwarding on in the VM when it creates such a network, as on Docker
+/// Desktop.
+#[test]
+fn docker_ipv6_network_is_reachable() {
+    let mut fx = Fx::new(15);
+    let v6net = "fd00:db8:213:15::/64";
+    let net = fx
+        .things
+        .network("net6", "10.213.15.0/24", &["--ipv6", "--subnet", v6net]);
+    let c = fx.things.web("web6", Some(&net), Some("10.213.15.2"), &[]);
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").GlobalIPv6Address}}}}");
+    let ip6 = docker(&["inspect", "--format", &f, &c]).trim().to_string();
+    assert!(
+        ip6.starts_with("fd00:db8:213:15:"),
+        "container IPv6 address {ip6:?}"
+    );
+    fx.start_up();
+    fx.curl_ok("10.213.15.2", &c, FIRST_CURL);
+    if let Err(e) = fx.mac.wait_route(v6net, true, Duration::from_secs(10)) {
+        panic!("{e}\n{}", fx.diagnostics());
+    }
+    let r = fx.mac.route_for(v6net).unwrap_or_default();
+    assert!(
+        r.contains(&format!("dev {MAC_TUN}")),
+        "route for {v6net}: {r:?}"
+    );
+    fx.curl_ok(&format!("[{ip6}]"), &c, Duration::from_secs(20));
+    assert_eq!(
+        ping_count(&fx.mac.ns, &ip6, 3),
+        3,
+        "ping -6 {ip6} lost replies"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 2. Networks created and removed while `up` runs
 // ---------------------------------------------------------------------------

@@ -2593,7 +2593,8 @@ pub mod docker {
 
         /// The Mac's route for `subnet`, if any (`ip route show SUBNET`).
         pub fn route_for(&self, subnet: &str) -> Option<String> {
-            let out = self.ns.ok(&["ip", "route", "show", subnet]);
+            let family = if subnet.contains(':') { "-6" } else { "-4" };
+            let out = self.ns.ok(&["ip", family, "route", "show", subnet]);
             let l = out.trim();
             (!l.is_empty()).then(|| l.to_string())
         }
