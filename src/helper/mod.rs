@@ -39,6 +39,8 @@ pub const KEEPALIVE_SECS: u16 = 25;
 /// Fast handshake retries at start, one a second, before WireGuard's own
 /// 5-second retry timer takes over.
 const HANDSHAKE_RETRIES: usize = 30;
+/// Without a handshake for this long the host side is gone for good.
+const HOST_GONE: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let host_key = PublicKey::from(
@@ -105,23 +107,40 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     // `up` adds us as its peer only after reading the line above, so our
     // first initiation usually arrives too early and is dropped; WireGuard
     // would retry only after 5 s. Retry every second until one completes.
+    let handshaken = || {
+        device
+            .status()
+            .peers
+            .iter()
+            .filter_map(|p| p.last_handshake)
+            .max()
+    };
     let retry = async {
         for _ in 0..HANDSHAKE_RETRIES {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            if device
-                .status()
-                .peers
-                .iter()
-                .any(|p| p.last_handshake.is_some())
-            {
+            if handshaken().is_some() {
                 break;
             }
             device.initiate_handshakes(true).await;
         }
-        std::future::pending::<()>().await
+        // With our 25 s keepalive a live tunnel rekeys every two minutes;
+        // no handshake for HOST_GONE means `up` is gone without removing us
+        // (a crash, a Mac that never woke). Exit cleanly: the restart
+        // policy only restarts failures, so nothing lingers in the VM.
+        let started = std::time::SystemTime::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            let last = handshaken().unwrap_or(started);
+            if last.elapsed().unwrap_or_default() > HOST_GONE {
+                return;
+            }
+        }
     };
     let result = tokio::select! {
-        _ = retry => unreachable!("the retry future never completes"),
+        _ = retry => {
+            info!(after_s = HOST_GONE.as_secs(), "no handshake from the host side for too long; it is gone, and so is this helper");
+            Ok(())
+        }
         sig = crate::signals::shutdown() => {
             info!(signal = sig, "helper stopping");
             Ok(())

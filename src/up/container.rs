@@ -22,6 +22,9 @@ use crate::keys::{Key, PublicKey};
 /// Marks our helper containers, so they can be found again (and removed by
 /// `down`) whatever they are called.
 pub const LABEL: &str = "io.netconnect.helper";
+/// Docker restarts a failed helper this many times before giving up (and
+/// leaving it to `up`).
+pub const RESTART_RETRIES: i64 = 10;
 /// Bound on the helper reaching "public_key=": it creates an interface and
 /// runs a few iptables commands.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,10 +113,14 @@ impl HelperSpec {
                 }]),
                 // A name the static helper can resolve without DNS.
                 extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
-                // `up` re-runs the helper itself, with a fresh key exchange.
+                // A crashed or killed userspace helper is restarted by
+                // Docker at once; its key file survives in the container's
+                // filesystem, so the tunnel resumes with no word from `up`.
+                // Bounded, and a clean exit (kernel mode, or the host gone
+                // for good) is not restarted, so an orphan cannot run on.
                 restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
-                    maximum_retry_count: None,
+                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
+                    maximum_retry_count: Some(RESTART_RETRIES),
                 }),
                 ..Default::default()
             }),
@@ -230,6 +237,18 @@ async fn output(docker: &Docker, id: &str) -> String {
     out.trim().replace('\n', " | ")
 }
 
+/// Running, or about to be restarted by its restart policy. Docker decides
+/// on the restart before it emits the `die` event, so this is settled when
+/// the event arrives; a `docker kill` or `docker stop` is never restarted.
+pub async fn is_running_or_restarting(docker: &Docker, id: &str) -> bool {
+    match timed(docker.inspect_container(id, None::<InspectContainerOptions>)).await {
+        Ok(c) => c
+            .state
+            .is_some_and(|s| s.running == Some(true) || s.restarting == Some(true)),
+        Err(_) => false,
+    }
+}
+
 pub async fn is_running(docker: &Docker, id: &str) -> bool {
     match timed(docker.inspect_container(id, None::<InspectContainerOptions>)).await {
         Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
@@ -281,6 +300,9 @@ mod tests {
         );
         // Only public material travels to the container.
         assert_eq!(body.env, None);
+        let rp = hc.restart_policy.clone().unwrap();
+        assert_eq!(rp.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+        assert_eq!(rp.maximum_retry_count, Some(RESTART_RETRIES));
         let cmd = body.cmd.unwrap().join(" ");
         assert!(cmd.contains(&PublicKey([7; 32]).to_base64()), "{cmd}");
         assert!(!cmd.to_lowercase().contains("private"), "{cmd}");

@@ -155,10 +155,14 @@ impl Session {
                             Change::Networks => self.sync_routes().await,
                             // A kernel-mode helper exits by design.
                             Change::ContainerDied(id) if self.is_helper(&id) && !self.kernel_mode() => {
-                                warn!("the VM-side helper stopped; starting it again");
-                                self.helper = None;
-                                if let Err(e) = self.ensure_helper().await {
-                                    warn!(error = %e, "helper restart failed; will retry");
+                                if self.docker_restarts_helper(&id).await {
+                                    info!("the VM-side helper stopped and Docker restarted it");
+                                } else {
+                                    warn!("the VM-side helper stopped; starting it again");
+                                    self.helper = None;
+                                    if let Err(e) = self.ensure_helper().await {
+                                        warn!(error = %e, "helper restart failed; will retry");
+                                    }
                                 }
                             }
                             _ => {}
@@ -247,6 +251,13 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// The helper's restart policy brings a failed helper back within
+    /// moments, with its key; only when Docker will not do that does `up`
+    /// run a new one.
+    async fn docker_restarts_helper(&self, id: &str) -> bool {
+        container::is_running_or_restarting(&self.engine.docker, id).await
     }
 
     fn kernel_mode(&self) -> bool {
