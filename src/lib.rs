@@ -5,6 +5,7 @@
 //! holds what differs between macOS and Linux; [`cli`] is the command line.
 
 pub mod cli;
+pub mod command;
 pub mod device_cmd;
 pub mod docker;
 pub mod helper;

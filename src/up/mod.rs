@@ -23,7 +23,7 @@ use crate::cli::UpArgs;
 use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
-use crate::routes::{self, NetlinkRouter, Skipped};
+use crate::routes::{self, PlatformRouter, Skipped};
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
 use container::{HelperError, HelperSpec, RunningHelper};
 
@@ -61,7 +61,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let port = device.status().listen_port;
-    let router = NetlinkRouter::new(&name).await?;
+    let router = routes::open(&name).await?;
     let pairs = [
         (args.host_address, args.vm_address),
         (IpAddr::V6(args.host_address6), IpAddr::V6(args.vm_address6)),
@@ -103,7 +103,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 struct Session {
     engine: Engine,
     device: Device,
-    router: NetlinkRouter,
+    router: PlatformRouter,
     spec: HelperSpec,
     vm_addresses: [IpAddr; 2],
     helper: Option<RunningHelper>,
