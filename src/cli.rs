@@ -32,6 +32,35 @@ pub enum Command {
     /// The VM side, run by `up` inside the helper container; not for use by hand.
     #[command(hide = true)]
     Helper(HelperArgs),
+    /// Run `netconnect up` at boot as a macOS LaunchDaemon (without Homebrew).
+    Service(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    pub action: ServiceAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write /Library/LaunchDaemons/dev.netconnect.daemon.plist and start it.
+    Install {
+        /// Print the plist and the launchctl commands instead (any OS).
+        #[arg(long)]
+        dry_run: bool,
+        /// The netconnect binary the service runs (default: this one).
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
+    /// Stop the service (removing its routes) and remove the plist.
+    Uninstall {
+        /// Print the launchctl commands instead (any OS).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What launchd says about the service (`launchctl print`).
+    Status,
 }
 
 #[derive(Debug, Args)]

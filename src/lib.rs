@@ -12,6 +12,7 @@ pub mod helper;
 pub mod keys;
 pub mod platform;
 pub mod routes;
+pub mod service;
 pub mod signals;
 pub mod tunnel;
 pub mod uapi;
