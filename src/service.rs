@@ -49,7 +49,7 @@ pub fn plist(binary: &Path) -> Result<Launchd, ServiceError> {
     let perr = |e: launchd::Error| ServiceError::Plist(e.to_string());
     let mut args = vec![binary.to_string_lossy().into_owned()];
     args.extend(SERVICE_ARGS.iter().map(|a| a.to_string()));
-    Ok(Launchd::new(LABEL, binary)
+    Launchd::new(LABEL, binary)
         .map_err(perr)?
         .with_program_arguments(args)
         .with_run_at_load(true)
@@ -57,7 +57,7 @@ pub fn plist(binary: &Path) -> Result<Launchd, ServiceError> {
         .with_standard_out_path(LOG_PATH)
         .map_err(perr)?
         .with_standard_error_path(LOG_PATH)
-        .map_err(perr)?)
+        .map_err(perr)
 }
 
 pub fn plist_xml(binary: &Path) -> Result<String, ServiceError> {
