@@ -7,4 +7,4 @@ pub mod discovery;
 pub use client::{
     classify, connect, desired_subnets, events, networks, Change, DockerError, Engine, NetworkInfo,
 };
-pub use discovery::{candidates, Candidate, Inputs, RealFiles, Source};
+pub use discovery::{candidates, user_home, Candidate, Inputs, Invoker, RealFiles, RealUsers, Source};

@@ -341,13 +341,12 @@ async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
     }
 }
 
-/// Engine discovery looks at the invoking user's Docker, also under sudo.
+/// Engine discovery looks at the invoking user's Docker, also under sudo
+/// and, as a launchd daemon, the console user's.
 fn discovery_inputs(args: &UpArgs) -> docker::Inputs {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let home = env("SUDO_USER")
-        .and_then(|u| nix::unistd::User::from_name(&u).ok().flatten())
-        .map(|u| u.dir)
-        .or_else(|| env("HOME").map(PathBuf::from));
+    let invoker = docker::Invoker::from_env(std::path::Path::new("/dev/console"));
+    let home = docker::user_home(&invoker, &docker::RealUsers);
     docker::Inputs {
         flag: args.docker_host.clone(),
         env_docker_host: env("DOCKER_HOST"),
