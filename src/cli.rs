@@ -88,6 +88,11 @@ pub struct UpArgs {
     /// Helper image to run in the VM.
     #[arg(long, env = "NETCONNECT_HELPER_IMAGE", default_value = concat!("netconnect-helper:", env!("CARGO_PKG_VERSION")))]
     pub helper_image: String,
+    /// Image archive (`docker save`, gzip allowed) loaded when the engine lacks the
+    /// helper image; default: PREFIX/share/netconnect/netconnect-helper.tar.gz for
+    /// PREFIX/bin/netconnect (Homebrew), then next to the binary.
+    #[arg(long, env = "NETCONNECT_HELPER_ARCHIVE")]
+    pub helper_archive: Option<std::path::PathBuf>,
     /// Tunnel address of this machine.
     #[arg(long, default_value = "10.33.33.1")]
     pub host_address: std::net::IpAddr,

@@ -8,6 +8,7 @@
 //! restarted) it reconnects with backoff and re-runs the helper.
 
 pub mod container;
+pub mod image;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -82,6 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         host_address: args.host_address,
         vm_address6: args.vm_address6,
         host_address6: args.host_address6,
+        archives: image::archives(args.helper_archive.as_deref()),
     };
     let mut s = Session {
         engine,
@@ -123,7 +125,9 @@ impl Session {
             // (Re)establish the VM side and the routes; a missing image is
             // the one failure a retry cannot fix.
             match self.ensure_helper().await {
-                Err(e @ HelperError::NoImage { .. }) => return Err(e.into()),
+                Err(e @ (HelperError::NoImage { .. } | HelperError::Load { .. })) => {
+                    return Err(e.into())
+                }
                 Err(e) => warn!(error = %e, "helper not running; will retry"),
                 Ok(()) => {}
             }
