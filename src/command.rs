@@ -146,7 +146,11 @@ impl Runner for RecordingRunner {
     async fn run(&self, cmd: &Cmd) -> Result<String, CommandError> {
         let line = cmd.to_string();
         self.ran.lock().unwrap().push(line.clone());
-        match self.rules.iter().find(|(p, _)| line.starts_with(p.as_str())) {
+        match self
+            .rules
+            .iter()
+            .find(|(p, _)| line.starts_with(p.as_str()))
+        {
             Some((_, Ok(out))) => Ok(out.clone()),
             Some((_, Err(stderr))) => Err(CommandError::Failed {
                 cmd: line,
@@ -166,7 +170,15 @@ mod tests {
     fn command_lines_quote_only_what_needs_it() {
         let c = Cmd::new(
             "route",
-            ["-q", "-n", "add", "-inet6", "fe80::%utun3/64", "a b", "it's"],
+            [
+                "-q",
+                "-n",
+                "add",
+                "-inet6",
+                "fe80::%utun3/64",
+                "a b",
+                "it's",
+            ],
         );
         assert_eq!(
             c.to_string(),

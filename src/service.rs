@@ -98,7 +98,10 @@ impl fmt::Display for Step {
 }
 
 fn bootout() -> Cmd {
-    Cmd::new("launchctl", ["bootout".to_string(), format!("system/{LABEL}")])
+    Cmd::new(
+        "launchctl",
+        ["bootout".to_string(), format!("system/{LABEL}")],
+    )
 }
 
 /// Unload any older version, write the plist, load it (which starts it:
@@ -110,10 +113,7 @@ pub fn install_plan(binary: &Path) -> Result<Vec<Step>, ServiceError> {
             path: PLIST_PATH.into(),
             contents: plist_xml(binary)?,
         },
-        Step::Run(Cmd::new(
-            "launchctl",
-            ["bootstrap", "system", PLIST_PATH],
-        )),
+        Step::Run(Cmd::new("launchctl", ["bootstrap", "system", PLIST_PATH])),
     ])
 }
 
@@ -129,7 +129,10 @@ pub fn uninstall_plan() -> Vec<Step> {
 }
 
 pub fn status_command() -> Cmd {
-    Cmd::new("launchctl", ["print".to_string(), format!("system/{LABEL}")])
+    Cmd::new(
+        "launchctl",
+        ["print".to_string(), format!("system/{LABEL}")],
+    )
 }
 
 /// Run a plan; stops at the first failing step, with the command line and
@@ -210,13 +213,15 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             execute(&plan, &SystemRunner).await?;
             println!("stopped and removed {LABEL}");
         }
-        ServiceAction::Status => match SystemRunner.run(&status_command()).await {
-            Ok(out) => print!("{out}"),
-            Err(_) if !Path::new(PLIST_PATH).exists() => {
-                anyhow::bail!("{LABEL} is not installed; install it with `sudo netconnect service install`")
+        ServiceAction::Status => {
+            match SystemRunner.run(&status_command()).await {
+                Ok(out) => print!("{out}"),
+                Err(_) if !Path::new(PLIST_PATH).exists() => {
+                    anyhow::bail!("{LABEL} is not installed; install it with `sudo netconnect service install`")
+                }
+                Err(e) => return Err(e).context(format!("{PLIST_PATH} exists but is not loaded")),
             }
-            Err(e) => return Err(e).context(format!("{PLIST_PATH} exists but is not loaded")),
-        },
+        }
     }
     Ok(())
 }
@@ -300,7 +305,10 @@ mod tests {
         ];
         let runner = RecordingRunner::new()
             .fail("launchctl bootout", "Boot-out failed: 3: No such process")
-            .fail("launchctl bootstrap", "Bootstrap failed: 5: Input/output error");
+            .fail(
+                "launchctl bootstrap",
+                "Bootstrap failed: 5: Input/output error",
+            );
         let e = execute(&plan, &runner).await.unwrap_err();
         assert_eq!(
             e.to_string(),

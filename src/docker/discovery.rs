@@ -101,7 +101,10 @@ pub struct RealUsers;
 
 impl Users for RealUsers {
     fn home_by_name(&self, name: &str) -> Option<PathBuf> {
-        nix::unistd::User::from_name(name).ok().flatten().map(|u| u.dir)
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
     }
     fn home_by_uid(&self, uid: u32) -> Option<PathBuf> {
         nix::unistd::User::from_uid(uid.into())

@@ -128,7 +128,10 @@ pub fn parse_netstat(text: &str) -> Vec<NetstatRoute> {
         let fields: Vec<&str> = t.split_whitespace().collect();
         if fields.first() == Some(&"Destination") {
             let at = |name: &str| fields.iter().position(|f| *f == name);
-            cols = at("Gateway").zip(at("Flags")).zip(at("Netif")).map(|((g, f), n)| (g, f, n));
+            cols = at("Gateway")
+                .zip(at("Flags"))
+                .zip(at("Netif"))
+                .map(|((g, f), n)| (g, f, n));
             continue;
         }
         let Some((g, f, n)) = cols else { continue };
