@@ -93,6 +93,10 @@ pub struct UpArgs {
     /// PREFIX/bin/netconnect (Homebrew), then next to the binary.
     #[arg(long, env = "NETCONNECT_HELPER_ARCHIVE")]
     pub helper_archive: Option<std::path::PathBuf>,
+    /// Run even when Docker's networks are already local (Linux, with the
+    /// engine in this network namespace), where `up` otherwise does nothing.
+    #[arg(long, env = "NETCONNECT_FORCE")]
+    pub force: bool,
     /// Tunnel address of this machine.
     #[arg(long, default_value = "10.33.33.1")]
     pub host_address: std::net::IpAddr,

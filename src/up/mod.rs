@@ -48,6 +48,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         e = connect_until_up(&candidates) => e,
         _ = &mut shutdown => return Ok(()),
     };
+    // Linux with the engine in this namespace: its bridges are ours already.
+    if cfg!(target_os = "linux") && !args.force {
+        let networks = docker::networks(&engine.docker).await?;
+        if let Some(b) = docker::local_bridge(&networks, &docker::local_addresses()) {
+            info!(
+                network = %b.network,
+                gateway = %b.gateway,
+                "Docker's networks are already reachable: the engine runs in this network \
+                 namespace (its bridge gateway is a local address); nothing to do (--force runs anyway)"
+            );
+            return Ok(());
+        }
+    }
 
     let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
     let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
