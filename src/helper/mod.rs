@@ -6,7 +6,10 @@
 //! dockerd's own iptables, and prints one line for `up` to read:
 //! `public_key=<base64>`. On a VM kernel without WireGuard it runs the
 //! userspace data plane (the same `Device` as the Mac side) and stays up.
+// On macOS only the constants that `up` shares are used.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+#[cfg(target_os = "linux")]
 pub mod firewall;
 
 use std::io::Write as _;
@@ -20,8 +23,14 @@ use tracing::info;
 use crate::cli::HelperArgs;
 use crate::keys::{Key, PublicKey};
 use crate::platform;
-use crate::routes::NetlinkRouter;
+use crate::routes;
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
+
+/// The helper runs inside the Docker VM, which is Linux.
+#[cfg(not(target_os = "linux"))]
+pub async fn run(_: HelperArgs) -> anyhow::Result<()> {
+    anyhow::bail!("`netconnect helper` runs inside the Docker VM (Linux) only")
+}
 
 /// The line `up` looks for in the helper's output.
 pub const PUBLIC_KEY_PREFIX: &str = "public_key=";
@@ -32,6 +41,7 @@ pub const KEEPALIVE_SECS: u16 = 25;
 /// 5-second retry timer takes over.
 const HANDSHAKE_RETRIES: usize = 30;
 
+#[cfg(target_os = "linux")]
 pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let host_key = PublicKey::from(
         &Key::from_base64(&args.host_public_key)
@@ -56,7 +66,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         peers: vec![peer],
         ..Default::default()
     })?;
-    let router = NetlinkRouter::new(&name).await?;
+    let router = routes::open(&name).await?;
     let pairs = [
         (args.vm_address, args.host_address),
         (IpAddr::V6(args.vm_address6), IpAddr::V6(args.host_address6)),
