@@ -1,16 +1,23 @@
 //! The VM side: what runs inside the helper container (`netconnect helper`).
 //!
 //! It owns the VM's key pair (the private key is made here and never leaves
-//! the container's filesystem), brings up the tunnel interface on the VM's
-//! network (the container has host networking), opens the firewall with
-//! dockerd's own iptables, and prints one line for `up` to read:
-//! `public_key=<base64>`. On a VM kernel without WireGuard it runs the
-//! userspace data plane (the same `Device` as the Mac side) and stays up.
+//! the container's filesystem, except into the VM kernel over netlink),
+//! brings up the tunnel interface on the VM's network (the container has
+//! host networking), opens the firewall with dockerd's own iptables, and
+//! prints two lines for `up` to read: `mode=kernel|userspace` and
+//! `public_key=<base64>`.
+//!
+//! Where the VM kernel has WireGuard (Docker Desktop's does) the interface
+//! is a kernel one and the helper exits once it is configured ([`kernel`]).
+//! Where it does not, the helper runs the userspace data plane (the same
+//! `Device` as the Mac side) and stays up.
 // On macOS only the constants that `up` shares are used.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 #[cfg(target_os = "linux")]
 pub mod firewall;
+#[cfg(target_os = "linux")]
+pub mod kernel;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -34,6 +41,8 @@ pub async fn run(_: HelperArgs) -> anyhow::Result<()> {
 
 /// The line `up` looks for in the helper's output.
 pub const PUBLIC_KEY_PREFIX: &str = "public_key=";
+/// The line before it: `mode=kernel` or `mode=userspace`.
+pub const MODE_PREFIX: &str = "mode=";
 /// Keeps NAT and Docker Desktop's port forwarding for the UDP flow open, and
 /// lets the VM side (re)start the handshake after either end restarts.
 pub const KEEPALIVE_SECS: u16 = 25;
@@ -50,16 +59,42 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let endpoint = resolve(&args.host_endpoint)?;
     let key = load_or_create_key(Path::new(&args.key_file))?;
 
+    let host_ips = vec![
+        IpNet::from(args.host_address),
+        IpNet::from(IpAddr::V6(args.host_address6)),
+    ];
+    let pairs = [
+        (args.vm_address, args.host_address),
+        (IpAddr::V6(args.vm_address6), IpAddr::V6(args.host_address6)),
+    ];
+    match kernel::create_link(&args.interface).await {
+        Ok(()) => {
+            let peer = kernel::PeerConfig {
+                public_key: host_key,
+                endpoint: Some(endpoint),
+                persistent_keepalive: Some(KEEPALIVE_SECS),
+                allowed_ips: host_ips,
+            };
+            if let Err(e) = run_kernel(&args, &key, peer, &pairs).await {
+                kernel::delete_link(&args.interface).await;
+                return Err(e);
+            }
+            // The interface stays, configured, with no process of ours.
+            return Ok(());
+        }
+        Err(kernel::KernelError::Unsupported) => {
+            info!("the VM kernel has no WireGuard; running the userspace peer")
+        }
+        Err(e) => return Err(e.into()),
+    }
+
     let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
     let device = Device::start(&name, tun, 0)?;
     let mut peer = PeerUpdate::new(host_key);
     peer.endpoint = Some(endpoint);
     peer.persistent_keepalive = Some(KEEPALIVE_SECS);
     peer.replace_allowed_ips = true;
-    peer.allowed_ips = vec![
-        IpNet::from(args.host_address),
-        IpNet::from(IpAddr::V6(args.host_address6)),
-    ];
+    peer.allowed_ips = host_ips;
     device.apply(&DeviceUpdate {
         private_key: Some(key.clone()),
         replace_peers: true,
@@ -67,10 +102,6 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let router = routes::open(&name).await?;
-    let pairs = [
-        (args.vm_address, args.host_address),
-        (IpAddr::V6(args.vm_address6), IpAddr::V6(args.host_address6)),
-    ];
     router
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
@@ -80,12 +111,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let iptables = firewall::DockerIptables::find()?;
     let added = iptables.ensure(&firewall::rules(&name))?;
     info!(iface = %name, rules_added = added, %endpoint, "VM side ready (userspace WireGuard)");
-
-    // The one line `up` reads. A public key is not a secret.
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{PUBLIC_KEY_PREFIX}{}", key.public_key().to_base64())?;
-    out.flush()?;
-    drop(out);
+    announce(Mode::Userspace, &key)?;
 
     // `up` adds us as its peer only after reading the line above, so our
     // first initiation usually arrives too early and is dropped; WireGuard
@@ -115,6 +141,57 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     };
     device.shutdown().await;
     result
+}
+
+/// How the VM side runs, as told to `up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A kernel interface; the helper has exited and that is fine.
+    Kernel,
+    /// Our userspace peer inside the helper, which must keep running.
+    Userspace,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Kernel => "kernel",
+            Mode::Userspace => "userspace",
+        }
+    }
+}
+
+/// The lines `up` reads: the mode, then the public key (not a secret).
+fn announce(mode: Mode, key: &Key) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{MODE_PREFIX}{}", mode.as_str())?;
+    writeln!(out, "{PUBLIC_KEY_PREFIX}{}", key.public_key().to_base64())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Kernel WireGuard: configure the link made by [`kernel::create_link`],
+/// address it, open the firewall, announce, and return (the helper exits).
+#[cfg(target_os = "linux")]
+async fn run_kernel(
+    args: &HelperArgs,
+    key: &Key,
+    peer: kernel::PeerConfig,
+    pairs: &[(IpAddr, IpAddr)],
+) -> anyhow::Result<()> {
+    let name = &args.interface;
+    let router = routes::open(name).await?;
+    // Up before the peer is set, so the kernel sends its first keepalive
+    // (and so its first handshake) as soon as it has the peer.
+    router
+        .configure(pairs, platform::DEFAULT_MTU as u32)
+        .await?;
+    let endpoint = peer.endpoint;
+    kernel::apply(name, kernel::set_device(name, key, None, None, &[peer]))?;
+    let iptables = firewall::DockerIptables::find()?;
+    let added = iptables.ensure(&firewall::rules(name))?;
+    info!(iface = %name, rules_added = added, endpoint = ?endpoint, "VM side ready (kernel WireGuard); the helper exits, the interface stays");
+    announce(Mode::Kernel, key)
 }
 
 /// `HOST:PORT` with HOST an IP or a name. Names are looked up in

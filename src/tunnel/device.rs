@@ -19,12 +19,14 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use parking_lot::RwLock;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn, Instrument};
 
 use super::allowed_ips::AllowedIps;
+use super::batch::{RecvBatch, SendBatch, Slots, BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use super::peer::Peer;
 use crate::keys::{Key, PublicKey};
@@ -104,6 +106,8 @@ struct State {
     listen_port: u16,
     fwmark: u32,
     socket: Option<Arc<UdpSocket>>,
+    /// The socket is IPv6 with IPv4 mapped in (else IPv4 only).
+    socket_dual: bool,
     socket_task: Option<JoinHandle<()>>,
     peers: HashMap<[u8; 32], Arc<Peer>>,
     by_index: HashMap<u32, Arc<Peer>>,
@@ -128,6 +132,7 @@ impl Device {
                 listen_port: 0,
                 fwmark: 0,
                 socket: None,
+                socket_dual: false,
                 socket_task: None,
                 peers: HashMap::new(),
                 by_index: HashMap::new(),
@@ -141,7 +146,10 @@ impl Device {
             shared.rebind(&mut st, listen_port)?;
         }
         let timers = TimerThread::spawn(&shared).map_err(ConfigError::Thread)?;
-        let span = tracing::info_span!("device", iface = %name);
+        // Debug level: an enabled span is entered and left on every poll,
+        // which cost ~2 % of a 64-byte packet's budget; the events inside
+        // are debug and trace anyway, and `fail` names the interface itself.
+        let span = tracing::debug_span!("device", iface = %name);
         let tasks = vec![tokio::spawn(shared.clone().tun_to_net().instrument(span))];
         Ok(Device {
             shared,
@@ -187,6 +195,41 @@ impl Device {
             st.update_peer(p);
         }
         Ok(())
+    }
+
+    /// Send one IP packet through the tunnel as if it had come from the TUN:
+    /// routed by destination, encrypted, sent. `up` uses it for liveness
+    /// probes to the VM's tunnel address, which must cross the same path as
+    /// user traffic to prove anything. Returns false when no peer covers the
+    /// destination or the peer has no endpoint yet.
+    pub async fn inject(&self, packet: &[u8]) -> bool {
+        let Some(dst) = Tunn::dst_address(packet) else {
+            return false;
+        };
+        let (peer, socket) = {
+            let st = self.shared.state.read();
+            match st.allowed.lookup(dst) {
+                Some(p) => (p.clone(), st.socket.clone()),
+                None => return false,
+            }
+        };
+        let mut buf = vec![0u8; packet.len() + 148];
+        let result = match peer.tunn.lock().as_mut() {
+            Some(t) => t.encapsulate(packet, &mut buf),
+            None => return false,
+        };
+        match result {
+            TunnResult::WriteToNetwork(out) => {
+                if peer.endpoint().is_none() {
+                    return false;
+                }
+                send(&peer, socket.as_deref(), out, None).await;
+                true
+            }
+            // Queued behind a handshake boringtun has just started.
+            TunnResult::Done => true,
+            _ => false,
+        }
     }
 
     /// Start a handshake with every peer that has an endpoint, now rather
@@ -391,10 +434,11 @@ impl Shared {
         if let Some(old) = st.socket_task.take() {
             old.abort();
         }
-        let span = tracing::info_span!("udp", iface = %self.name, port = actual);
+        let span = tracing::debug_span!("udp", iface = %self.name, port = actual);
         st.socket_task = Some(tokio::spawn(
             self.clone().net_to_tun(socket.clone()).instrument(span),
         ));
+        st.socket_dual = is_dual(&socket);
         st.socket = Some(socket);
         st.listen_port = actual;
         info!(iface = %self.name, port = actual, "listening");
@@ -406,105 +450,170 @@ impl Shared {
         self.failed.send_replace(Some(reason));
     }
 
-    /// TUN → peer: route by destination, encrypt, send.
+    /// TUN → peer: route by destination, encrypt, send. Packets are read
+    /// while the TUN has them (up to a batch), then sent with one
+    /// `sendmmsg`.
     async fn tun_to_net(self: Arc<Self>) {
-        let mut src = vec![0u8; MAX_PACKET];
-        let mut dst = vec![0u8; OUT_BUF];
+        let mut input = Slots::new(MAX_PACKET);
+        let mut lens = [0usize; BATCH];
+        let mut out = SendBatch::new(OUT_BUF);
+        let mut route: [Option<Arc<Peer>>; BATCH] = std::array::from_fn(|_| None);
+        let mut senders: [Option<Arc<Peer>>; BATCH] = std::array::from_fn(|_| None);
         loop {
-            let n = match self.tun.recv(&mut src).await {
+            let n = match self.tun.recv(input.get_mut(0)).await {
                 Ok(n) => n,
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return self.fail(format!("reading from the TUN device failed: {e}")),
             };
-            let packet = &src[..n];
-            let Some(dst_ip) = Tunn::dst_address(packet) else {
-                continue;
-            };
-            let (peer, socket) = {
+            lens[0] = n;
+            let mut count = 1;
+            while count < BATCH {
+                // The fd is non-blocking: an empty queue answers WouldBlock,
+                // and the next `recv().await` re-arms readiness.
+                match (*self.tun).recv(input.get_mut(count)) {
+                    Ok(n) => {
+                        lens[count] = n;
+                        count += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (socket, dual) = {
                 let st = self.state.read();
-                match st.allowed.lookup(dst_ip) {
-                    Some(p) => (p.clone(), st.socket.clone()),
-                    None => {
-                        trace!(dst = %dst_ip, "no peer for destination, dropped");
-                        continue;
+                for (i, r) in route.iter_mut().enumerate().take(count) {
+                    *r = Tunn::dst_address(&input.get(i)[..lens[i]])
+                        .and_then(|dst| st.allowed.lookup(dst))
+                        .cloned();
+                }
+                (st.socket.clone(), st.socket_dual)
+            };
+            out.clear();
+            for i in 0..count {
+                let Some(peer) = route[i].take() else {
+                    trace!("no peer for destination, dropped");
+                    continue;
+                };
+                let endpoint = peer.endpoint();
+                let result = match peer.tunn.lock().as_mut() {
+                    Some(t) => match t.encapsulate(&input.get(i)[..lens[i]], out.slot()) {
+                        TunnResult::WriteToNetwork(b) => Ok(b.len()),
+                        TunnResult::Err(e) => Err(e),
+                        _ => continue,
+                    },
+                    None => continue,
+                };
+                match (result, endpoint) {
+                    (Ok(len), Some(to)) => {
+                        senders[out.len()] = Some(peer);
+                        out.commit(len, wire_addr(dual, to));
+                    }
+                    (Ok(_), None) => {
+                        trace!(peer = %peer.public_key, "no endpoint yet, packet dropped")
+                    }
+                    (Err(e), _) => {
+                        debug!(peer = %peer.public_key, error = ?e, "encapsulate failed")
                     }
                 }
-            };
-            let result = match peer.tunn.lock().as_mut() {
-                Some(t) => t.encapsulate(packet, &mut dst),
-                None => continue,
-            };
-            match result {
-                TunnResult::WriteToNetwork(out) => send(&peer, socket.as_deref(), out, None).await,
-                TunnResult::Err(e) => {
-                    debug!(peer = %peer.public_key, error = ?e, "encapsulate failed")
+            }
+            let Some(socket) = socket else { continue };
+            let mut done = 0;
+            while done < out.len() {
+                match socket
+                    .async_io(Interest::WRITABLE, || out.send(&*socket, done))
+                    .await
+                {
+                    Ok(k) => {
+                        for (j, sender) in senders.iter_mut().enumerate().skip(done).take(k) {
+                            if let Some(p) = sender.take() {
+                                p.sent(out.datagram(j).len());
+                            }
+                        }
+                        done += k;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "send failed");
+                        senders[done] = None;
+                        done += 1;
+                    }
                 }
-                _ => {}
             }
         }
     }
 
-    /// Peer → TUN: find the peer, decrypt, check the source against the
-    /// peer's allowed IPs, write.
+    /// Peer → TUN: receive a batch, and for each datagram find the peer,
+    /// decrypt, check the source against the peer's allowed IPs, write.
     async fn net_to_tun(self: Arc<Self>, socket: Arc<UdpSocket>) {
-        let mut src = vec![0u8; MAX_PACKET];
+        let mut batch = RecvBatch::new(MAX_PACKET);
         let mut dst = vec![0u8; OUT_BUF];
         loop {
-            let (n, from) = match socket.recv_from(&mut src).await {
-                Ok(r) => r,
+            let n = match socket
+                .async_io(Interest::READABLE, || batch.recv(&*socket))
+                .await
+            {
+                Ok(n) => n,
                 // ICMP errors from earlier sends surface here; not fatal.
                 Err(e) => {
-                    trace!(error = %e, "recv_from");
+                    trace!(error = %e, "recvmmsg");
                     continue;
                 }
             };
-            let from = canonical(from);
-            let datagram = &src[..n];
-            let peer = match self.route_datagram(datagram, from) {
-                Route::Peer(p) => p,
-                Route::Cookie(c, len) => {
-                    let _ = socket.send_to(&c[..len], wire_addr(&socket, from)).await;
-                    continue;
-                }
-                Route::Drop => continue,
+            for i in 0..n {
+                let (datagram, from) = batch.datagram(i);
+                let Some(from) = from else { continue };
+                self.receive(&socket, datagram, canonical(from), &mut dst)
+                    .await;
+            }
+        }
+    }
+
+    async fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, dst: &mut [u8]) {
+        let n = datagram.len();
+        let peer = match self.route_datagram(datagram, from) {
+            Route::Peer(p) => p,
+            Route::Cookie(c, len) => {
+                let _ = socket
+                    .send_to(&c[..len], wire_addr(is_dual(socket), from))
+                    .await;
+                return;
+            }
+            Route::Drop => return,
+        };
+        let mut input: &[u8] = datagram;
+        loop {
+            let result = match peer.tunn.lock().as_mut() {
+                Some(t) => t.decapsulate(Some(from.ip()), input, dst),
+                None => return,
             };
-            let mut input: &[u8] = datagram;
-            loop {
-                let result = match peer.tunn.lock().as_mut() {
-                    Some(t) => t.decapsulate(Some(from.ip()), input, &mut dst),
-                    None => break,
-                };
-                let first = !input.is_empty();
-                input = &[];
-                match result {
-                    TunnResult::Done => {
-                        if first {
-                            peer.authenticated(from, n);
-                        }
-                        break;
-                    }
-                    TunnResult::Err(e) => {
-                        log_decap_error(&peer, e);
-                        break;
-                    }
-                    // A handshake answer, or packets queued while it ran:
-                    // keep asking until the queue is empty.
-                    TunnResult::WriteToNetwork(out) => {
-                        if first {
-                            peer.authenticated(from, n);
-                        }
-                        send(&peer, Some(&socket), out, Some(from)).await;
-                    }
-                    TunnResult::WriteToTunnelV4(packet, addr) => {
+            let first = !input.is_empty();
+            input = &[];
+            match result {
+                TunnResult::Done => {
+                    if first {
                         peer.authenticated(from, n);
-                        self.deliver(&peer, packet, IpAddr::V4(addr)).await;
-                        break;
                     }
-                    TunnResult::WriteToTunnelV6(packet, addr) => {
+                    return;
+                }
+                TunnResult::Err(e) => {
+                    log_decap_error(&peer, e);
+                    return;
+                }
+                // A handshake answer, or packets queued while it ran:
+                // keep asking until the queue is empty.
+                TunnResult::WriteToNetwork(out) => {
+                    if first {
                         peer.authenticated(from, n);
-                        self.deliver(&peer, packet, IpAddr::V6(addr)).await;
-                        break;
                     }
+                    send(&peer, Some(socket), out, Some(from)).await;
+                }
+                TunnResult::WriteToTunnelV4(packet, addr) => {
+                    peer.authenticated(from, n);
+                    self.deliver(&peer, packet, IpAddr::V4(addr)).await;
+                    return;
+                }
+                TunnResult::WriteToTunnelV6(packet, addr) => {
+                    peer.authenticated(from, n);
+                    self.deliver(&peer, packet, IpAddr::V6(addr)).await;
+                    return;
                 }
             }
         }
@@ -593,7 +702,7 @@ impl Shared {
             match result {
                 TunnResult::WriteToNetwork(out) => {
                     let Some(to) = peer.endpoint() else { continue };
-                    let to = socket2::SockAddr::from(wire_addr(&socket, to));
+                    let to = socket2::SockAddr::from(wire_addr(is_dual(&socket), to));
                     match socket2::SockRef::from(&*socket).send_to(out, &to) {
                         Ok(n) => peer.sent(n),
                         Err(e) => debug!(peer = %peer.public_key, error = %e, "timer send failed"),
@@ -666,7 +775,7 @@ async fn send(peer: &Peer, socket: Option<&UdpSocket>, buf: &[u8], to: Option<So
         trace!(peer = %peer.public_key, "no endpoint yet, packet dropped");
         return;
     };
-    match socket.send_to(buf, wire_addr(socket, to)).await {
+    match socket.send_to(buf, wire_addr(is_dual(socket), to)).await {
         Ok(n) => peer.sent(n),
         Err(e) => debug!(peer = %peer.public_key, %to, error = %e, "send failed"),
     }
@@ -701,10 +810,16 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Whether `socket` is the dual-stack (IPv6) kind; a system call, so the hot
+/// path reads the answer cached in the device state instead.
+fn is_dual(socket: &UdpSocket) -> bool {
+    socket.local_addr().is_ok_and(|a| a.is_ipv6())
+}
+
 /// The inverse of [`canonical`] for sending on a dual-stack socket.
-fn wire_addr(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
-    match (socket.local_addr(), to) {
-        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+fn wire_addr(dual: bool, to: SocketAddr) -> SocketAddr {
+    match (dual, to) {
+        (true, SocketAddr::V4(v4)) => {
             SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
         }
         _ => to,

@@ -6,6 +6,7 @@
 //! [`DeviceUpdate`] and read it through [`DeviceStatus`].
 
 mod allowed_ips;
+mod batch;
 mod config;
 mod device;
 mod peer;

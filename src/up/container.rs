@@ -16,7 +16,7 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use crate::docker::client::timed;
-use crate::helper::PUBLIC_KEY_PREFIX;
+use crate::helper::{Mode, MODE_PREFIX, PUBLIC_KEY_PREFIX};
 use crate::keys::{Key, PublicKey};
 
 /// Marks our helper containers, so they can be found again (and removed by
@@ -141,6 +141,9 @@ impl HelperSpec {
 pub struct RunningHelper {
     pub id: String,
     pub vm_public_key: PublicKey,
+    /// Kernel WireGuard: the container has exited and the interface lives
+    /// on in the VM; liveness is then judged by the tunnel alone.
+    pub mode: Mode,
 }
 
 /// Remove any helper of the same name, start a new one and wait for its key.
@@ -161,16 +164,17 @@ pub async fn start(docker: &Docker, spec: &HelperSpec) -> Result<RunningHelper, 
     timed(docker.start_container(&created.id, None)).await?;
     let key = tokio::time::timeout(READY_TIMEOUT, read_key(docker, &created.id)).await;
     match key {
-        Ok(Ok(k)) => Ok(RunningHelper {
+        Ok(Ok((k, mode))) => Ok(RunningHelper {
             id: created.id,
             vm_public_key: k,
+            mode,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(HelperError::NotReady(output(docker, &created.id).await)),
     }
 }
 
-async fn read_key(docker: &Docker, id: &str) -> Result<PublicKey, HelperError> {
+async fn read_key(docker: &Docker, id: &str) -> Result<(PublicKey, Mode), HelperError> {
     let mut logs = docker.logs(
         id,
         Some(
@@ -185,16 +189,29 @@ async fn read_key(docker: &Docker, id: &str) -> Result<PublicKey, HelperError> {
     while let Some(item) = logs.next().await {
         if let LogOutput::StdOut { message } = item? {
             buf.push_str(&String::from_utf8_lossy(&message));
-            for line in buf.lines() {
-                if let Some(k) = line.strip_prefix(PUBLIC_KEY_PREFIX) {
-                    if let Ok(k) = Key::from_base64(k.trim()) {
-                        return Ok(PublicKey::from(&k));
-                    }
-                }
+            if let Some(found) = parse_announcement(&buf) {
+                return Ok(found);
             }
         }
     }
     Err(HelperError::Exited(output(docker, id).await))
+}
+
+/// The helper's announcement: `mode=…` (absent from older helpers: then
+/// userspace) and `public_key=…`.
+pub fn parse_announcement(out: &str) -> Option<(PublicKey, Mode)> {
+    let mut mode = Mode::Userspace;
+    for line in out.lines() {
+        if line.trim() == format!("{MODE_PREFIX}kernel") {
+            mode = Mode::Kernel;
+        }
+        if let Some(k) = line.strip_prefix(PUBLIC_KEY_PREFIX) {
+            if let Ok(k) = Key::from_base64(k.trim()) {
+                return Some((PublicKey::from(&k), mode));
+            }
+        }
+    }
+    None
 }
 
 /// The helper's stderr, to show why it failed.
@@ -271,5 +288,20 @@ mod tests {
         let cmd = body.cmd.unwrap().join(" ");
         assert!(cmd.contains(&PublicKey([7; 32]).to_base64()), "{cmd}");
         assert!(!cmd.to_lowercase().contains("private"), "{cmd}");
+    }
+
+    #[test]
+    fn announcements_give_key_and_mode() {
+        let k = Key::from_bytes([3; 32]);
+        let pk = PublicKey::from(&k.public_key());
+        let line = format!("public_key={}\n", k.public_key().to_base64());
+        assert_eq!(parse_announcement(&line), Some((pk, Mode::Userspace)));
+        let kernel = format!("mode=kernel\n{line}");
+        assert_eq!(parse_announcement(&kernel), Some((pk, Mode::Kernel)));
+        let user = format!("mode=userspace\n{line}");
+        assert_eq!(parse_announcement(&user), Some((pk, Mode::Userspace)));
+        // Half a line (the log stream cut mid-key) is not a key yet.
+        assert_eq!(parse_announcement(&line[..30]), None);
+        assert_eq!(parse_announcement("mode=kernel\n"), None);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod container;
 pub mod image;
+pub mod probe;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -32,8 +33,8 @@ use container::{HelperError, HelperSpec, RunningHelper};
 const RESYNC: Duration = Duration::from_secs(15);
 const BACKOFF_MAX: Duration = Duration::from_secs(16);
 const HELPER_RETRY: Duration = Duration::from_secs(2);
-/// Two missed VM keepalives (25 s each) and a margin.
-const VM_SILENCE: Duration = Duration::from_secs(55);
+/// How often the VM peer's liveness is checked (and probed when quiet).
+const LIVENESS_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for Docker to remove the helper.
 const HELPER_REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -41,6 +42,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     platform::require_root("up")?;
     platform::validate_interface_name(&args.interface)?;
     platform::validate_interface_name(&args.vm_interface)?;
+    if args.host_address.is_ipv4() != args.vm_address.is_ipv4() {
+        anyhow::bail!(
+            "--host-address {} and --vm-address {} must both be IPv4 or both IPv6",
+            args.host_address,
+            args.vm_address
+        );
+    }
     let candidates = docker::candidates(&discovery_inputs(&args), &docker::RealFiles);
 
     let mut shutdown = std::pin::pin!(crate::signals::shutdown());
@@ -107,7 +115,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         helper: None,
         routed: BTreeSet::new(),
         skipped: Vec::new(),
-        vm_rx: (0, Instant::now()),
+        liveness: probe::Liveness::new(Instant::now()),
+        probe_seq: 0,
     };
 
     let result = s.serve(&candidates, shutdown.as_mut()).await;
@@ -124,8 +133,9 @@ struct Session {
     helper: Option<RunningHelper>,
     routed: BTreeSet<IpNet>,
     skipped: Vec<Skipped>,
-    /// The VM peer's rx byte count and when it last grew.
-    vm_rx: (u64, Instant),
+    /// The VM peer's rx counter, followed once a second.
+    liveness: probe::Liveness,
+    probe_seq: u16,
 }
 
 impl Session {
@@ -149,6 +159,8 @@ impl Session {
             let mut events = std::pin::pin!(docker::events(&docker));
             let mut resync = tokio::time::interval(RESYNC);
             resync.reset();
+            let mut liveness = tokio::time::interval(LIVENESS_TICK);
+            liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     sig = &mut shutdown => {
@@ -158,7 +170,8 @@ impl Session {
                     ev = events.next() => match ev {
                         Some(Ok(ev)) => match docker::classify(&ev) {
                             Change::Networks => self.sync_routes().await,
-                            Change::ContainerDied(id) if self.is_helper(&id) => {
+                            // A kernel-mode helper exits by design.
+                            Change::ContainerDied(id) if self.is_helper(&id) && !self.kernel_mode() => {
                                 warn!("the VM-side helper stopped; starting it again");
                                 self.helper = None;
                                 if let Err(e) = self.ensure_helper().await {
@@ -183,8 +196,14 @@ impl Session {
                             warn!(error = %e, "helper not running; will retry");
                         }
                     }
+                    _ = liveness.tick(), if self.helper.is_some() => {
+                        if !self.check_vm_alive().await {
+                            if let Err(e) = self.ensure_helper().await {
+                                warn!(error = %e, "helper not running; will retry");
+                            }
+                        }
+                    }
                     _ = resync.tick() => {
-                        self.check_vm_alive();
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");
                         }
@@ -204,13 +223,13 @@ impl Session {
         }
     }
 
-    /// The VM side sends a keepalive every 25 s, so silence for longer than
-    /// [`VM_SILENCE`] means its end of the tunnel is gone even though no
-    /// container event said so (a kernel interface deleted, a VM paused or
-    /// restarted under a still-answering engine). Forget the helper; the
-    /// caller starts a new one.
-    fn check_vm_alive(&mut self) {
-        let Some(h) = &self.helper else { return };
+    /// Follows the VM peer's rx counter; probes when it is quiet (see
+    /// [`probe`]), and when the probes go unanswered forgets the helper and
+    /// returns false, so the caller starts a new one. This catches what no
+    /// container event reports: a kernel interface deleted, a VM paused or
+    /// restarted under a still-answering engine, a frozen helper.
+    async fn check_vm_alive(&mut self) -> bool {
+        let Some(h) = &self.helper else { return true };
         let rx = self
             .device
             .status()
@@ -219,15 +238,38 @@ impl Session {
             .find(|p| p.public_key == h.vm_public_key)
             .map(|p| p.rx_bytes)
             .unwrap_or(0);
-        if rx != self.vm_rx.0 {
-            self.vm_rx = (rx, Instant::now());
-        } else if self.vm_rx.1.elapsed() > VM_SILENCE {
-            warn!(
-                silent_s = self.vm_rx.1.elapsed().as_secs(),
-                "no packet from the VM side (its keepalive is every 25 s); starting the helper again"
-            );
-            self.helper = None;
+        let now = Instant::now();
+        match self.liveness.observe(rx, now) {
+            probe::Verdict::Alive => true,
+            probe::Verdict::Probe => {
+                self.probe_seq = self.probe_seq.wrapping_add(1);
+                let id = std::process::id() as u16;
+                if let Some(packet) = probe::echo(
+                    self.spec.host_address,
+                    self.spec.vm_address,
+                    id,
+                    self.probe_seq,
+                ) {
+                    self.device.inject(&packet).await;
+                }
+                true
+            }
+            probe::Verdict::Gone => {
+                warn!(
+                    silent_ms = self.liveness.quiet(now).as_millis() as u64,
+                    probes = probe::PROBES,
+                    "no packet from the VM side, not even an answer to a probe; starting the helper again"
+                );
+                self.helper = None;
+                false
+            }
         }
+    }
+
+    fn kernel_mode(&self) -> bool {
+        self.helper
+            .as_ref()
+            .is_some_and(|h| h.mode == crate::helper::Mode::Kernel)
     }
 
     fn is_helper(&self, id: &str) -> bool {
@@ -236,15 +278,18 @@ impl Session {
 
     async fn ensure_helper(&mut self) -> Result<(), HelperError> {
         if let Some(h) = &self.helper {
-            if container::is_running(&self.engine.docker, &h.id).await {
+            // A kernel interface needs no process; the probes judge it.
+            if h.mode == crate::helper::Mode::Kernel
+                || container::is_running(&self.engine.docker, &h.id).await
+            {
                 return Ok(());
             }
         }
         let started = container::start(&self.engine.docker, &self.spec).await?;
-        info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, "VM-side helper running");
+        info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
         self.helper = Some(started);
-        self.vm_rx = (0, Instant::now());
+        self.liveness = probe::Liveness::new(Instant::now());
         self.configure_peer(new_key);
         Ok(())
     }
