@@ -32,6 +32,35 @@ pub enum Command {
     /// The VM side, run by `up` inside the helper container; not for use by hand.
     #[command(hide = true)]
     Helper(HelperArgs),
+    /// Run `netconnect up` at boot as a macOS LaunchDaemon (without Homebrew).
+    Service(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    pub action: ServiceAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write /Library/LaunchDaemons/dev.netconnect.daemon.plist and start it.
+    Install {
+        /// Print the plist and the launchctl commands instead (any OS).
+        #[arg(long)]
+        dry_run: bool,
+        /// The netconnect binary the service runs (default: this one).
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
+    /// Stop the service (removing its routes) and remove the plist.
+    Uninstall {
+        /// Print the launchctl commands instead (any OS).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What launchd says about the service (`launchctl print`).
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +88,15 @@ pub struct UpArgs {
     /// Helper image to run in the VM.
     #[arg(long, env = "NETCONNECT_HELPER_IMAGE", default_value = concat!("netconnect-helper:", env!("CARGO_PKG_VERSION")))]
     pub helper_image: String,
+    /// Image archive (`docker save`, gzip allowed) loaded when the engine lacks the
+    /// helper image; default: PREFIX/share/netconnect/netconnect-helper.tar.gz for
+    /// PREFIX/bin/netconnect (Homebrew), then next to the binary.
+    #[arg(long, env = "NETCONNECT_HELPER_ARCHIVE")]
+    pub helper_archive: Option<std::path::PathBuf>,
+    /// Run even when Docker's networks are already local (Linux, with the
+    /// engine in this network namespace), where `up` otherwise does nothing.
+    #[arg(long, env = "NETCONNECT_FORCE")]
+    pub force: bool,
     /// Tunnel address of this machine.
     #[arg(long, default_value = "10.33.33.1")]
     pub host_address: std::net::IpAddr,

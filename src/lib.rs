@@ -5,12 +5,14 @@
 //! holds what differs between macOS and Linux; [`cli`] is the command line.
 
 pub mod cli;
+pub mod command;
 pub mod device_cmd;
 pub mod docker;
 pub mod helper;
 pub mod keys;
 pub mod platform;
 pub mod routes;
+pub mod service;
 pub mod signals;
 pub mod tunnel;
 pub mod uapi;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             Command::Device(args) => netconnect::device_cmd::run(args).await,
             Command::Up(args) => netconnect::up::run(args).await,
             Command::Helper(args) => netconnect::helper::run(args).await,
+            Command::Service(args) => netconnect::service::run(args).await,
         }
     });
     match result {

@@ -108,6 +108,8 @@ pub struct NetworkInfo {
     pub driver: String,
     pub scope: String,
     pub subnets: Vec<IpNet>,
+    /// The gateways Docker gave the network's bridge (one per subnet).
+    pub gateways: Vec<std::net::IpAddr>,
 }
 
 impl NetworkInfo {
@@ -124,12 +126,28 @@ impl NetworkInfo {
                     .collect()
             })
             .unwrap_or_default();
+        // Engine 20.10 lists the default bridge without its gateway; Docker
+        // then gives the bridge the subnet's first address (172.17.0.1).
+        let gateways = n
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| match c.gateway.as_deref() {
+                        Some(g) => g.parse().ok(),
+                        None => first_address(c.subnet.as_deref()?.parse().ok()?),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         NetworkInfo {
             id: n.id.clone().unwrap_or_default(),
             name: n.name.clone().unwrap_or_default(),
             driver: n.driver.clone().unwrap_or_default(),
             scope: n.scope.clone().unwrap_or_default(),
             subnets,
+            gateways,
         }
     }
 
@@ -139,6 +157,15 @@ impl NetworkInfo {
     pub fn is_routable(&self) -> bool {
         self.scope == "local" && !matches!(self.driver.as_str(), "host" | "null" | "none")
     }
+}
+
+/// The address after the network address, where Docker puts a bridge's
+/// gateway unless told otherwise.
+fn first_address(net: IpNet) -> Option<std::net::IpAddr> {
+    Some(match net {
+        IpNet::V4(n) => std::net::Ipv4Addr::from(u32::from(n.network()).checked_add(1)?).into(),
+        IpNet::V6(n) => std::net::Ipv6Addr::from(u128::from(n.network()).checked_add(1)?).into(),
+    })
 }
 
 pub async fn networks(docker: &Docker) -> Result<Vec<NetworkInfo>, DockerError> {
@@ -247,5 +274,23 @@ mod tests {
         .map(|s| s.parse().unwrap())
         .collect();
         assert_eq!(desired_subnets(&nets), want);
+        // No gateway listed (the default bridge on Engine 20.10): the first host.
+        assert_eq!(
+            nets[0].gateways,
+            ["172.17.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            nets[1].gateways,
+            [
+                "172.18.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "fc00:f853:ccd:e793::1".parse().unwrap()
+            ]
+        );
+        let mut listed = net("user", "bridge", "local", &["10.5.0.0/16"]);
+        listed.ipam.as_mut().unwrap().config.as_mut().unwrap()[0].gateway = Some("10.5.9.9".into());
+        assert_eq!(
+            NetworkInfo::from_model(&listed).gateways,
+            ["10.5.9.9".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 }

@@ -78,6 +78,76 @@ impl Files for RealFiles {
     }
 }
 
+/// Who started us, as far as finding their Docker goes.
+#[derive(Debug, Default, Clone)]
+pub struct Invoker {
+    /// `SUDO_USER`: under sudo, the user whose Docker we want.
+    pub sudo_user: Option<String>,
+    /// `HOME` of this process.
+    pub home: Option<PathBuf>,
+    pub euid: u32,
+    /// Owner of `/dev/console`: the user logged in at the screen (root
+    /// when nobody is).
+    pub console_owner: Option<u32>,
+}
+
+/// Looks up home directories; a trait so tests can hand in a table.
+pub trait Users {
+    fn home_by_name(&self, name: &str) -> Option<PathBuf>;
+    fn home_by_uid(&self, uid: u32) -> Option<PathBuf>;
+}
+
+pub struct RealUsers;
+
+impl Users for RealUsers {
+    fn home_by_name(&self, name: &str) -> Option<PathBuf> {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+    }
+    fn home_by_uid(&self, uid: u32) -> Option<PathBuf> {
+        nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+    }
+}
+
+impl Invoker {
+    /// This process's view: environment, euid, the owner of `console`
+    /// (`/dev/console` in production).
+    pub fn from_env(console: &Path) -> Invoker {
+        use std::os::unix::fs::MetadataExt as _;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Invoker {
+            sudo_user: env("SUDO_USER"),
+            home: env("HOME").map(PathBuf::from),
+            euid: nix::unistd::geteuid().as_raw(),
+            console_owner: std::fs::metadata(console).ok().map(|m| m.uid()),
+        }
+    }
+}
+
+/// The home of the user whose Docker we want. Under sudo, `SUDO_USER`'s;
+/// a user running us directly, their own. A root daemon started by launchd
+/// (`brew services`, `netconnect service`) has neither a `SUDO_USER` nor a
+/// useful `HOME` (`/var/root`), but the person at the screen is who runs
+/// Docker Desktop: the console user. Nobody logged in (console owned by
+/// root): root's `HOME`, and after it the well-known sockets.
+pub fn user_home(inv: &Invoker, users: &dyn Users) -> Option<PathBuf> {
+    if let Some(h) = inv.sudo_user.as_deref().and_then(|u| users.home_by_name(u)) {
+        return Some(h);
+    }
+    if inv.euid != 0 {
+        return inv.home.clone();
+    }
+    inv.console_owner
+        .filter(|&uid| uid != 0)
+        .and_then(|uid| users.home_by_uid(uid))
+        .or_else(|| inv.home.clone())
+}
+
 /// The ordered list of engines to try.
 pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
     if let Some(h) = inputs.flag.as_deref().filter(|h| !h.is_empty()) {
@@ -308,6 +378,105 @@ mod tests {
         assert_eq!(
             hosts(&candidates(&home("/h"), &tree)),
             vec![("unix:///var/run/docker.sock", Source::Default)]
+        );
+    }
+
+    struct UserTable(Vec<(&'static str, u32, PathBuf)>);
+
+    impl Users for UserTable {
+        fn home_by_name(&self, name: &str) -> Option<PathBuf> {
+            self.0.iter().find(|u| u.0 == name).map(|u| u.2.clone())
+        }
+        fn home_by_uid(&self, uid: u32) -> Option<PathBuf> {
+            self.0.iter().find(|u| u.1 == uid).map(|u| u.2.clone())
+        }
+    }
+
+    #[test]
+    fn whose_home_sudo_user_console_user_or_own() {
+        let users = UserTable(vec![
+            ("ann", 501, "/Users/ann".into()),
+            ("bo", 502, "/Users/bo".into()),
+        ]);
+        let root = |sudo: Option<&str>, console: Option<u32>| Invoker {
+            sudo_user: sudo.map(Into::into),
+            home: Some("/var/root".into()),
+            euid: 0,
+            console_owner: console,
+        };
+        // sudo wins over the console user.
+        assert_eq!(
+            user_home(&root(Some("bo"), Some(501)), &users),
+            Some("/Users/bo".into())
+        );
+        // launchd: no SUDO_USER, the console user.
+        assert_eq!(
+            user_home(&root(None, Some(501)), &users),
+            Some("/Users/ann".into())
+        );
+        // Login window (console owned by root) or unknown: root's HOME.
+        assert_eq!(
+            user_home(&root(None, Some(0)), &users),
+            Some("/var/root".into())
+        );
+        assert_eq!(
+            user_home(&root(None, Some(777)), &users),
+            Some("/var/root".into())
+        );
+        // Not root: one's own HOME, whoever is at the console.
+        let me = Invoker {
+            home: Some("/Users/cy".into()),
+            euid: 503,
+            console_owner: Some(501),
+            ..Default::default()
+        };
+        assert_eq!(user_home(&me, &users), Some("/Users/cy".into()));
+    }
+
+    /// A root daemon with no SUDO_USER, a console file owned by a user,
+    /// that user's Docker Desktop socket in a real file tree: that socket
+    /// comes first, the default one last.
+    #[test]
+    fn launchd_daemon_finds_the_console_users_docker_desktop() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = std::env::temp_dir().join(format!("nc-console-{}", std::process::id()));
+        let home = dir.join("Users/ann");
+        std::fs::create_dir_all(home.join(".docker/run")).unwrap();
+        std::fs::write(home.join(".docker/run/docker.sock"), "").unwrap();
+        let console = dir.join("console");
+        std::fs::write(&console, "").unwrap();
+        // Owned by a user, as /dev/console is while someone is logged in.
+        let uid = if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&console, Some(501), None).unwrap();
+            501
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        assert_eq!(std::fs::metadata(&console).unwrap().uid(), uid);
+
+        // As launchd starts it: root, HOME=/var/root, no SUDO_USER.
+        let inv = Invoker {
+            sudo_user: None,
+            euid: 0,
+            home: Some("/var/root".into()),
+            ..Invoker::from_env(&console)
+        };
+        let users = UserTable(vec![("ann", uid, home.clone())]);
+        let inputs = Inputs {
+            home: user_home(&inv, &users),
+            ..Default::default()
+        };
+        let got = candidates(&inputs, &RealFiles);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            hosts(&got),
+            vec![
+                (
+                    format!("unix://{}/.docker/run/docker.sock", home.display()).as_str(),
+                    Source::DockerDesktop
+                ),
+                ("unix:///var/run/docker.sock", Source::Default),
+            ]
         );
     }
 }

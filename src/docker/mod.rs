@@ -3,8 +3,12 @@
 
 pub mod client;
 pub mod discovery;
+pub mod local;
 
 pub use client::{
     classify, connect, desired_subnets, events, networks, Change, DockerError, Engine, NetworkInfo,
 };
-pub use discovery::{candidates, Candidate, Inputs, RealFiles, Source};
+pub use discovery::{
+    candidates, user_home, Candidate, Inputs, Invoker, RealFiles, RealUsers, Source,
+};
+pub use local::{local_addresses, local_bridge, LocalBridge};

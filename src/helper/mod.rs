@@ -11,8 +11,12 @@
 //! is a kernel one and the helper exits once it is configured ([`kernel`]).
 //! Where it does not, the helper runs the userspace data plane (the same
 //! `Device` as the Mac side) and stays up.
+// On macOS only the constants that `up` shares are used.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+#[cfg(target_os = "linux")]
 pub mod firewall;
+#[cfg(target_os = "linux")]
 pub mod kernel;
 
 use std::io::Write as _;
@@ -26,8 +30,14 @@ use tracing::info;
 use crate::cli::HelperArgs;
 use crate::keys::{Key, PublicKey};
 use crate::platform;
-use crate::routes::NetlinkRouter;
+use crate::routes;
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
+
+/// The helper runs inside the Docker VM, which is Linux.
+#[cfg(not(target_os = "linux"))]
+pub async fn run(_: HelperArgs) -> anyhow::Result<()> {
+    anyhow::bail!("`netconnect helper` runs inside the Docker VM (Linux) only")
+}
 
 /// The line `up` looks for in the helper's output.
 pub const PUBLIC_KEY_PREFIX: &str = "public_key=";
@@ -42,6 +52,7 @@ const HANDSHAKE_RETRIES: usize = 30;
 /// Without a handshake for this long the host side is gone for good.
 const HOST_GONE: std::time::Duration = std::time::Duration::from_secs(600);
 
+#[cfg(target_os = "linux")]
 pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let host_key = PublicKey::from(
         &Key::from_base64(&args.host_public_key)
@@ -92,7 +103,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         peers: vec![peer],
         ..Default::default()
     })?;
-    let router = NetlinkRouter::new(&name).await?;
+    let router = routes::open(&name).await?;
     router
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
@@ -180,6 +191,7 @@ fn announce(mode: Mode, key: &Key) -> anyhow::Result<()> {
 
 /// Kernel WireGuard: configure the link made by [`kernel::create_link`],
 /// address it, open the firewall, announce, and return (the helper exits).
+#[cfg(target_os = "linux")]
 async fn run_kernel(
     args: &HelperArgs,
     key: &Key,
@@ -187,7 +199,7 @@ async fn run_kernel(
     pairs: &[(IpAddr, IpAddr)],
 ) -> anyhow::Result<()> {
     let name = &args.interface;
-    let router = NetlinkRouter::new(name).await?;
+    let router = routes::open(name).await?;
     // Up before the peer is set, so the kernel sends its first keepalive
     // (and so its first handshake) as soon as it has the peer.
     router

@@ -32,10 +32,22 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
     #[error(
-        "helper image {image} is missing from the engine; build it with `helper-image/build.sh` \
-         (or `docker load -i <archive>`)"
+        "helper image {image} is missing from the engine and no archive was found (looked in {}); \
+         build and load it with `helper-image/build.sh` from the source tree, or pass \
+         --helper-archive FILE (made by `packaging/build-helper-image.sh`)",
+        if looked_in.is_empty() { "no place".to_string() } else {
+            looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        }
     )]
-    NoImage { image: String },
+    NoImage {
+        image: String,
+        looked_in: Vec<std::path::PathBuf>,
+    },
+    #[error("cannot load the helper image from {}: {reason}", archive.display())]
+    Load {
+        archive: std::path::PathBuf,
+        reason: String,
+    },
     #[error("the helper container exited before it was ready: {0}")]
     Exited(String),
     #[error("the helper did not report its key within 30 s; its output: {0}")]
@@ -62,6 +74,8 @@ pub struct HelperSpec {
     pub host_address: std::net::IpAddr,
     pub vm_address6: std::net::Ipv6Addr,
     pub host_address6: std::net::Ipv6Addr,
+    /// Image archives to load the image from when the engine lacks it.
+    pub archives: Vec<std::path::PathBuf>,
 }
 
 impl HelperSpec {
@@ -141,18 +155,7 @@ pub struct RunningHelper {
 
 /// Remove any helper of the same name, start a new one and wait for its key.
 pub async fn start(docker: &Docker, spec: &HelperSpec) -> Result<RunningHelper, HelperError> {
-    match timed(docker.inspect_image(&spec.image)).await {
-        Ok(_) => {}
-        Err(crate::docker::DockerError::Api(BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        })) => {
-            return Err(HelperError::NoImage {
-                image: spec.image.clone(),
-            })
-        }
-        Err(e) => return Err(e.into()),
-    }
+    super::image::ensure(docker, &spec.image, &spec.archives).await?;
     remove(docker, &spec.name).await?;
     let created = timed(
         docker.create_container(
@@ -288,6 +291,7 @@ mod tests {
             host_address: "10.33.33.1".parse().unwrap(),
             vm_address6: "fd33:33:33::2".parse().unwrap(),
             host_address6: "fd33:33:33::1".parse().unwrap(),
+            archives: vec![],
         };
         let body = spec.body();
         let hc = body.host_config.as_ref().unwrap();

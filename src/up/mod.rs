@@ -8,6 +8,7 @@
 //! restarted) it reconnects with backoff and re-runs the helper.
 
 pub mod container;
+pub mod image;
 pub mod probe;
 
 use std::collections::BTreeSet;
@@ -24,7 +25,7 @@ use crate::cli::UpArgs;
 use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
-use crate::routes::{self, NetlinkRouter, Skipped};
+use crate::routes::{self, PlatformRouter, Skipped};
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
 use container::{HelperError, HelperSpec, RunningHelper};
 
@@ -55,6 +56,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         e = connect_until_up(&candidates) => e,
         _ = &mut shutdown => return Ok(()),
     };
+    // Linux with the engine in this namespace: its bridges are ours already.
+    if cfg!(target_os = "linux") && !args.force {
+        let networks = docker::networks(&engine.docker).await?;
+        if let Some(b) = docker::local_bridge(&networks, &docker::local_addresses()) {
+            info!(
+                network = %b.network,
+                gateway = %b.gateway,
+                "Docker's networks are already reachable: the engine runs in this network \
+                 namespace (its bridge gateway is a local address); nothing to do (--force runs anyway)"
+            );
+            return Ok(());
+        }
+    }
 
     let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
     let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
@@ -69,7 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let port = device.status().listen_port;
-    let router = NetlinkRouter::new(&name).await?;
+    let router = routes::open(&name).await?;
     let pairs = [
         (args.host_address, args.vm_address),
         (IpAddr::V6(args.host_address6), IpAddr::V6(args.vm_address6)),
@@ -90,6 +104,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         host_address: args.host_address,
         vm_address6: args.vm_address6,
         host_address6: args.host_address6,
+        archives: image::archives(args.helper_archive.as_deref()),
     };
     let mut s = Session {
         engine,
@@ -112,7 +127,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 struct Session {
     engine: Engine,
     device: Device,
-    router: NetlinkRouter,
+    router: PlatformRouter,
     spec: HelperSpec,
     vm_addresses: [IpAddr; 2],
     helper: Option<RunningHelper>,
@@ -133,7 +148,9 @@ impl Session {
             // (Re)establish the VM side and the routes; a missing image is
             // the one failure a retry cannot fix.
             match self.ensure_helper().await {
-                Err(e @ HelperError::NoImage { .. }) => return Err(e.into()),
+                Err(e @ (HelperError::NoImage { .. } | HelperError::Load { .. })) => {
+                    return Err(e.into())
+                }
                 Err(e) => warn!(error = %e, "helper not running; will retry"),
                 Ok(()) => {}
             }
@@ -397,13 +414,12 @@ async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
     }
 }
 
-/// Engine discovery looks at the invoking user's Docker, also under sudo.
+/// Engine discovery looks at the invoking user's Docker, also under sudo
+/// and, as a launchd daemon, the console user's.
 fn discovery_inputs(args: &UpArgs) -> docker::Inputs {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let home = env("SUDO_USER")
-        .and_then(|u| nix::unistd::User::from_name(&u).ok().flatten())
-        .map(|u| u.dir)
-        .or_else(|| env("HOME").map(PathBuf::from));
+    let invoker = docker::Invoker::from_env(std::path::Path::new("/dev/console"));
+    let home = docker::user_home(&invoker, &docker::RealUsers);
     docker::Inputs {
         flag: args.docker_host.clone(),
         env_docker_host: env("DOCKER_HOST"),

@@ -1,0 +1,151 @@
+//! End-to-end tests of what issue 5 adds to `netconnect up`, against the
+//! real engine, with the harness of `docker_e2e.rs` (same lock, same
+//! fixtures, same rules: root, a running dockerd, never a silent skip):
+//!
+//! - the helper image shipped as an archive (`packaging/build-helper-image.sh`)
+//!   is loaded into an engine that lacks it, and traffic flows;
+//! - on Linux, `up` next to the engine (root namespace, where dockerd's
+//!   bridges are local) says in one line that there is nothing to do and
+//!   exits 0 without creating anything. The other direction, the engine
+//!   elsewhere, is every test in `docker_e2e.rs` (`up` in a Mac namespace).
+//!
+//! Subnets: 10.212.21.0/24 for the Mac namespace.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::docker::*;
+use common::*;
+
+/// A static release build (usually cached), `docker build`, `docker save | gzip`.
+const ARCHIVE_BUILD: Duration = Duration::from_secs(20 * 60);
+
+/// Puts the helper image back from the archive if a test left it missing,
+/// so the other Docker tests find it.
+struct RestoreImage(std::path::PathBuf);
+
+impl Drop for RestoreImage {
+    fn drop(&mut self) {
+        if docker_try(&["image", "inspect", &helper_image()]).is_err() {
+            let _ = docker_try(&["load", "-i", self.0.to_str().unwrap()]);
+        }
+    }
+}
+
+#[test]
+fn docker_up_loads_the_shipped_helper_archive_when_the_image_is_missing() {
+    let _session = DockerSession::start();
+    let dir = TempDir::new("archive");
+    let archive = dir.join("netconnect-helper.tar.gz");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_timeout(
+        Command::new("bash")
+            .arg(root.join("packaging/build-helper-image.sh"))
+            .arg(&archive)
+            .current_dir(root),
+        ARCHIVE_BUILD,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "packaging/build-helper-image.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        archive.to_str().unwrap(),
+        "the script does not print the archive's path"
+    );
+    let gz = std::fs::read(&archive).unwrap();
+    assert_eq!(&gz[..2], b"\x1f\x8b", "the archive is not gzip");
+
+    // Fixtures drop before the image is restored (declared after it).
+    let _restore = RestoreImage(archive.clone());
+    let mac = MacNs::new(21);
+    let vm = VmSide::new();
+    let things = DockerThings::new();
+    let web = things.web("web0", None, None, &[]);
+    let ip = container_ip(&web, "bridge");
+
+    docker(&["image", "rm", "-f", &helper_image()]);
+    assert!(docker_try(&["image", "inspect", &helper_image()]).is_err());
+
+    let mut args = up_args(&mac, &vm);
+    args.extend(["--helper-archive".into(), archive.to_str().unwrap().into()]);
+    let mut up = UpProcess::spawn(&mac, &args);
+    let t = wait_curl(&mac.ns, &ip, &web, Duration::from_secs(90)).unwrap_or_else(|e| {
+        panic!(
+            "{e}\nup's log:\n{}\nhelper logs: {:?}",
+            up.log(),
+            vm.helper_logs()
+        )
+    });
+    eprintln!("MEASURE: spawn of `up` with the image missing -> first curl: {t:?}");
+    let log = up.log();
+    assert!(
+        log.contains("helper image missing; loading it from the archive")
+            && log.contains("helper image loaded"),
+        "the log does not show the archive being loaded:\n{log}"
+    );
+    assert!(
+        docker_try(&["image", "inspect", &helper_image()]).is_ok(),
+        "the image is still missing after up loaded it"
+    );
+    let st = up.terminate(Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "up did not stop cleanly");
+}
+
+#[test]
+fn docker_up_next_to_the_engine_does_nothing_and_exits_0() {
+    // The lock: if the check failed, this `up` would change the root namespace.
+    let _session = DockerSession::start();
+    let vm = VmSide::new();
+    let tun = format!("{}h", unique_ifname_stem());
+    let mut c = Command::new(netconnect_bin());
+    c.args([
+        "up",
+        "--docker-host",
+        &format!("unix://{DOCKER_SOCK}"),
+        "--interface",
+        &tun,
+        "--vm-interface",
+        &vm.vm_if,
+        "--helper-image",
+        &helper_image(),
+    ])
+    .env_remove("DOCKER_HOST")
+    .env_remove("NETCONNECT_LOG")
+    .env("NO_COLOR", "1")
+    .stdin(Stdio::null());
+    let out = run_timeout(&mut c, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("exit {}; stderr:\n{err}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {} next to the engine",
+        out.status
+    );
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("already reachable"))
+        .collect();
+    assert_eq!(said.len(), 1, "not said in one line: {err}");
+    assert!(
+        said[0].contains("nothing to do") && said[0].contains("--force"),
+        "{}",
+        said[0]
+    );
+    assert_eq!(
+        nonempty_lines(&err).last().copied(),
+        Some(said[0]),
+        "something happened after the decision: {err}"
+    );
+    assert!(
+        !host(&["ip", "link", "show", "dev", &tun]).status.success(),
+        "interface {tun} was created"
+    );
+    assert!(vm.helper_id().is_none(), "a helper container was created");
+    assert!(!vm.link_exists(), "a VM-side interface was created");
+}
