@@ -7,6 +7,7 @@
 //! `public_key=<base64>`. On a VM kernel without WireGuard it runs the
 //! userspace data plane (the same `Device` as the Mac side) and stays up.
 
+pub mod cleanup;
 pub mod firewall;
 
 use std::io::Write as _;
@@ -64,6 +65,14 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     router
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
+
+    // Extra routes of the host's configuration file (a KinD pod CIDR
+    // behind its node): the tunnel brings their packets here, the gateway
+    // takes them on. `down` removes them (`helper-cleanup --route`).
+    for (net, gw) in &args.routes {
+        crate::routes::add_via(router.handle(), *net, *gw).await?;
+        info!(subnet = %net, via = %gw, "VM route added");
+    }
 
     device.initiate_handshakes(false).await;
 

@@ -57,6 +57,10 @@ impl NetlinkRouter {
         &self.name
     }
 
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Set the MTU, bring the interface up and give it its point-to-point
     /// addresses (`ip addr add LOCAL peer PEER`, one pair per family).
     /// Idempotent. The link goes up first: an IPv6 peer address added while
@@ -187,6 +191,54 @@ impl NetlinkRouter {
         }
         Ok(out)
     }
+}
+
+/// A route to `net` through gateway `gw` (no interface: the kernel picks
+/// the one that reaches `gw`), the VM side of an extra route such as a KinD
+/// pod CIDR behind its node. Replaces an existing route to `net`.
+pub async fn add_via(handle: &Handle, net: IpNet, gw: IpAddr) -> Result<(), NetlinkError> {
+    handle
+        .route()
+        .add(via_message(net, gw)?)
+        .replace()
+        .execute()
+        .await
+        .map_err(req(format!("adding route {net} via {gw}")))
+}
+
+pub async fn remove_via(handle: &Handle, net: IpNet, gw: IpAddr) -> Result<(), NetlinkError> {
+    handle
+        .route()
+        .del(via_message(net, gw)?)
+        .execute()
+        .await
+        .map_err(req(format!("removing route {net} via {gw}")))
+}
+
+fn via_message(net: IpNet, gw: IpAddr) -> Result<RouteMessage, NetlinkError> {
+    let mismatch = || NetlinkError::NoInterface(format!("(gateway {gw} is not of {net}'s family)"));
+    Ok(match (net, gw) {
+        (IpNet::V4(n), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .gateway(g)
+            .build(),
+        (IpNet::V6(n), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .gateway(g)
+            .build(),
+        _ => return Err(mismatch()),
+    })
+}
+
+/// Delete interface `name` (and with it its addresses and routes).
+pub async fn delete_link(handle: &Handle, name: &str) -> Result<(), NetlinkError> {
+    let index = link_index(handle, name).await?;
+    handle
+        .link()
+        .del(index)
+        .execute()
+        .await
+        .map_err(req(format!("deleting interface {name}")))
 }
 
 async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {

@@ -7,5 +7,5 @@ mod linux;
 mod plan;
 
 #[cfg(target_os = "linux")]
-pub use linux::{NetlinkError, NetlinkRouter};
+pub use linux::{add_via, delete_link, remove_via, NetlinkError, NetlinkRouter};
 pub use plan::{overlaps, plan, RoutePlan, Skipped, SystemRoute};

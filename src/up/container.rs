@@ -59,6 +59,8 @@ pub struct HelperSpec {
     pub host_address: std::net::IpAddr,
     pub vm_address6: std::net::Ipv6Addr,
     pub host_address6: std::net::Ipv6Addr,
+    /// Extra routes with a gateway inside the VM.
+    pub routes: Vec<(ipnet::IpNet, std::net::IpAddr)>,
 }
 
 impl HelperSpec {
@@ -70,7 +72,7 @@ impl HelperSpec {
     /// process's namespace files). `/dev/net/tun` is for the userspace data
     /// plane. `--privileged` is refused on some engines and is far more.
     pub fn body(&self) -> ContainerCreateBody {
-        let cmd = vec![
+        let mut cmd = vec![
             "helper".to_string(),
             "--host-public-key".into(),
             self.host_public_key.to_base64(),
@@ -87,6 +89,9 @@ impl HelperSpec {
             "--host-address6".into(),
             self.host_address6.to_string(),
         ];
+        for (net, gw) in &self.routes {
+            cmd.extend(["--route".to_string(), format!("{net}={gw}")]);
+        }
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(cmd),
@@ -252,6 +257,7 @@ mod tests {
             host_address: "10.33.33.1".parse().unwrap(),
             vm_address6: "fd33:33:33::2".parse().unwrap(),
             host_address6: "fd33:33:33::1".parse().unwrap(),
+            routes: vec![],
         };
         let body = spec.body();
         let hc = body.host_config.as_ref().unwrap();
