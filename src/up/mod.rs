@@ -60,6 +60,10 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         &docker::RealFiles,
     );
 
+    // Before anything else: SIGHUP's default action would end the process
+    // without cleaning up.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     // The socket first: a second `up` must fail before it touches anything.
     let listener = ControlListener::bind(&ctx.control_socket)?;
     let view = live::View::new(&ctx.control_socket, config_name(&ctx.loaded));
@@ -149,6 +153,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         ctx,
         view,
         announced: false,
+        hup,
     };
 
     let result = s.serve(&candidates, shutdown.as_mut()).await;
@@ -200,6 +205,8 @@ struct Session {
     view: Arc<live::View>,
     /// Whether "traffic can flow" was said.
     announced: bool,
+    /// SIGHUP: reload the configuration file.
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Session {
@@ -208,8 +215,6 @@ impl Session {
         candidates: &[docker::Candidate],
         mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
     ) -> anyhow::Result<()> {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
         loop {
             // (Re)establish the VM side and the routes; a missing image is
             // the one failure a retry cannot fix.
@@ -229,7 +234,7 @@ impl Session {
                         info!(signal = sig, "shutting down");
                         return Ok(());
                     }
-                    _ = hup.recv() => {
+                    _ = self.hup.recv() => {
                         self.reload();
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");

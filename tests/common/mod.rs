@@ -1966,9 +1966,32 @@ pub mod docker {
         pub const LOCK_NB: c_int = 4;
     }
 
-    /// `netconnect-helper:<crate version>`, what `up` runs by default.
+    /// `netconnect-helper:<crate version>-e2e-<source fingerprint>`: the
+    /// helper built from exactly these sources. A tag per fingerprint, not
+    /// the release tag, so that work trees testing different sources on one
+    /// engine do not keep replacing each other's image (a 7-minute build).
     pub fn helper_image() -> String {
-        format!("netconnect-helper:{}", env!("CARGO_PKG_VERSION"))
+        static TAG: OnceLock<String> = OnceLock::new();
+        TAG.get_or_init(|| {
+            format!(
+                "netconnect-helper:{}-e2e-{}",
+                env!("CARGO_PKG_VERSION"),
+                &helper_fingerprint()[..12]
+            )
+        })
+        .clone()
+    }
+
+    /// What the helper image is built from.
+    fn helper_fingerprint() -> String {
+        static FP: OnceLock<String> = OnceLock::new();
+        FP.get_or_init(|| {
+            source_fingerprint(
+                Path::new(env!("CARGO_MANIFEST_DIR")),
+                &["src", "Cargo.toml", "Cargo.lock", "helper-image"],
+            )
+        })
+        .clone()
     }
 
     /// Whether this is CI (`CI=true`, as `.ci/run` sets it).
@@ -2226,7 +2249,7 @@ pub mod docker {
         static DONE: OnceLock<()> = OnceLock::new();
         DONE.get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let fp = source_fingerprint(root, &["src", "Cargo.toml", "Cargo.lock", "helper-image"]);
+            let fp = helper_fingerprint();
             ensure_image(&helper_image(), &fp, || {
                 let out = run_timeout(
                     Command::new("bash")
