@@ -162,6 +162,7 @@ fn docker_status_reports_the_live_tunnel() {
     let o = fx.nc(&["status"], Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let t = text(&o);
+    eprintln!("status without a daemon:\n{t}");
     assert!(t.starts_with("netconnect up: not running"), "{t}");
     assert!(t.contains("10.213.40.0/24  not-routed"), "{t}");
 
@@ -213,6 +214,7 @@ fn docker_status_reports_the_live_tunnel() {
         fx.curl_ok("10.213.40.2", &c, Duration::from_secs(5));
     }
     let s2 = fx.status_json();
+    eprintln!("status --json:\n{s2:#}");
     let (rx1, tx1) = (
         s2["tunnel"]["rx_bytes"].as_u64().unwrap(),
         s2["tunnel"]["tx_bytes"].as_u64().unwrap(),
@@ -340,7 +342,22 @@ fn docker_down_leaves_both_sides_as_they_were() {
         "[[routes]]\nsubnet = \"10.214.41.0/24\"\nvia = \"10.213.41.2\"\n",
     )
     .unwrap();
-    let before = snapshot(&fx);
+    // New veths and bridges get their IPv6 link-local addresses (and routes
+    // in table local) a moment after creation: wait for a settled picture.
+    let t0 = Instant::now();
+    let mut before = snapshot(&fx);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let again = snapshot(&fx);
+        if again == before {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the namespaces do not settle"
+        );
+        before = again;
+    }
 
     let cfg = fx.config_path();
     fx.start_up(&["--config", cfg.to_str().unwrap()]);
@@ -550,6 +567,7 @@ fn docker_config_exclude_and_sighup_reload() {
 
     // Every log line is one JSON object; the bad file's line names its place.
     let log = fx.up().log();
+    eprintln!("up's JSON log:\n{log}");
     let mut saw_ready = false;
     let mut saw_place = false;
     for l in log.lines().filter(|l| !l.trim().is_empty()) {
