@@ -59,12 +59,12 @@ impl Fx {
     /// `up` with the harness defaults, this test's control socket and `extra`.
     fn start_up(&mut self, extra: &[&str]) -> &mut UpProcess {
         let mut args = up_args(&self.mac, &self.vm);
-        args.extend(
-            ["--control-socket", self.socket().to_str().unwrap()]
-                .iter()
-                .chain(extra)
-                .map(|s| s.to_string()),
+        set_arg(
+            &mut args,
+            "--control-socket",
+            self.socket().to_str().unwrap(),
         );
+        args.extend(extra.iter().map(|s| s.to_string()));
         self.up = Some(UpProcess::spawn(&self.mac, &args));
         self.up.as_mut().unwrap()
     }

@@ -409,6 +409,12 @@ impl Session {
                 .iter()
                 .find(|n| n.subnets.contains(net))
                 .map(|n| n.name.as_str());
+            let name = name.or_else(|| {
+                self.extra
+                    .iter()
+                    .any(|r| r.subnet() == *net)
+                    .then_some("(config route)")
+            });
             info!(network = name.unwrap_or("?"), subnet = %net, "route added");
         }
         let skipped: BTreeSet<IpNet> = plan.skipped.iter().map(|s| s.subnet).collect();

@@ -2917,7 +2917,8 @@ pub mod docker {
 
     /// Arguments for `up` with the test defaults: engine at
     /// [`DOCKER_SOCK`], the Mac's veth address as endpoint, any free port,
-    /// [`MAC_TUN`] and the VM side's interface.
+    /// [`MAC_TUN`], the VM side's interface and a control socket named
+    /// after it.
     pub fn up_args(mac: &MacNs, vm: &VmSide) -> Vec<String> {
         [
             "up",
@@ -2933,6 +2934,10 @@ pub mod docker {
             &vm.vm_if,
             "--helper-image",
             &helper_image(),
+            // Its own control socket: the Mac namespace shares the file
+            // system, and a test without the lock may run `up` meanwhile.
+            "--control-socket",
+            &format!("/tmp/netconnect-e2e-{}.sock", vm.vm_if),
         ]
         .iter()
         .map(|s| s.to_string())
