@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -459,6 +460,37 @@ fn docker_doctor_names_the_first_broken_link() {
         "went past the first broken link: {t}"
     );
 
+    // No engine.
+    let (ok, t) = doctor(&fx, &["--docker-host", "unix:///nonexistent.sock"]);
+    assert!(!ok);
+    assert!(t.contains("FAIL  engine: no Docker engine answered"), "{t}");
+    assert!(t.contains("/nonexistent.sock"), "{t}");
+    assert!(t.contains("fix: start Docker"), "{t}");
+
+    // Not root: the first link.
+    let bin_dir = TempDir::new("bin");
+    fs::set_permissions(bin_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.join("netconnect");
+    fs::copy(netconnect_bin(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run_timeout(
+        Command::new("setpriv").args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin.to_str().unwrap(),
+            "doctor",
+            "--control-socket",
+            "/nonexistent/nc.sock",
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.starts_with("FAIL  root: not running as root"), "{t}");
+    assert!(t.contains("fix: sudo netconnect doctor"), "{t}");
+
     // Healthy.
     fx.start_up(&[]);
     fx.curl_ok("10.213.42.2", &c, FIRST_CURL);
@@ -468,6 +500,66 @@ fn docker_doctor_names_the_first_broken_link() {
     assert!(t.contains("ok    probe: container "), "{t}");
     assert!(t.contains("answers through the tunnel"), "{t}");
     assert!(t.contains("healthy"), "{t}");
+
+    // A route deleted by hand. `up` re-adds routes at its 15 s resync, so
+    // the deletion may be undone before doctor looks: try a few times.
+    let pid = fx.up().pid();
+    let mut named = None;
+    for _ in 0..5 {
+        fx.mac.ns.ok(&["ip", "route", "del", "10.213.42.0/24"]);
+        let (ok, t) = doctor(&fx, &[]);
+        if !ok && t.contains("FAIL  routes") {
+            named = Some(t);
+            break;
+        }
+        fx.mac
+            .wait_route("10.213.42.0/24", true, Duration::from_secs(20))
+            .unwrap();
+    }
+    let t = named.expect("doctor never named the deleted route");
+    assert!(
+        t.contains(&format!("the route for {net} (10.213.42.0/24) is gone")),
+        "{t}"
+    );
+    assert!(t.contains(&format!("fix: sudo kill -HUP {pid}")), "{t}");
+    // The fix it names works at once.
+    send_signal(pid, 1);
+    fx.mac
+        .wait_route("10.213.42.0/24", true, ROUTE_CHANGE)
+        .unwrap_or_else(|e| panic!("SIGHUP did not restore the route: {e}"));
+
+    // A Docker network that overlaps a route of the Mac: skipped, and doctor
+    // says which route and how to exclude it.
+    fx.mac.ns.ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.214.42.0/25",
+        "via",
+        &fx.mac.root_addr,
+    ]);
+    let clash = fx.things.network("clash", "10.214.42.0/24", &[]);
+    let t0 = Instant::now();
+    let t = loop {
+        let (ok, t) = doctor(&fx, &[]);
+        if !ok && t.contains("FAIL  conflicts") {
+            break t;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "doctor did not name the conflict:\n{t}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        t.contains(&format!(
+            "network {clash} (10.214.42.0/24) is not routed: it overlaps 10.214.42.0/25 via eth0"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("exclude"), "{t}");
+    fx.things.remove_network(&clash);
+    fx.mac.ns.ok(&["ip", "route", "del", "10.214.42.0/25"]);
 
     // A VM firewall rule deleted by hand.
     let rule = netconnect_rules(&fx.vm.vm_if)
