@@ -258,8 +258,14 @@ fn docker_status_reports_the_live_tunnel() {
 /// both namespaces. Lines about other tests' interfaces (`nct...` not ours)
 /// are left out: tests of other files may run meanwhile.
 fn snapshot(fx: &Fx) -> Vec<String> {
-    let mine =
-        |l: &str| !l.contains("nct") || l.contains(&fx.vm.vm_if) || l.contains(&fx.mac.root_veth);
+    // IPv6 link-local addresses of Docker's veths and bridges appear when
+    // their duplicate detection ends, seconds after creation, with or
+    // without netconnect: only our interfaces' count.
+    let ours = |l: &str| l.contains(&fx.vm.vm_if) || l.contains(MAC_TUN);
+    let mine = |l: &str| {
+        (!l.contains("nct") || ours(l) || l.contains(&fx.mac.root_veth))
+            && (!l.contains("fe80::") || ours(l))
+    };
     let norm_ipt = |s: String| -> Vec<String> {
         s.lines()
             .filter(|l| !l.starts_with('#'))
