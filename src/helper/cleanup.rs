@@ -81,7 +81,9 @@ fn list(ipt: &DockerIptables, iface: &str) -> Vec<Marked> {
     out
 }
 
-/// `helper-cleanup`: delete our rules, the extra routes and the interface.
+/// `helper-cleanup`: delete our rules, the extra routes (marked with
+/// [`crate::routes::VM_ROUTE_PROTOCOL`], plus any `--route`) and the
+/// interface.
 /// Prints one `removed ...` line per thing, then a summary line.
 pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
     crate::platform::validate_interface_name(&args.interface)?;
@@ -107,8 +109,15 @@ pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
     let mut routes = 0;
     let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
     tokio::spawn(conn);
-    for (net, gw) in &args.routes {
-        if crate::routes::remove_via(&handle, *net, *gw).await.is_ok() {
+    // Marked routes, and those named (from a helper that did not mark them).
+    let mut all = crate::routes::marked_vm_routes(&handle).await?;
+    for r in &args.routes {
+        if !all.contains(r) {
+            all.push(*r);
+        }
+    }
+    for (net, gw) in all {
+        if crate::routes::remove_via(&handle, net, gw).await.is_ok() {
             writeln!(out, "removed route: {net} via {gw}")?;
             routes += 1;
         }

@@ -68,7 +68,14 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
 
     // Extra routes of the host's configuration file (a KinD pod CIDR
     // behind its node): the tunnel brings their packets here, the gateway
-    // takes them on. `down` removes them (`helper-cleanup --route`).
+    // takes them on. They carry a protocol mark; a mark left by an earlier
+    // configuration goes, and `down` removes the rest.
+    for (net, gw) in crate::routes::marked_vm_routes(router.handle()).await? {
+        if !args.routes.contains(&(net, gw)) {
+            crate::routes::remove_via(router.handle(), net, gw).await?;
+            info!(subnet = %net, via = %gw, "stale VM route removed");
+        }
+    }
     for (net, gw) in &args.routes {
         crate::routes::add_via(router.handle(), *net, *gw).await?;
         info!(subnet = %net, via = %gw, "VM route added");

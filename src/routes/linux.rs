@@ -193,6 +193,11 @@ impl NetlinkRouter {
     }
 }
 
+/// The routing protocol number that marks the VM-side routes netconnect
+/// adds (`ip route` shows `proto 78`), so that `down` and a restarted
+/// helper find them whatever the configuration said when they were made.
+pub const VM_ROUTE_PROTOCOL: u8 = 78;
+
 /// A route to `net` through gateway `gw` (no interface: the kernel picks
 /// the one that reaches `gw`), the VM side of an extra route such as a KinD
 /// pod CIDR behind its node. Replaces an existing route to `net`.
@@ -221,13 +226,42 @@ fn via_message(net: IpNet, gw: IpAddr) -> Result<RouteMessage, NetlinkError> {
         (IpNet::V4(n), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(n.network(), n.prefix_len())
             .gateway(g)
+            .protocol(RouteProtocol::Other(VM_ROUTE_PROTOCOL))
             .build(),
         (IpNet::V6(n), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(n.network(), n.prefix_len())
             .gateway(g)
+            .protocol(RouteProtocol::Other(VM_ROUTE_PROTOCOL))
             .build(),
         _ => return Err(mismatch()),
     })
+}
+
+/// The VM-side routes netconnect made ([`VM_ROUTE_PROTOCOL`]), main table.
+pub async fn marked_vm_routes(handle: &Handle) -> Result<Vec<(IpNet, IpAddr)>, NetlinkError> {
+    let mut out = Vec::new();
+    for msg in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let mut routes = handle.route().get(msg).execute();
+        while let Some(r) = routes.try_next().await.map_err(req("listing routes"))? {
+            if r.header.protocol != RouteProtocol::Other(VM_ROUTE_PROTOCOL)
+                || table(&r) != RouteHeader::RT_TABLE_MAIN as u32
+            {
+                continue;
+            }
+            let gw = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                _ => None,
+            });
+            if let (Some(dest), Some(gw)) = (destination(&r), gw) {
+                out.push((dest, gw));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Delete interface `name` (and with it its addresses and routes).

@@ -7,5 +7,8 @@ mod linux;
 mod plan;
 
 #[cfg(target_os = "linux")]
-pub use linux::{add_via, delete_link, remove_via, NetlinkError, NetlinkRouter};
+pub use linux::{
+    add_via, delete_link, marked_vm_routes, remove_via, NetlinkError, NetlinkRouter,
+    VM_ROUTE_PROTOCOL,
+};
 pub use plan::{overlaps, plan, RoutePlan, Skipped, SystemRoute};
