@@ -367,8 +367,24 @@ fn docker_down_leaves_both_sides_as_they_were() {
     }
 
     let cfg = fx.config_path();
+    // A VM route left by an earlier configuration (marked as netconnect's):
+    // the helper removes it when it starts.
+    host_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.215.41.0/24",
+        "via",
+        "10.213.41.2",
+        "proto",
+        "78",
+    ]);
     fx.start_up(&["--config", cfg.to_str().unwrap()]);
     fx.curl_ok("10.213.41.2", &c, FIRST_CURL);
+    let stale = String::from_utf8_lossy(&host(&["ip", "route", "show", "10.215.41.0/24"]).stdout)
+        .trim()
+        .to_string();
+    assert_eq!(stale, "", "stale VM route kept");
     fx.curl_ok("10.214.41.5", &c, Duration::from_secs(10));
     assert!(fx.mac.route_for("10.214.41.0/24").is_some());
     let vm_route =
@@ -376,7 +392,7 @@ fn docker_down_leaves_both_sides_as_they_were() {
             .trim()
             .to_string();
     assert!(
-        vm_route.contains("via 10.213.41.2"),
+        vm_route.contains("via 10.213.41.2") && vm_route.contains("proto 78"),
         "VM route: {vm_route:?}"
     );
     assert!(!netconnect_rules(&fx.vm.vm_if).is_empty());
