@@ -16,6 +16,15 @@ pub struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log format: human (colour on a terminal) or json (one object per line).
+    #[arg(long, global = true, env = "NETCONNECT_LOG_FORMAT", value_enum, default_value_t = crate::config::LogFormat::Human)]
+    pub log_format: crate::config::LogFormat,
+    /// Configuration file; flags and their environment variables override it.
+    #[arg(long, global = true, env = "NETCONNECT_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: std::path::PathBuf,
+    /// Control socket of the running `up`, which status, doctor and down talk to.
+    #[arg(long, global = true, env = "NETCONNECT_CONTROL_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
+    pub control_socket: std::path::PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -29,11 +38,88 @@ pub enum Command {
     /// the VM-side helper and keep a route for every Docker network (root,
     /// foreground; Ctrl-C removes everything it made here).
     Up(UpArgs),
+    /// What runs and what is broken: the engine, the tunnel (keys, last
+    /// handshake, bytes), the helper and the route of every Docker network.
+    Status(StatusArgs),
+    /// Check each link from this machine to the containers, in order, and
+    /// say how to fix the first broken one (exit 0 healthy, 1 broken).
+    Doctor(TargetArgs),
+    /// Stop a running `up` and remove everything netconnect made, here and
+    /// in the VM (interfaces, routes, firewall rules, helper container).
+    Down(TargetArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from this command line, or
+    /// write one page per command into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Write netconnect.8 and netconnect-COMMAND.8 here instead.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// The VM side, run by `up` inside the helper container; not for use by hand.
     #[command(hide = true)]
     Helper(HelperArgs),
+    /// Run by `down` in a helper-image container: remove netconnect's
+    /// firewall rules, routes and interface from the VM.
+    #[command(hide = true, name = "helper-cleanup")]
+    HelperCleanup(VmArgs),
+    /// Run by `doctor` in a helper-image container: check that the VM's
+    /// tunnel interface and firewall rules are in place (exit 1 if not).
+    #[command(hide = true, name = "helper-check")]
+    HelperCheck(VmArgs),
     /// Run `netconnect up` at boot as a macOS LaunchDaemon (without Homebrew).
     Service(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (schema documented in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Where to look when no daemon answers (a running daemon says it itself).
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Docker engine to use (unix:///path or tcp://host:port).
+    #[arg(long, env = "NETCONNECT_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Name of the tunnel interface on this machine.
+    #[arg(long, env = "NETCONNECT_INTERFACE", default_value = "netconnect0")]
+    pub interface: String,
+    /// Name of the tunnel interface inside the VM.
+    #[arg(long, env = "NETCONNECT_VM_INTERFACE", default_value = "netconnect0")]
+    pub vm_interface: String,
+    /// Helper image (also used to inspect and clean the VM).
+    #[arg(long, env = "NETCONNECT_HELPER_IMAGE", default_value = concat!("netconnect-helper:", env!("CARGO_PKG_VERSION")))]
+    pub helper_image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// Tunnel interface in the VM.
+    #[arg(long, default_value = "netconnect0")]
+    pub interface: String,
+    /// Extra routes the helper added: SUBNET=GATEWAY (repeatable).
+    #[arg(long = "route", value_parser = parse_vm_route)]
+    pub routes: Vec<(ipnet::IpNet, std::net::IpAddr)>,
+}
+
+/// `SUBNET=GATEWAY`, how an extra route with a VM-side gateway travels to
+/// the helper.
+pub fn parse_vm_route(s: &str) -> Result<(ipnet::IpNet, std::net::IpAddr), String> {
+    let (net, gw) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not SUBNET=GATEWAY"))?;
+    let net: ipnet::IpNet = net.parse().map_err(|e| format!("{net:?}: {e}"))?;
+    let gw: std::net::IpAddr = gw.parse().map_err(|e| format!("{gw:?}: {e}"))?;
+    Ok((net.trunc(), gw))
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +219,10 @@ pub struct HelperArgs {
     /// Where the VM's private key is kept, inside the container.
     #[arg(long, default_value = "/var/lib/netconnect/vm.key")]
     pub key_file: String,
+    /// Route SUBNET through GATEWAY inside the VM (extra routes of the
+    /// configuration file), as SUBNET=GATEWAY; repeatable.
+    #[arg(long = "route", value_parser = parse_vm_route)]
+    pub routes: Vec<(ipnet::IpNet, std::net::IpAddr)>,
 }
 
 #[derive(Debug, Args)]

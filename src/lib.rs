@@ -3,17 +3,27 @@
 //! The pieces, one module each: [`tunnel`] is the userspace WireGuard data
 //! plane; [`uapi`] serves the `wg` configuration socket over it; [`platform`]
 //! holds what differs between macOS and Linux; [`cli`] is the command line.
+//! Operating it: [`control`] (the daemon's socket), [`config`] (the file),
+//! [`status`], [`doctor`], [`down`], [`vmside`] (one-shot looks into the VM)
+//! and [`manual`] (completions, man page).
 
 pub mod cli;
 pub mod command;
+pub mod config;
+pub mod control;
 pub mod device_cmd;
 pub mod docker;
+pub mod doctor;
+pub mod down;
 pub mod helper;
 pub mod keys;
+pub mod manual;
 pub mod platform;
 pub mod routes;
 pub mod service;
 pub mod signals;
+pub mod status;
 pub mod tunnel;
 pub mod uapi;
 pub mod up;
+pub mod vmside;

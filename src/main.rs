@@ -1,12 +1,51 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use netconnect::cli::{Cli, Command};
+use netconnect::config::{self, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand().map(|(_, m)| m.clone());
+
+    // The file matters to the commands that run or inspect the tunnel.
+    let reads_config = matches!(
+        cli.command,
+        Command::Up(_) | Command::Status(_) | Command::Doctor(_) | Command::Down(_)
+    );
+    let explicit = config::given(&matches, "config");
+    let loaded = if reads_config {
+        match config::load(&cli.config, explicit) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("netconnect: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        config::Loaded::default()
+    };
+    let file = &loaded.config;
+    let format = if config::given(&matches, "log_format") {
+        cli.log_format
+    } else {
+        file.log.format.unwrap_or(cli.log_format)
+    };
+    // Commands that print a report keep the log to warnings unless asked.
+    let reporting = matches!(
+        cli.command,
+        Command::Status(_) | Command::Doctor(_) | Command::Down(_)
+    );
+    init_logging(
+        cli.verbose,
+        cli.quiet,
+        reporting,
+        file.log.level.as_deref(),
+        format,
+    );
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -17,35 +56,106 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let socket = cli.control_socket.clone();
     let result = runtime.block_on(async {
+        let sub = sub.as_ref().expect("a subcommand is required");
         match cli.command {
-            Command::Device(args) => netconnect::device_cmd::run(args).await,
-            Command::Up(args) => netconnect::up::run(args).await,
-            Command::Helper(args) => netconnect::helper::run(args).await,
-            Command::Service(args) => netconnect::service::run(args).await,
+            Command::Device(args) => netconnect::device_cmd::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Up(mut args) => {
+                config::apply_up(&mut args, sub, file);
+                let ctx = netconnect::up::UpContext {
+                    control_socket: socket,
+                    config_path: cli.config.clone(),
+                    config_explicit: explicit,
+                    loaded: loaded.clone(),
+                };
+                netconnect::up::run(args, ctx)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Status(mut args) => {
+                config::apply_target(&mut args.target, sub, file);
+                netconnect::status::run(args, &socket, file).await
+            }
+            Command::Doctor(mut args) => {
+                config::apply_target(&mut args, sub, file);
+                netconnect::doctor::run(args, &socket, file).await
+            }
+            Command::Down(mut args) => {
+                config::apply_target(&mut args, sub, file);
+                netconnect::down::run(args, &socket, file)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Completions { shell } => {
+                netconnect::manual::completions(shell, &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man { dir: None } => netconnect::manual::man(&mut std::io::stdout())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into),
+            Command::Man { dir: Some(dir) } => netconnect::manual::man_pages(&dir)
+                .map(|files| {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                })
+                .map_err(Into::into),
+            Command::Helper(args) => netconnect::helper::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::HelperCleanup(args) => netconnect::helper::cleanup::cleanup(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::HelperCheck(args) => netconnect::helper::cleanup::check(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Service(args) => netconnect::service::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
+            tracing::debug!(error = ?e, "failed");
             eprintln!("netconnect: error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+/// Precedence: NETCONNECT_LOG, then -v/-q, then the file's `log.level`.
+fn init_logging(
+    verbose: u8,
+    quiet: bool,
+    reporting: bool,
+    file_level: Option<&str>,
+    format: LogFormat,
+) {
     let default = match (quiet, verbose) {
         (true, _) => "warn",
-        (_, 0) => "info",
         (_, 1) => "netconnect=debug,info",
-        _ => "netconnect=trace,boringtun=debug,info",
+        (_, 2..) => "netconnect=trace,boringtun=debug,info",
+        (_, 0) if reporting => "warn",
+        (_, 0) => "info",
     };
-    let filter =
-        EnvFilter::try_from_env("NETCONNECT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let file_level = file_level.filter(|_| verbose == 0 && !quiet && !reporting);
+    let filter = EnvFilter::try_from_env("NETCONNECT_LOG").unwrap_or_else(|_| {
+        file_level
+            .and_then(|l| EnvFilter::try_new(l).ok())
+            .unwrap_or_else(|| EnvFilter::new(default))
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }

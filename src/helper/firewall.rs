@@ -167,6 +167,12 @@ impl DockerIptables {
         })
     }
 
+    /// Run dockerd's `iptables`/`ip6tables` with `args` (for `down` and
+    /// `doctor`, which list and delete rules).
+    pub fn run_args(&self, family: Family, args: &[String]) -> Result<Output, FirewallError> {
+        self.run(family, args)
+    }
+
     fn run(&self, family: Family, args: &[String]) -> Result<Output, FirewallError> {
         let binary = self.binary(family)?;
         let ns =

@@ -15,6 +15,8 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 #[cfg(target_os = "linux")]
+pub mod cleanup;
+#[cfg(target_os = "linux")]
 pub mod firewall;
 #[cfg(target_os = "linux")]
 pub mod kernel;
@@ -107,6 +109,21 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     router
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
+
+    // Extra routes of the host's configuration file (a KinD pod CIDR
+    // behind its node): the tunnel brings their packets here, the gateway
+    // takes them on. They carry a protocol mark; a mark left by an earlier
+    // configuration goes, and `down` removes the rest.
+    for (net, gw) in crate::routes::marked_vm_routes(router.handle()).await? {
+        if !args.routes.contains(&(net, gw)) {
+            crate::routes::remove_via(router.handle(), net, gw).await?;
+            info!(subnet = %net, via = %gw, "stale VM route removed");
+        }
+    }
+    for (net, gw) in &args.routes {
+        crate::routes::add_via(router.handle(), *net, *gw).await?;
+        info!(subnet = %net, via = %gw, "VM route added");
+    }
 
     device.initiate_handshakes(false).await;
 

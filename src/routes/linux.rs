@@ -57,6 +57,10 @@ impl NetlinkRouter {
         &self.name
     }
 
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Set the MTU, bring the interface up and give it its point-to-point
     /// addresses (`ip addr add LOCAL peer PEER`, one pair per family).
     /// Idempotent. The link goes up first: an IPv6 peer address added while
@@ -187,6 +191,88 @@ impl NetlinkRouter {
         }
         Ok(out)
     }
+}
+
+/// The routing protocol number that marks the VM-side routes netconnect
+/// adds (`ip route` shows `proto 78`), so that `down` and a restarted
+/// helper find them whatever the configuration said when they were made.
+pub const VM_ROUTE_PROTOCOL: u8 = 78;
+
+/// A route to `net` through gateway `gw` (no interface: the kernel picks
+/// the one that reaches `gw`), the VM side of an extra route such as a KinD
+/// pod CIDR behind its node. Replaces an existing route to `net`.
+pub async fn add_via(handle: &Handle, net: IpNet, gw: IpAddr) -> Result<(), NetlinkError> {
+    handle
+        .route()
+        .add(via_message(net, gw)?)
+        .replace()
+        .execute()
+        .await
+        .map_err(req(format!("adding route {net} via {gw}")))
+}
+
+pub async fn remove_via(handle: &Handle, net: IpNet, gw: IpAddr) -> Result<(), NetlinkError> {
+    handle
+        .route()
+        .del(via_message(net, gw)?)
+        .execute()
+        .await
+        .map_err(req(format!("removing route {net} via {gw}")))
+}
+
+fn via_message(net: IpNet, gw: IpAddr) -> Result<RouteMessage, NetlinkError> {
+    let mismatch = || NetlinkError::NoInterface(format!("(gateway {gw} is not of {net}'s family)"));
+    Ok(match (net, gw) {
+        (IpNet::V4(n), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .gateway(g)
+            .protocol(RouteProtocol::Other(VM_ROUTE_PROTOCOL))
+            .build(),
+        (IpNet::V6(n), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .gateway(g)
+            .protocol(RouteProtocol::Other(VM_ROUTE_PROTOCOL))
+            .build(),
+        _ => return Err(mismatch()),
+    })
+}
+
+/// The VM-side routes netconnect made ([`VM_ROUTE_PROTOCOL`]), main table.
+pub async fn marked_vm_routes(handle: &Handle) -> Result<Vec<(IpNet, IpAddr)>, NetlinkError> {
+    let mut out = Vec::new();
+    for msg in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let mut routes = handle.route().get(msg).execute();
+        while let Some(r) = routes.try_next().await.map_err(req("listing routes"))? {
+            if r.header.protocol != RouteProtocol::Other(VM_ROUTE_PROTOCOL)
+                || table(&r) != RouteHeader::RT_TABLE_MAIN as u32
+            {
+                continue;
+            }
+            let gw = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                _ => None,
+            });
+            if let (Some(dest), Some(gw)) = (destination(&r), gw) {
+                out.push((dest, gw));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Delete interface `name` (and with it its addresses and routes).
+pub async fn delete_link(handle: &Handle, name: &str) -> Result<(), NetlinkError> {
+    let index = link_index(handle, name).await?;
+    handle
+        .link()
+        .del(index)
+        .execute()
+        .await
+        .map_err(req(format!("deleting interface {name}")))
 }
 
 async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {

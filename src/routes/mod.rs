@@ -18,7 +18,10 @@ pub mod macos;
 mod plan;
 
 #[cfg(target_os = "linux")]
-pub use linux::{NetlinkError, NetlinkRouter};
+pub use linux::{
+    add_via, delete_link, marked_vm_routes, remove_via, NetlinkError, NetlinkRouter,
+    VM_ROUTE_PROTOCOL,
+};
 pub use macos::MacRouter;
 pub use plan::{overlaps, plan, RoutePlan, Skipped, SystemRoute};
 

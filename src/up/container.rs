@@ -76,6 +76,8 @@ pub struct HelperSpec {
     pub host_address6: std::net::Ipv6Addr,
     /// Image archives to load the image from when the engine lacks it.
     pub archives: Vec<std::path::PathBuf>,
+    /// Extra routes with a gateway inside the VM.
+    pub routes: Vec<(ipnet::IpNet, std::net::IpAddr)>,
 }
 
 impl HelperSpec {
@@ -87,7 +89,7 @@ impl HelperSpec {
     /// process's namespace files). `/dev/net/tun` is for the userspace data
     /// plane. `--privileged` is refused on some engines and is far more.
     pub fn body(&self) -> ContainerCreateBody {
-        let cmd = vec![
+        let mut cmd = vec![
             "helper".to_string(),
             "--host-public-key".into(),
             self.host_public_key.to_base64(),
@@ -104,6 +106,9 @@ impl HelperSpec {
             "--host-address6".into(),
             self.host_address6.to_string(),
         ];
+        for (net, gw) in &self.routes {
+            cmd.extend(["--route".to_string(), format!("{net}={gw}")]);
+        }
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(cmd),
@@ -292,6 +297,7 @@ mod tests {
             vm_address6: "fd33:33:33::2".parse().unwrap(),
             host_address6: "fd33:33:33::1".parse().unwrap(),
             archives: vec![],
+            routes: vec![],
         };
         let body = spec.body();
         let hc = body.host_config.as_ref().unwrap();

@@ -9,19 +9,23 @@
 
 pub mod container;
 pub mod image;
+pub mod live;
 pub mod probe;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
 use ipnet::IpNet;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument as _};
 
 use crate::cli::UpArgs;
+use crate::config::{self, ExtraRoute, NetworkFilter};
+use crate::control::{snapshot::TunnelState, ControlListener};
 use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
@@ -38,7 +42,18 @@ const LIVENESS_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for Docker to remove the helper.
 const HELPER_REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+/// What `up` needs besides its flags: the control socket and the
+/// configuration file it re-reads on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct UpContext {
+    pub control_socket: PathBuf,
+    pub config_path: PathBuf,
+    /// The user named the file (`--config`): a missing file is an error.
+    pub config_explicit: bool,
+    pub loaded: config::Loaded,
+}
+
+pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
     platform::require_root("up")?;
     platform::validate_interface_name(&args.interface)?;
     platform::validate_interface_name(&args.vm_interface)?;
@@ -49,9 +64,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.vm_address
         );
     }
-    let candidates = docker::candidates(&discovery_inputs(&args), &docker::RealFiles);
+    let candidates = docker::candidates(
+        &discovery_inputs(args.docker_host.clone()),
+        &docker::RealFiles,
+    );
 
-    let mut shutdown = std::pin::pin!(crate::signals::shutdown());
+    // Before anything else: SIGHUP's default action would end the process
+    // without cleaning up.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    // The socket first: a second `up` must fail before it touches anything.
+    let listener = ControlListener::bind(&ctx.control_socket)?;
+    let view = live::View::new(&ctx.control_socket, config_name(&ctx.loaded));
+    let stop = listener.stop.clone();
+    let served = view.clone();
+    let mut control = AbortOnDrop(tokio::spawn(
+        async move { listener.serve(served).await }
+            .instrument(tracing::info_span!("control", socket = %ctx.control_socket.display())),
+    ));
+    let mut shutdown = std::pin::pin!(async move {
+        tokio::select! {
+            sig = crate::signals::shutdown() => sig,
+            _ = stop.notified() => "netconnect down",
+        }
+    });
     let engine = tokio::select! {
         e = connect_until_up(&candidates) => e,
         _ = &mut shutdown => return Ok(()),
@@ -69,6 +105,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    view.set_engine(&engine);
 
     let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
     let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
@@ -93,6 +130,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("configuring the tunnel interface")?;
     info!(iface = %name, port, address = %args.host_address, peer = %args.vm_address, "tunnel interface up");
+    let device = Arc::new(device);
+    view.set_tunnel(
+        TunnelState {
+            interface: name.clone(),
+            listen_port: port,
+            host_address: args.host_address.to_string(),
+            vm_address: args.vm_address.to_string(),
+            host_address6: args.host_address6.to_string(),
+            vm_address6: args.vm_address6.to_string(),
+            host_public_key: host_key.public_key().to_base64(),
+            ..Default::default()
+        },
+        &device,
+    );
+    let file = ctx.loaded.config.clone();
 
     let spec = HelperSpec {
         image: args.helper_image.clone(),
@@ -105,7 +157,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         vm_address6: args.vm_address6,
         host_address6: args.host_address6,
         archives: image::archives(args.helper_archive.as_deref()),
+        routes: vm_routes(&file.routes),
     };
+    view.set_helper(&spec.name, &spec.image, &spec.vm_interface);
     let mut s = Session {
         engine,
         device,
@@ -117,16 +171,47 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         skipped: Vec::new(),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
+        filter: file.networks.clone(),
+        extra: file.routes.clone(),
+        file,
+        ctx,
+        view,
+        announced: false,
+        hup,
     };
 
     let result = s.serve(&candidates, shutdown.as_mut()).await;
     s.teardown().await;
+    // Last: `down` waits for the socket to go as the sign that all is removed.
+    control.0.abort();
+    let _ = (&mut control.0).await;
     result
+}
+
+/// Ends the control socket's task on every way out of `run`.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn config_name(l: &config::Loaded) -> Option<String> {
+    l.path.as_ref().map(|p| p.display().to_string())
+}
+
+/// The extra routes that need a route inside the VM.
+fn vm_routes(routes: &[ExtraRoute]) -> Vec<(IpNet, IpAddr)> {
+    routes
+        .iter()
+        .filter_map(|r| Some((r.subnet(), r.via()?)))
+        .collect()
 }
 
 struct Session {
     engine: Engine,
-    device: Device,
+    device: Arc<Device>,
     router: PlatformRouter,
     spec: HelperSpec,
     vm_addresses: [IpAddr; 2],
@@ -136,6 +221,17 @@ struct Session {
     /// The VM peer's rx counter, followed once a second.
     liveness: probe::Liveness,
     probe_seq: u16,
+    /// Which networks to route, and extra routes (configuration file).
+    filter: NetworkFilter,
+    extra: Vec<ExtraRoute>,
+    /// The file as last read, to tell which reloaded keys need a restart.
+    file: config::Config,
+    ctx: UpContext,
+    view: Arc<live::View>,
+    /// Whether "traffic can flow" was said.
+    announced: bool,
+    /// SIGHUP: reload the configuration file.
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Session {
@@ -167,6 +263,16 @@ impl Session {
                         info!(signal = sig, "shutting down");
                         return Ok(());
                     }
+                    _ = self.hup.recv() => {
+                        self.reload();
+                        if let Err(e) = self.ensure_helper().await {
+                            warn!(error = %e, "helper not running; will retry");
+                        }
+                        self.sync_routes().await;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(200)), if !self.announced && self.helper.is_some() => {
+                        self.announce_when_ready();
+                    }
                     ev = events.next() => match ev {
                         Some(Ok(ev)) => match docker::classify(&ev) {
                             Change::Networks => self.sync_routes().await,
@@ -177,6 +283,7 @@ impl Session {
                                 } else {
                                     warn!("the VM-side helper stopped; starting it again");
                                     self.helper = None;
+                                    self.view.helper_running(None);
                                     if let Err(e) = self.ensure_helper().await {
                                         warn!(error = %e, "helper restart failed; will retry");
                                     }
@@ -217,8 +324,12 @@ impl Session {
             }
             // The engine went away: the VM (and our helper) may be gone too.
             self.helper = None;
+            self.view.helper_running(None);
             tokio::select! {
-                e = connect_until_up(candidates) => self.engine = e,
+                e = connect_until_up(candidates) => {
+                    self.view.set_engine(&e);
+                    self.engine = e;
+                }
                 sig = &mut shutdown => {
                     info!(signal = sig, "shutting down");
                     return Ok(());
@@ -265,6 +376,7 @@ impl Session {
                     "no packet from the VM side, not even an answer to a probe; starting the helper again"
                 );
                 self.helper = None;
+                self.view.helper_running(None);
                 false
             }
         }
@@ -299,6 +411,11 @@ impl Session {
         let started = container::start(&self.engine.docker, &self.spec).await?;
         info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
+        self.view
+            .helper_running(Some((&started.id, started.vm_public_key)));
+        if !self.announced {
+            info!("waiting for the first handshake with the VM side");
+        }
         self.helper = Some(started);
         self.liveness = probe::Liveness::new(Instant::now());
         self.configure_peer(new_key);
@@ -335,7 +452,13 @@ impl Session {
 
     async fn try_sync_routes(&mut self) -> anyhow::Result<()> {
         let networks = docker::networks(&self.engine.docker).await?;
-        let desired = docker::desired_subnets(&networks);
+        let wanted: Vec<docker::NetworkInfo> = networks
+            .iter()
+            .filter(|n| self.filter.allows(&n.name))
+            .cloned()
+            .collect();
+        let mut desired = docker::desired_subnets(&wanted);
+        desired.extend(self.extra.iter().map(|r| r.subnet()));
         let (ours, system) = self.router.current().await?;
         let plan = routes::plan(&desired, &ours, &system);
         for s in &plan.skipped {
@@ -359,6 +482,12 @@ impl Session {
                 .iter()
                 .find(|n| n.subnets.contains(net))
                 .map(|n| n.name.as_str());
+            let name = name.or_else(|| {
+                self.extra
+                    .iter()
+                    .any(|r| r.subnet() == *net)
+                    .then_some("(config route)")
+            });
             info!(network = name.unwrap_or("?"), subnet = %net, "route added");
         }
         let skipped: BTreeSet<IpNet> = plan.skipped.iter().map(|s| s.subnet).collect();
@@ -368,7 +497,70 @@ impl Session {
             self.routed = routed;
             self.configure_peer(false);
         }
+        self.view.set_routes(
+            live::route_states(&networks, &self.filter, &self.skipped, &self.routed),
+            live::extra_states(&self.extra, &self.skipped, &self.routed),
+        );
         Ok(())
+    }
+
+    /// SIGHUP: re-read the configuration file. Network filters and extra
+    /// routes apply now (a changed VM-side route re-runs the helper); other
+    /// keys at the next start. A bad file changes nothing.
+    fn reload(&mut self) {
+        let loaded = match config::load(&self.ctx.config_path, self.ctx.config_explicit) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "configuration not reloaded; keeping the last good one");
+                return;
+            }
+        };
+        let c = loaded.config.clone();
+        let restart_only = |c: &config::Config| config::Config {
+            networks: Default::default(),
+            routes: Vec::new(),
+            log: Default::default(),
+            ..c.clone()
+        };
+        if restart_only(&c) != restart_only(&self.file) {
+            warn!(
+                "tunnel, engine or interface settings changed; they take effect at the next start"
+            );
+        }
+        self.filter = c.networks.clone();
+        self.extra = c.routes.clone();
+        let vm = vm_routes(&self.extra);
+        if vm != self.spec.routes {
+            info!("VM-side routes changed; starting the helper again");
+            self.spec.routes = vm;
+            self.helper = None;
+            self.view.helper_running(None);
+        }
+        self.file = c;
+        self.view.set_config_file(config_name(&loaded));
+        info!(
+            file = %self.ctx.config_path.display(),
+            exists = loaded.path.is_some(),
+            "configuration reloaded"
+        );
+    }
+
+    /// One line when the first handshake completes: traffic can flow.
+    fn announce_when_ready(&mut self) {
+        let Some(h) = &self.helper else { return };
+        let ready = self
+            .device
+            .status()
+            .peers
+            .iter()
+            .any(|p| p.public_key == h.vm_public_key && p.last_handshake.is_some());
+        if ready {
+            self.announced = true;
+            info!(
+                routes = self.routed.len(),
+                "ready: traffic can flow; containers are reachable by IP"
+            );
+        }
     }
 
     /// Remove every route we added, then the interface (closing the TUN),
@@ -416,12 +608,12 @@ async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
 
 /// Engine discovery looks at the invoking user's Docker, also under sudo
 /// and, as a launchd daemon, the console user's.
-fn discovery_inputs(args: &UpArgs) -> docker::Inputs {
+pub fn discovery_inputs(flag: Option<String>) -> docker::Inputs {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let invoker = docker::Invoker::from_env(std::path::Path::new("/dev/console"));
     let home = docker::user_home(&invoker, &docker::RealUsers);
     docker::Inputs {
-        flag: args.docker_host.clone(),
+        flag,
         env_docker_host: env("DOCKER_HOST"),
         env_docker_context: env("DOCKER_CONTEXT"),
         home,

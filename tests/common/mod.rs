@@ -1966,9 +1966,32 @@ pub mod docker {
         pub const LOCK_NB: c_int = 4;
     }
 
-    /// `netconnect-helper:<crate version>`, what `up` runs by default.
+    /// `netconnect-helper:<crate version>-e2e-<source fingerprint>`: the
+    /// helper built from exactly these sources. A tag per fingerprint, not
+    /// the release tag, so that work trees testing different sources on one
+    /// engine do not keep replacing each other's image (a 7-minute build).
     pub fn helper_image() -> String {
-        format!("netconnect-helper:{}", env!("CARGO_PKG_VERSION"))
+        static TAG: OnceLock<String> = OnceLock::new();
+        TAG.get_or_init(|| {
+            format!(
+                "netconnect-helper:{}-e2e-{}",
+                env!("CARGO_PKG_VERSION"),
+                &helper_fingerprint()[..12]
+            )
+        })
+        .clone()
+    }
+
+    /// What the helper image is built from.
+    fn helper_fingerprint() -> String {
+        static FP: OnceLock<String> = OnceLock::new();
+        FP.get_or_init(|| {
+            source_fingerprint(
+                Path::new(env!("CARGO_MANIFEST_DIR")),
+                &["src", "Cargo.toml", "Cargo.lock", "helper-image"],
+            )
+        })
+        .clone()
     }
 
     /// Whether this is CI (`CI=true`, as `.ci/run` sets it).
@@ -2226,7 +2249,7 @@ pub mod docker {
         static DONE: OnceLock<()> = OnceLock::new();
         DONE.get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let fp = source_fingerprint(root, &["src", "Cargo.toml", "Cargo.lock", "helper-image"]);
+            let fp = helper_fingerprint();
             ensure_image(&helper_image(), &fp, || {
                 let out = run_timeout(
                     Command::new("bash")
@@ -2895,7 +2918,8 @@ pub mod docker {
 
     /// Arguments for `up` with the test defaults: engine at
     /// [`DOCKER_SOCK`], the Mac's veth address as endpoint, any free port,
-    /// [`MAC_TUN`] and the VM side's interface.
+    /// [`MAC_TUN`], the VM side's interface and a control socket named
+    /// after it.
     pub fn up_args(mac: &MacNs, vm: &VmSide) -> Vec<String> {
         [
             "up",
@@ -2911,6 +2935,10 @@ pub mod docker {
             &vm.vm_if,
             "--helper-image",
             &helper_image(),
+            // Its own control socket: the Mac namespace shares the file
+            // system, and a test without the lock may run `up` meanwhile.
+            "--control-socket",
+            &format!("/tmp/netconnect-e2e-{}.sock", vm.vm_if),
         ]
         .iter()
         .map(|s| s.to_string())

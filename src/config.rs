@@ -1,0 +1,402 @@
+//! The configuration file (`/etc/netconnect/config.toml` unless `--config`
+//! says otherwise): what a service manager cannot say in flags without a
+//! long command line, chiefly which Docker networks to route and extra
+//! routes such as a KinD cluster's pod CIDR.
+//!
+//! Flags and their environment variables override the file. A file that
+//! does not parse is refused whole, with its path, line and column; `up`
+//! re-reads it on SIGHUP and keeps its last good state when that fails.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::cli::UpArgs;
+
+pub const DEFAULT_PATH: &str = "/etc/netconnect/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `file:line:column: message`, the way compilers say it.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The whole file. Every key is optional; unknown keys are errors, so a
+/// typo does not silently do nothing.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub docker_host: Option<String>,
+    pub helper_image: Option<String>,
+    pub listen_port: Option<u16>,
+    pub host_endpoint: Option<String>,
+    pub interface: Option<String>,
+    pub vm_interface: Option<String>,
+    pub host_address: Option<IpAddr>,
+    pub vm_address: Option<IpAddr>,
+    pub host_address6: Option<Ipv6Addr>,
+    pub vm_address6: Option<Ipv6Addr>,
+    pub log: LogConfig,
+    pub networks: NetworkFilter,
+    pub routes: Vec<ExtraRoute>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `netconnect=debug,info`...
+    pub level: Option<String>,
+    pub format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines (colour on a terminal).
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which Docker networks get a route, by name. Patterns are shell globs
+/// (`*`, `?`, `[abc]`). With no `include`, every network is included;
+/// `exclude` wins over `include`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkFilter {
+    pub include: Vec<Spanned<String>>,
+    pub exclude: Vec<Spanned<String>>,
+}
+
+impl NetworkFilter {
+    pub fn allows(&self, name: &str) -> bool {
+        let hit = |ps: &[Spanned<String>]| {
+            ps.iter().any(|p| {
+                glob::Pattern::new(p.get_ref())
+                    .map(|g| g.matches(name))
+                    .unwrap_or(false)
+            })
+        };
+        (self.include.is_empty() || hit(&self.include)) && !hit(&self.exclude)
+    }
+}
+
+/// A subnet routed through the tunnel besides Docker's, e.g. a KinD pod
+/// CIDR; `via` is the gateway inside the VM (the KinD node's address).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraRoute {
+    pub subnet: Spanned<IpNet>,
+    #[serde(default)]
+    pub via: Option<Spanned<IpAddr>>,
+}
+
+impl ExtraRoute {
+    pub fn subnet(&self) -> IpNet {
+        self.subnet.get_ref().trunc()
+    }
+    pub fn via(&self) -> Option<IpAddr> {
+        self.via.as_ref().map(|v| *v.get_ref())
+    }
+}
+
+/// A file that was read, and where from.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// `None` when the default file does not exist.
+    pub path: Option<PathBuf>,
+    pub config: Config,
+}
+
+/// Read `path`. A missing file is an error only if the user named it.
+pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(Loaded::default())
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let config = parse(&text).map_err(|(span, message)| {
+        let (line, column) = line_col(&text, span.start);
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    })?;
+    Ok(Loaded {
+        path: Some(path.to_owned()),
+        config,
+    })
+}
+
+/// Parse and check the file text; an error carries its byte span.
+pub fn parse(text: &str) -> Result<Config, (std::ops::Range<usize>, String)> {
+    let c: Config = toml::from_str(text).map_err(|e| {
+        (
+            e.span().unwrap_or(0..0),
+            e.message().trim().replace('\n', " "),
+        )
+    })?;
+    for p in c.networks.include.iter().chain(&c.networks.exclude) {
+        if let Err(e) = glob::Pattern::new(p.get_ref()) {
+            return Err((
+                p.span(),
+                format!("bad pattern {:?}: {}", p.get_ref(), e.msg),
+            ));
+        }
+    }
+    for r in &c.routes {
+        if let Some(via) = &r.via {
+            if via.get_ref().is_ipv4() != r.subnet.get_ref().addr().is_ipv4() {
+                return Err((
+                    via.span(),
+                    format!(
+                        "gateway {} is not of the same address family as {}",
+                        via.get_ref(),
+                        r.subnet.get_ref()
+                    ),
+                ));
+            }
+        }
+        if r.subnet.get_ref().prefix_len() == 0 {
+            return Err((
+                r.subnet.span(),
+                "a default route through the tunnel would capture all traffic; use a narrower subnet"
+                    .into(),
+            ));
+        }
+    }
+    for (name, v) in [
+        ("interface", &c.interface),
+        ("vm_interface", &c.vm_interface),
+    ] {
+        if let Some(v) = v {
+            if crate::platform::validate_interface_name(v).is_err() {
+                let at = text.find(name).unwrap_or(0);
+                return Err((
+                    at..at,
+                    format!("{name}: {v:?} is not a valid interface name"),
+                ));
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit_once('\n')
+        .map(|(_, l)| l)
+        .unwrap_or(before)
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+/// Whether the user gave `id` on the command line or in its environment
+/// variable, which beat the file.
+pub fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.try_get_raw(id).ok().and(m.value_source(id)),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Fill the flags of `up` that the user did not give from the file.
+pub fn apply_up(args: &mut UpArgs, m: &ArgMatches, c: &Config) {
+    fn set<T: Clone>(m: &ArgMatches, id: &str, field: &mut T, file: &Option<T>) {
+        if let Some(v) = file {
+            if !given(m, id) {
+                *field = v.clone();
+            }
+        }
+    }
+    if args.docker_host.is_none() {
+        args.docker_host = c.docker_host.clone();
+    }
+    set(m, "listen_port", &mut args.listen_port, &c.listen_port);
+    set(
+        m,
+        "host_endpoint",
+        &mut args.host_endpoint,
+        &c.host_endpoint,
+    );
+    set(m, "interface", &mut args.interface, &c.interface);
+    set(m, "vm_interface", &mut args.vm_interface, &c.vm_interface);
+    set(m, "helper_image", &mut args.helper_image, &c.helper_image);
+    set(m, "host_address", &mut args.host_address, &c.host_address);
+    set(m, "vm_address", &mut args.vm_address, &c.vm_address);
+    set(
+        m,
+        "host_address6",
+        &mut args.host_address6,
+        &c.host_address6,
+    );
+    set(m, "vm_address6", &mut args.vm_address6, &c.vm_address6);
+}
+
+/// The same for the commands that inspect or remove what `up` made.
+pub fn apply_target(args: &mut crate::cli::TargetArgs, m: &ArgMatches, c: &Config) {
+    if args.docker_host.is_none() {
+        args.docker_host = c.docker_host.clone();
+    }
+    for (id, field, file) in [
+        ("interface", &mut args.interface, &c.interface),
+        ("vm_interface", &mut args.vm_interface, &c.vm_interface),
+        ("helper_image", &mut args.helper_image, &c.helper_image),
+    ] {
+        if let Some(v) = file {
+            if !given(m, id) {
+                *field = v.clone();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../packaging/config.example.toml");
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let c = parse(EXAMPLE).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(
+            c.routes[0].subnet(),
+            "10.244.0.0/16".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(c.routes[0].via(), Some("172.18.0.2".parse().unwrap()));
+        assert!(!c.networks.allows("kind-scratch"));
+    }
+
+    #[test]
+    fn everything_set() {
+        let c = parse(
+            r#"
+docker_host = "unix:///var/run/docker.sock"
+listen_port = 51820
+host_endpoint = "192.168.65.254"
+host_address = "10.40.0.1"
+vm_address = "10.40.0.2"
+vm_address6 = "fd40::2"
+interface = "nc0"
+[log]
+level = "debug"
+format = "json"
+[networks]
+include = ["kind*", "app_?"]
+exclude = ["kind-tmp"]
+[[routes]]
+subnet = "10.96.0.0/12"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen_port, Some(51820));
+        assert_eq!(c.log.format, Some(LogFormat::Json));
+        assert_eq!(c.vm_address6, Some("fd40::2".parse().unwrap()));
+        assert!(c.networks.allows("kind"));
+        assert!(c.networks.allows("app_1"));
+        assert!(!c.networks.allows("app_12"));
+        assert!(!c.networks.allows("kind-tmp"));
+        assert!(!c.networks.allows("bridge"));
+        assert_eq!(c.routes[0].via(), None);
+    }
+
+    #[test]
+    fn empty_file_allows_everything() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert!(c.networks.allows("bridge"));
+    }
+
+    fn err(text: &str) -> String {
+        let dir =
+            std::env::temp_dir().join(format!("nc-cfg-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        let e = load(&p, true).unwrap_err().to_string();
+        std::fs::remove_dir_all(dir).unwrap();
+        e.replace(&p.display().to_string(), "F")
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        assert!(
+            err("listen_port = 51820\nlisten_prot = 1\n")
+                .starts_with("F:2:1: unknown field `listen_prot`"),
+            "{}",
+            err("listen_port = 51820\nlisten_prot = 1\n")
+        );
+        let e = err("[[routes]]\nsubnet = \"10.244.0.0/33\"\n");
+        assert!(e.starts_with("F:2:10: "), "{e}");
+        let e = err("listen_port = 70000\n");
+        assert!(e.starts_with("F:1:15: "), "{e}");
+        let e = err("[[routes]]\nsubnet = \"10.244.0.0/16\"\nvia = \"fd00::1\"\n");
+        assert!(e.starts_with("F:3:7: gateway fd00::1"), "{e}");
+        let e = err("[networks]\nexclude = [\"ok\", \"[bad\"]\n");
+        assert!(e.starts_with("F:2:18: bad pattern"), "{e}");
+        let e = err("[log]\nformat = \"xml\"\n");
+        assert!(e.starts_with("F:2:10: "), "{e}");
+        let e = err("listen_port = \n");
+        assert!(e.starts_with("F:1:"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_a_named_one_is_not() {
+        let p = Path::new("/nonexistent/netconnect.toml");
+        assert!(load(p, false).unwrap().path.is_none());
+        let e = load(p, true).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/netconnect.toml"), "{e}");
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        use clap::{CommandFactory, FromArgMatches};
+        let c = parse("listen_port = 4000\nhost_endpoint = \"10.9.9.9\"\ninterface = \"nc9\"\n")
+            .unwrap();
+        let m = crate::cli::Cli::command()
+            .try_get_matches_from(["netconnect", "up", "--listen-port", "5000"])
+            .unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        let mut args = UpArgs::from_arg_matches(sub).unwrap();
+        apply_up(&mut args, sub, &c);
+        assert_eq!(args.listen_port, 5000);
+        assert_eq!(args.host_endpoint, "10.9.9.9");
+        assert_eq!(args.interface, "nc9");
+        assert_eq!(args.vm_interface, "netconnect0");
+    }
+}

@@ -1,0 +1,169 @@
+//! The shape of `netconnect status --json` (and of the control socket's
+//! `status` answer). Scripts read it, so it is versioned: [`SCHEMA`] grows
+//! only when a field changes meaning or goes away; new fields may appear
+//! within a version. Every field is documented in the README.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON shape below.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Snapshot {
+    pub schema: u32,
+    /// Whether a daemon answered on the control socket.
+    pub running: bool,
+    pub pid: u32,
+    /// Unix time the daemon started.
+    pub started_unix: u64,
+    pub control_socket: String,
+    /// The configuration file in effect, if one was read.
+    pub config_file: Option<String>,
+    pub engine: Option<EngineState>,
+    pub tunnel: Option<TunnelState>,
+    pub helper: HelperState,
+    /// One entry per Docker network subnet.
+    pub networks: Vec<NetworkRoute>,
+    /// Routes from the configuration file.
+    pub extra_routes: Vec<ExtraRoute>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            schema: SCHEMA,
+            running: false,
+            pid: 0,
+            started_unix: 0,
+            control_socket: String::new(),
+            config_file: None,
+            engine: None,
+            tunnel: None,
+            helper: HelperState::default(),
+            networks: Vec::new(),
+            extra_routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EngineState {
+    /// `unix:///path` or `tcp://host:port`.
+    pub host: String,
+    pub version: String,
+    pub api_version: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TunnelState {
+    pub interface: String,
+    pub listen_port: u16,
+    pub host_address: String,
+    pub vm_address: String,
+    pub host_address6: String,
+    pub vm_address6: String,
+    pub host_public_key: String,
+    /// The VM peer's key once the helper reported it.
+    pub vm_public_key: Option<String>,
+    /// The endpoint the VM side was last seen at.
+    pub vm_endpoint: Option<String>,
+    pub last_handshake_unix: Option<u64>,
+    pub last_handshake_age_s: Option<u64>,
+    /// WireGuard datagram bytes from and to the VM peer.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HelperState {
+    /// `running`, `starting` (none yet, or being replaced) or `absent`.
+    pub state: String,
+    pub container: String,
+    pub id: Option<String>,
+    pub image: String,
+    pub vm_interface: String,
+}
+
+/// Route state of one subnet.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteState {
+    /// A route through the tunnel exists.
+    Installed,
+    /// Overlaps a route the machine already has (see `conflicts_with`).
+    Skipped,
+    /// Left out by the configuration file's include/exclude patterns.
+    Excluded,
+    /// Not a network containers can be reached on (host, none, swarm scope).
+    NotRoutable,
+    /// No daemon runs, or it has not synced yet.
+    #[default]
+    NotRouted,
+}
+
+impl RouteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteState::Installed => "installed",
+            RouteState::Skipped => "skipped",
+            RouteState::Excluded => "excluded",
+            RouteState::NotRoutable => "not-routable",
+            RouteState::NotRouted => "not-routed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct NetworkRoute {
+    pub name: String,
+    pub id: String,
+    pub driver: String,
+    pub subnet: String,
+    pub route: RouteState,
+    /// For `skipped`: the route it overlaps, e.g. `172.18.0.0/16 via en0`.
+    pub conflicts_with: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ExtraRoute {
+    pub subnet: String,
+    /// Gateway inside the VM, if the route has one.
+    pub via: Option<String>,
+    pub route: RouteState,
+    pub conflicts_with: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_field_names_are_the_documented_ones() {
+        let s = Snapshot {
+            running: true,
+            networks: vec![NetworkRoute {
+                name: "kind".into(),
+                subnet: "172.18.0.0/16".into(),
+                route: RouteState::NotRoutable,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["schema"], 1);
+        assert_eq!(v["running"], true);
+        assert_eq!(v["networks"][0]["route"], "not-routable");
+        assert_eq!(v["networks"][0]["conflicts_with"], serde_json::Value::Null);
+        assert_eq!(v["tunnel"], serde_json::Value::Null);
+        // Older or newer daemons: unknown fields are ignored, missing ones default.
+        let back: Snapshot =
+            serde_json::from_str(r#"{"schema":1,"running":true,"future":3}"#).unwrap();
+        assert!(back.running && back.networks.is_empty());
+    }
+}

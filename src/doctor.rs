@@ -1,0 +1,466 @@
+//! `netconnect doctor`: walk the chain from this machine to a container,
+//! link by link, and stop at the first broken one with what is wrong and
+//! the command that fixes it. Exit 0 when every link holds, 1 otherwise.
+//!
+//! The links, in order: root, the engine, the helper image, the daemon,
+//! the helper container, a fresh handshake, a route per network, no
+//! conflicts, the VM's interface and firewall rules, and an answer from a
+//! container through the tunnel.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::TargetArgs;
+use crate::config::Config;
+use crate::control::snapshot::RouteState;
+use crate::control::{self, ControlError, Snapshot};
+
+/// WireGuard re-handshakes every 2 minutes while packets flow, and the VM
+/// side sends a keepalive every 25 s: older than this means no VM peer.
+const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+const PROBE_PORT: u16 = 80;
+
+/// One link's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ok(String),
+    Broken { what: String, fix: String },
+}
+
+fn ok(s: impl Into<String>) -> Verdict {
+    Verdict::Ok(s.into())
+}
+fn broken(what: impl Into<String>, fix: impl Into<String>) -> Verdict {
+    Verdict::Broken {
+        what: what.into(),
+        fix: fix.into(),
+    }
+}
+
+pub async fn run(
+    mut target: TargetArgs,
+    socket: &Path,
+    _config: &Config,
+) -> anyhow::Result<ExitCode> {
+    let mut links = Links;
+    let healthy = check(&mut target, socket, &mut links).await;
+    if healthy {
+        println!("healthy: every link from here to the containers works");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Prints each verdict as it comes.
+struct Links;
+
+impl Links {
+    /// Prints the verdict; true if the link holds.
+    fn say(&mut self, name: &str, v: Verdict) -> bool {
+        match v {
+            Verdict::Ok(d) => {
+                println!("ok    {name}: {d}");
+                true
+            }
+            Verdict::Broken { what, fix } => {
+                println!("FAIL  {name}: {what}");
+                println!("      fix: {fix}");
+                false
+            }
+        }
+    }
+}
+
+async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
+    // 1. root
+    if !l.say("root", root()) {
+        return false;
+    }
+    // The daemon, if any, says which engine, image and interfaces it uses.
+    let snap = match control::status(socket).await {
+        Ok(s) => Some(s),
+        Err(ControlError::NotRunning(_)) => None,
+        Err(e) => {
+            return l.say(
+                "daemon",
+                broken(e.to_string(), "sudo netconnect down && sudo netconnect up"),
+            )
+        }
+    };
+    if let Some(s) = &snap {
+        if let Some(e) = &s.engine {
+            target.docker_host = Some(e.host.clone());
+        }
+        if !s.helper.image.is_empty() {
+            target.helper_image = s.helper.image.clone();
+            target.vm_interface = s.helper.vm_interface.clone();
+        }
+        if let Some(t) = &s.tunnel {
+            target.interface = t.interface.clone();
+        }
+    }
+    // 2. engine
+    let engine = match crate::status::connect(target).await {
+        Ok(e) => e,
+        Err(e) => {
+            return l.say(
+                "engine",
+                broken(
+                    e.to_string(),
+                    "start Docker (Docker Desktop, Colima, ...), or name its socket: \
+                     netconnect --docker-host unix:///path/to/docker.sock doctor",
+                ),
+            )
+        }
+    };
+    if !l.say(
+        "engine",
+        ok(format!(
+            "{} answers (Docker {}, API {})",
+            engine.host, engine.server_version, engine.api_version
+        )),
+    ) {
+        return false;
+    }
+    // 3. helper image
+    let image = match crate::vmside::image_present(&engine.docker, &target.helper_image).await {
+        Ok(true) => ok(format!("{} present", target.helper_image)),
+        Ok(false) => broken(
+            format!("{} is not in the engine", target.helper_image),
+            "build it with helper-image/build.sh (or `docker load -i <archive>`)",
+        ),
+        Err(e) => broken(e.to_string(), "check the engine: docker info"),
+    };
+    if !l.say("helper image", image) {
+        return false;
+    }
+    // 4. daemon
+    let Some(snap) = snap else {
+        return l.say(
+            "daemon",
+            broken(
+                format!(
+                    "netconnect up is not running (nothing answers on {})",
+                    socket.display()
+                ),
+                "sudo netconnect up",
+            ),
+        );
+    };
+    if !l.say(
+        "daemon",
+        ok(format!("netconnect up running (pid {})", snap.pid)),
+    ) {
+        return false;
+    }
+    // 5. helper
+    if !l.say("helper", helper(&snap, &engine.docker).await) {
+        return false;
+    }
+    // 6. handshake
+    if !l.say("handshake", handshake(&snap)) {
+        return false;
+    }
+    // 7. routes, 8. conflicts
+    let installed = match installed_routes(&snap).await {
+        Ok(r) => r,
+        Err(e) => {
+            return l.say(
+                "routes",
+                broken(e, "sudo netconnect down && sudo netconnect up"),
+            )
+        }
+    };
+    if !l.say("routes", routes(&snap, &installed)) {
+        return false;
+    }
+    if !l.say("conflicts", conflicts(&snap)) {
+        return false;
+    }
+    // 9. VM firewall
+    if !l.say(
+        "vm firewall",
+        vm_firewall(target, &engine.docker, &snap).await,
+    ) {
+        return false;
+    }
+    // 10. a container answers
+    l.say("probe", probe(&engine.docker, &snap).await)
+}
+
+fn root() -> Verdict {
+    if nix::unistd::geteuid().is_root() {
+        ok("running as root")
+    } else {
+        broken("not running as root", "sudo netconnect doctor")
+    }
+}
+
+async fn helper(s: &Snapshot, docker: &bollard::Docker) -> Verdict {
+    let name = &s.helper.container;
+    let running = match &s.helper.id {
+        Some(id) => crate::up::container::is_running(docker, id).await,
+        None => false,
+    };
+    if running {
+        ok(format!("{name} running"))
+    } else {
+        broken(
+            format!("the helper container {name} is not running (daemon says: {})", s.helper.state),
+            format!(
+                "netconnect up starts it again within seconds; if it keeps failing, read `docker logs {name}` \
+                 and restart with `sudo netconnect down && sudo netconnect up`"
+            ),
+        )
+    }
+}
+
+fn handshake(s: &Snapshot) -> Verdict {
+    let Some(t) = &s.tunnel else {
+        return broken(
+            "the daemon has no tunnel yet",
+            "wait a few seconds and run doctor again",
+        );
+    };
+    match t.last_handshake_age_s {
+        Some(age) if age <= HANDSHAKE_FRESH.as_secs() => ok(format!("last handshake {age} s ago")),
+        Some(age) => broken(
+            format!("the last handshake was {age} s ago; the VM side is silent"),
+            "check that the VM reaches this machine at --host-endpoint (UDP port \
+             shown by `netconnect status`); netconnect up re-runs the helper when it notices",
+        ),
+        None => broken(
+            "no handshake with the VM side yet",
+            "check that the VM reaches this machine: netconnect up --host-endpoint HOST[:PORT]; \
+             a firewall on this machine must let UDP to the listen port in",
+        ),
+    }
+}
+
+/// Routes through the tunnel interface in the kernel's main table.
+async fn installed_routes(s: &Snapshot) -> Result<Vec<ipnet::IpNet>, String> {
+    let Some(t) = &s.tunnel else {
+        return Ok(Vec::new());
+    };
+    let router = crate::routes::NetlinkRouter::new(&t.interface)
+        .await
+        .map_err(|e| format!("tunnel interface {}: {e}", t.interface))?;
+    let (ours, _) = router.current().await.map_err(|e| e.to_string())?;
+    Ok(ours.into_iter().collect())
+}
+
+fn routes(s: &Snapshot, installed: &[ipnet::IpNet]) -> Verdict {
+    let mut n = 0;
+    for r in &s.networks {
+        let subnet: Option<ipnet::IpNet> = r.subnet.parse().ok();
+        let in_kernel = subnet.is_some_and(|x| installed.contains(&x));
+        match r.route {
+            RouteState::Installed if in_kernel => n += 1,
+            RouteState::Installed => {
+                return broken(
+                    format!("the route for {} ({}) is gone from the kernel", r.name, r.subnet),
+                    format!("sudo kill -HUP {} (netconnect up re-adds routes at once; otherwise within 15 s)", s.pid),
+                )
+            }
+            RouteState::NotRouted => {
+                return broken(
+                    format!("network {} ({}) has no route yet", r.name, r.subnet),
+                    format!("sudo kill -HUP {} to resync now; `netconnect status` shows the state", s.pid),
+                )
+            }
+            _ => {}
+        }
+    }
+    ok(format!("{n} Docker subnet(s) routed through the tunnel"))
+}
+
+fn conflicts(s: &Snapshot) -> Verdict {
+    let skipped: Vec<_> = s
+        .networks
+        .iter()
+        .filter(|r| r.route == RouteState::Skipped)
+        .collect();
+    match skipped.first() {
+        None => ok("no Docker subnet overlaps a route of this machine"),
+        Some(r) => broken(
+            format!(
+                "network {} ({}) is not routed: it overlaps {}",
+                r.name,
+                r.subnet,
+                r.conflicts_with
+                    .as_deref()
+                    .unwrap_or("a route of this machine")
+            ),
+            format!(
+                "remove the overlapping route, recreate the network with another subnet \
+                 (docker network create --subnet ...), or exclude it: add \"{}\" to [networks] \
+                 exclude in the config file and run `sudo kill -HUP {}`",
+                r.name, s.pid
+            ),
+        ),
+    }
+}
+
+async fn vm_firewall(target: &TargetArgs, docker: &bollard::Docker, s: &Snapshot) -> Verdict {
+    let args = vec![
+        "helper-check".to_string(),
+        "--interface".into(),
+        target.vm_interface.clone(),
+    ];
+    match crate::vmside::run_oneshot(docker, &target.helper_image, &target.vm_interface, args).await
+    {
+        Ok(o) if o.exit_code == 0 => ok("tunnel interface and firewall rules in place"),
+        Ok(o) => {
+            let missing: Vec<&str> = o
+                .output
+                .lines()
+                .filter(|l| l.starts_with("missing "))
+                .map(|l| l.trim_start_matches("missing "))
+                .collect();
+            broken(
+                format!("missing in the VM: {}", missing.join("; ")),
+                format!(
+                    "docker rm -f {} (netconnect up starts a new helper, which puts the interface and rules back)",
+                    s.helper.container
+                ),
+            )
+        }
+        Err(e) => broken(
+            format!("cannot look into the VM: {e}"),
+            "check the engine: docker info",
+        ),
+    }
+}
+
+async fn probe(docker: &bollard::Docker, s: &Snapshot) -> Verdict {
+    let routed: Vec<ipnet::IpNet> = s
+        .networks
+        .iter()
+        .filter(|r| r.route == RouteState::Installed)
+        .filter_map(|r| r.subnet.parse().ok())
+        .collect();
+    let addrs = match crate::vmside::container_addresses(docker).await {
+        Ok(a) => a,
+        Err(e) => return broken(e.to_string(), "check the engine: docker info"),
+    };
+    let Some((name, ip)) = addrs
+        .into_iter()
+        .find(|(_, ip)| routed.iter().any(|n| n.contains(ip)))
+    else {
+        return ok("no running container on a routed network to probe");
+    };
+    match tcp_probe(ip).await {
+        Ok(how) => ok(format!(
+            "container {name} ({ip}) answers through the tunnel ({how})"
+        )),
+        Err(e) => broken(
+            format!("container {name} ({ip}) does not answer: {e}"),
+            "the tunnel is up but packets get no answer: check the container's own firewall, \
+             then restart the helper with `sudo netconnect down && sudo netconnect up`",
+        ),
+    }
+}
+
+/// A TCP connection attempt: accepted or refused, the container answered.
+async fn tcp_probe(ip: IpAddr) -> Result<&'static str, String> {
+    let addr = SocketAddr::new(ip, PROBE_PORT);
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok("TCP port 80 accepted"),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Ok("TCP port 80 refused")
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no reply within {}s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::snapshot::{NetworkRoute, TunnelState};
+
+    fn snap(routes: Vec<NetworkRoute>, age: Option<u64>) -> Snapshot {
+        Snapshot {
+            running: true,
+            pid: 7,
+            tunnel: Some(TunnelState {
+                last_handshake_age_s: age,
+                ..Default::default()
+            }),
+            networks: routes,
+            ..Default::default()
+        }
+    }
+
+    fn net(name: &str, subnet: &str, route: RouteState) -> NetworkRoute {
+        NetworkRoute {
+            name: name.into(),
+            subnet: subnet.into(),
+            route,
+            conflicts_with: (route == RouteState::Skipped).then(|| "172.18.0.0/20 via en0".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn handshake_must_be_recent() {
+        assert!(matches!(handshake(&snap(vec![], Some(30))), Verdict::Ok(_)));
+        assert!(matches!(
+            handshake(&snap(vec![], Some(600))),
+            Verdict::Broken { .. }
+        ));
+        assert!(matches!(
+            handshake(&snap(vec![], None)),
+            Verdict::Broken { .. }
+        ));
+    }
+
+    #[test]
+    fn a_route_missing_from_the_kernel_is_named() {
+        let s = snap(
+            vec![
+                net("bridge", "172.17.0.0/16", RouteState::Installed),
+                net("app", "10.1.0.0/24", RouteState::Installed),
+                net("tmp", "10.2.0.0/24", RouteState::Excluded),
+            ],
+            Some(1),
+        );
+        let all: Vec<ipnet::IpNet> = vec![
+            "172.17.0.0/16".parse().unwrap(),
+            "10.1.0.0/24".parse().unwrap(),
+        ];
+        assert_eq!(
+            routes(&s, &all),
+            ok("2 Docker subnet(s) routed through the tunnel")
+        );
+        match routes(&s, &all[..1]) {
+            Verdict::Broken { what, fix } => {
+                assert!(what.contains("app (10.1.0.0/24)"), "{what}");
+                assert!(fix.contains("kill -HUP 7"), "{fix}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn conflicts_name_the_network_and_how_to_exclude_it() {
+        let s = snap(
+            vec![net("kind", "172.18.0.0/16", RouteState::Skipped)],
+            Some(1),
+        );
+        match conflicts(&s) {
+            Verdict::Broken { what, fix } => {
+                assert!(
+                    what.contains("kind") && what.contains("172.18.0.0/20 via en0"),
+                    "{what}"
+                );
+                assert!(fix.contains("exclude"), "{fix}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+}

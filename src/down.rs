@@ -1,0 +1,142 @@
+//! `netconnect down`: stop a running `up` and remove everything netconnect
+//! made, on this machine (tunnel interface and its routes) and in the VM
+//! (helper container, tunnel interface, firewall rules, extra routes).
+//!
+//! It works without a daemon too (after a crash, or to uninstall): the
+//! interface names and extra routes then come from flags and the config
+//! file. The VM side is cleaned by a one-shot container of the helper image
+//! (`helper-cleanup`), which meets dockerd's own iptables as the helper did.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+
+use crate::cli::TargetArgs;
+use crate::config::Config;
+use crate::control::{self, ControlError, Snapshot};
+
+/// How long the daemon gets to remove its routes, interface and helper.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub async fn run(mut target: TargetArgs, socket: &Path, config: &Config) -> anyhow::Result<()> {
+    crate::platform::require_root("down")?;
+    let mut routes: Vec<(IpNet, IpAddr)> = config
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.subnet(), r.via()?)))
+        .collect();
+    match control::status(socket).await {
+        Ok(snap) => {
+            adopt(&mut target, &mut routes, &snap);
+            stop_daemon(socket, snap.pid).await?;
+            println!("stopped netconnect up (pid {})", snap.pid);
+        }
+        Err(ControlError::NotRunning(_)) => {
+            println!("netconnect up is not running; removing what is left");
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // This machine: the interface, and with it its addresses and routes.
+    if crate::platform::interface_exists(&target.interface) {
+        remove_interface(&target.interface).await?;
+        println!("removed interface {}", target.interface);
+    }
+
+    // The VM.
+    let engine = crate::status::connect(&target).await.context(
+        "cannot reach the Docker engine to clean the VM side; start it and run `netconnect down` again",
+    )?;
+    for h in crate::vmside::helpers(&engine.docker, &target.vm_interface).await? {
+        crate::up::container::remove(&engine.docker, &h.id).await?;
+        println!("removed helper container {}", h.name);
+    }
+    let mut args = vec![
+        "helper-cleanup".to_string(),
+        "--interface".into(),
+        target.vm_interface.clone(),
+    ];
+    for (net, gw) in &routes {
+        args.extend(["--route".into(), format!("{net}={gw}")]);
+    }
+    let out = crate::vmside::run_oneshot(
+        &engine.docker,
+        &target.helper_image,
+        &target.vm_interface,
+        args,
+    )
+    .await
+    .context("cleaning the VM side")?;
+    for l in out.output.lines().filter(|l| !l.trim().is_empty()) {
+        println!("vm: {}", l.trim());
+    }
+    if out.exit_code != 0 {
+        anyhow::bail!(
+            "the VM-side cleanup failed (exit {}); see the lines above",
+            out.exit_code
+        );
+    }
+    println!("netconnect down: done");
+    Ok(())
+}
+
+/// A running daemon knows best what it made.
+fn adopt(target: &mut TargetArgs, routes: &mut Vec<(IpNet, IpAddr)>, s: &Snapshot) {
+    if let Some(e) = &s.engine {
+        target.docker_host = Some(e.host.clone());
+    }
+    if let Some(t) = &s.tunnel {
+        target.interface = t.interface.clone();
+    }
+    if !s.helper.vm_interface.is_empty() {
+        target.vm_interface = s.helper.vm_interface.clone();
+    }
+    if !s.helper.image.is_empty() {
+        target.helper_image = s.helper.image.clone();
+    }
+    for r in &s.extra_routes {
+        if let (Ok(net), Some(Ok(gw))) = (r.subnet.parse(), r.via.as_ref().map(|v| v.parse())) {
+            if !routes.contains(&(net, gw)) {
+                routes.push((net, gw));
+            }
+        }
+    }
+}
+
+/// Ask the daemon to stop and wait until its socket is gone, which it
+/// removes last, after its own cleanup; SIGTERM if it does not answer.
+async fn stop_daemon(socket: &Path, pid: u32) -> anyhow::Result<()> {
+    let asked = control::stop(socket).await;
+    let t0 = Instant::now();
+    while t0.elapsed() < STOP_TIMEOUT {
+        if !socket.exists() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if asked.is_ok() {
+        tracing::warn!(pid, "the daemon did not stop in time; sending SIGTERM");
+    }
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if !socket.exists() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "netconnect up (pid {pid}) did not stop; kill it with `sudo kill -9 {pid}` and run `netconnect down` again"
+    )
+}
+
+async fn remove_interface(name: &str) -> anyhow::Result<()> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+    tokio::spawn(conn);
+    crate::routes::delete_link(&handle, name).await?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The VM side of `down` and `doctor`, run in a one-shot container of the
+//! helper image (same namespaces and capabilities as the helper): remove,
+//! or check, what the helper leaves in the VM beyond its own lifetime.
+//!
+//! Firewall rules are found by their `netconnect` comment and interface in
+//! `iptables -S` of dockerd's own iptables, not rebuilt from today's rule
+//! list, so rules written by an older or newer helper go too.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+
+use super::firewall::{self, DockerIptables, Family};
+use crate::cli::VmArgs;
+
+const TABLES: [&str; 4] = ["raw", "filter", "nat", "mangle"];
+
+/// A rule of ours as `iptables -S` prints it (`-A CHAIN ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    pub family: Family,
+    pub table: &'static str,
+    pub tokens: Vec<String>,
+}
+
+impl Marked {
+    pub fn line(&self) -> String {
+        let bin = match self.family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        format!("{bin} -t {} {}", self.table, self.tokens.join(" "))
+    }
+}
+
+/// The rules in `iptables -S` output `text` that carry our comment and name
+/// interface `iface` as their `-i` or `-o`.
+pub fn marked_rules(text: &str, family: Family, table: &'static str, iface: &str) -> Vec<Marked> {
+    text.lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|t| t.trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| {
+            let ours = t
+                .windows(2)
+                .any(|w| w[0] == "--comment" && w[1] == firewall::COMMENT);
+            let names_iface = t
+                .windows(2)
+                .any(|w| (w[0] == "-i" || w[0] == "-o") && w[1] == iface);
+            ours && names_iface
+        })
+        .map(|tokens| Marked {
+            family,
+            table,
+            tokens,
+        })
+        .collect()
+}
+
+fn list(ipt: &DockerIptables, iface: &str) -> Vec<Marked> {
+    let mut out = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        for table in TABLES {
+            let args = ["-w", "5", "-t", table, "-S"].map(String::from);
+            let Ok(o) = ipt.run_args(family, &args) else {
+                continue;
+            };
+            if o.status.success() {
+                out.extend(marked_rules(
+                    &String::from_utf8_lossy(&o.stdout),
+                    family,
+                    table,
+                    iface,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `helper-cleanup`: delete our rules, the extra routes (marked with
+/// [`crate::routes::VM_ROUTE_PROTOCOL`], plus any `--route`) and the
+/// interface.
+/// Prints one `removed ...` line per thing, then a summary line.
+pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
+    crate::platform::validate_interface_name(&args.interface)?;
+    let ipt = DockerIptables::find()?;
+    let mut out = std::io::stdout().lock();
+    let mut rules = 0;
+    for r in list(&ipt, &args.interface) {
+        let mut del = vec!["-w".to_string(), "5".into(), "-t".into(), r.table.into()];
+        del.push("-D".into());
+        del.extend(r.tokens[1..].iter().cloned());
+        let o = ipt.run_args(r.family, &del)?;
+        if o.status.success() {
+            writeln!(out, "removed rule: {}", r.line())?;
+            rules += 1;
+        } else {
+            anyhow::bail!(
+                "`{}` failed: {}",
+                r.line().replacen(" -A ", " -D ", 1),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+    }
+    let mut routes = 0;
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+    tokio::spawn(conn);
+    // Marked routes, and those named (from a helper that did not mark them).
+    let mut all = crate::routes::marked_vm_routes(&handle).await?;
+    for r in &args.routes {
+        if !all.contains(r) {
+            all.push(*r);
+        }
+    }
+    for (net, gw) in all {
+        if crate::routes::remove_via(&handle, net, gw).await.is_ok() {
+            writeln!(out, "removed route: {net} via {gw}")?;
+            routes += 1;
+        }
+    }
+    let mut link = false;
+    if crate::platform::interface_exists(&args.interface) {
+        crate::routes::delete_link(&handle, &args.interface).await?;
+        writeln!(out, "removed interface: {}", args.interface)?;
+        link = true;
+    }
+    writeln!(
+        out,
+        "vm cleanup: rules={rules} routes={routes} interface={}",
+        if link { "removed" } else { "absent" }
+    )?;
+    Ok(())
+}
+
+/// `helper-check`: is the interface there, and every rule of
+/// [`firewall::rules`]? Prints `ok ...`/`missing ...` lines; fails if an
+/// IPv4 rule or the interface is missing (IPv6 rules are optional, as in
+/// the helper).
+pub async fn check(args: VmArgs) -> anyhow::Result<()> {
+    crate::platform::validate_interface_name(&args.interface)?;
+    let ipt = DockerIptables::find()?;
+    let mut out = std::io::stdout().lock();
+    let mut broken = Vec::new();
+    if crate::platform::interface_exists(&args.interface) {
+        writeln!(out, "ok interface {}", args.interface)?;
+    } else {
+        writeln!(out, "missing interface {}", args.interface)?;
+        broken.push(format!("interface {}", args.interface));
+    }
+    for rule in firewall::rules(&args.interface) {
+        let o = ipt.run_args(rule.family, &rule.args("-C"));
+        let present = o.as_ref().is_ok_and(|o| o.status.success());
+        let text = format!("-t {} {} {}", rule.table, rule.chain, rule.spec.join(" "));
+        if present {
+            writeln!(out, "ok rule {text}")?;
+        } else if rule.family == Family::V4 {
+            writeln!(out, "missing rule {text}")?;
+            broken.push(format!("rule {text}"));
+        } else {
+            writeln!(out, "absent (optional) ip6 rule {text}")?;
+        }
+    }
+    drop(out);
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("missing in the VM: {}", broken.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_only_our_rules_for_this_interface() {
+        let s = "-P PREROUTING ACCEPT\n\
+                 -A PREROUTING -i nc0 -m comment --comment netconnect -j ACCEPT\n\
+                 -A PREROUTING -i nc1 -m comment --comment netconnect -j ACCEPT\n\
+                 -A PREROUTING -i nc0 -m comment --comment other -j ACCEPT\n\
+                 -A DOCKER-USER -o nc0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"netconnect\" -j ACCEPT\n\
+                 -A DOCKER-USER -j RETURN\n";
+        let m = marked_rules(s, Family::V4, "raw", "nc0");
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0].line(),
+            "iptables -t raw -A PREROUTING -i nc0 -m comment --comment netconnect -j ACCEPT"
+        );
+        assert_eq!(m[1].tokens[1], "DOCKER-USER");
+        assert_eq!(m[1].tokens.last().unwrap(), "ACCEPT");
+    }
+}

@@ -1,0 +1,306 @@
+//! `netconnect status [--json]`: the running daemon's view through the
+//! control socket; without a daemon, what can be seen from outside (the
+//! engine, leftover helpers, the networks that would be routed).
+//!
+//! Exit code: 0 when `up` runs, 3 when it does not (as `systemctl status`),
+//! 1 on an error.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cli::{StatusArgs, TargetArgs};
+use crate::config::Config;
+use crate::control::snapshot::{EngineState, HelperState, RouteState, Snapshot};
+use crate::control::{self, ControlError};
+use crate::docker::{self, Engine};
+
+/// Exit code of `status` when no daemon runs.
+pub const NOT_RUNNING: u8 = 3;
+
+pub async fn run(args: StatusArgs, socket: &Path, config: &Config) -> anyhow::Result<ExitCode> {
+    let snap = match control::status(socket).await {
+        Ok(s) => s,
+        Err(ControlError::NotRunning(_)) => offline(&args.target, socket, config).await,
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snap)?);
+    } else {
+        print!("{}", render(&snap, SystemTime::now()));
+    }
+    Ok(if snap.running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_RUNNING)
+    })
+}
+
+/// Connect to the engine the way `up` would (flag, config, discovery).
+pub async fn connect(target: &TargetArgs) -> Result<Engine, docker::DockerError> {
+    let candidates = docker::candidates(
+        &crate::up::discovery_inputs(target.docker_host.clone()),
+        &docker::RealFiles,
+    );
+    docker::connect(&candidates).await
+}
+
+/// What can be known without a daemon.
+pub async fn offline(target: &TargetArgs, socket: &Path, config: &Config) -> Snapshot {
+    let mut snap = Snapshot {
+        control_socket: socket.display().to_string(),
+        helper: HelperState {
+            state: "absent".into(),
+            container: format!("netconnect-helper-{}", target.vm_interface),
+            image: target.helper_image.clone(),
+            vm_interface: target.vm_interface.clone(),
+            id: None,
+        },
+        ..Default::default()
+    };
+    let Ok(engine) = connect(target).await else {
+        return snap;
+    };
+    snap.engine = Some(EngineState {
+        host: engine.host.clone(),
+        version: engine.server_version.clone(),
+        api_version: engine.api_version.clone(),
+    });
+    if let Ok(h) = crate::vmside::helpers(&engine.docker, &target.vm_interface).await {
+        if let Some(h) = h.first() {
+            snap.helper.state = h.state.clone();
+            snap.helper.container = h.name.clone();
+            snap.helper.id = Some(h.id.clone());
+        }
+    }
+    if let Ok(nets) = docker::networks(&engine.docker).await {
+        snap.networks =
+            crate::up::live::route_states(&nets, &config.networks, &[], &BTreeSet::new());
+    }
+    snap.extra_routes = crate::up::live::extra_states(&config.routes, &[], &BTreeSet::new());
+    snap
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+/// The text form. `now` is a parameter so that tests are exact.
+pub fn render(s: &Snapshot, now: SystemTime) -> String {
+    let mut o = String::new();
+    let now_unix = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if s.running {
+        let _ = writeln!(
+            o,
+            "netconnect up: running (pid {}, for {}; control socket {})",
+            s.pid,
+            ago(now_unix.saturating_sub(s.started_unix)).trim_end_matches(" ago"),
+            s.control_socket
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "netconnect up: not running (nothing answers on {})",
+            s.control_socket
+        );
+    }
+    if let Some(f) = &s.config_file {
+        let _ = writeln!(o, "config:     {f}");
+    }
+    match &s.engine {
+        Some(e) => {
+            let _ = writeln!(
+                o,
+                "engine:     {} (Docker {}, API {})",
+                e.host, e.version, e.api_version
+            );
+        }
+        None => {
+            let _ = writeln!(o, "engine:     not reachable");
+        }
+    }
+    if let Some(t) = &s.tunnel {
+        let _ = writeln!(
+            o,
+            "tunnel:     {} {} -> {}, UDP port {}",
+            t.interface, t.host_address, t.vm_address, t.listen_port
+        );
+        let _ = writeln!(o, "host key:   {}", t.host_public_key);
+        let _ = writeln!(
+            o,
+            "vm key:     {}{}",
+            t.vm_public_key.as_deref().unwrap_or("(no helper yet)"),
+            t.vm_endpoint
+                .as_deref()
+                .map(|e| format!(" (endpoint {e})"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            o,
+            "handshake:  {}",
+            t.last_handshake_age_s
+                .map(ago)
+                .unwrap_or_else(|| "none yet".into())
+        );
+        let _ = writeln!(
+            o,
+            "transfer:   {} received, {} sent",
+            bytes(t.rx_bytes),
+            bytes(t.tx_bytes)
+        );
+    }
+    let h = &s.helper;
+    let _ = writeln!(
+        o,
+        "helper:     {} {}{} ({})",
+        h.state,
+        h.container,
+        h.id.as_deref()
+            .map(|i| format!(" {}", &i[..12.min(i.len())]))
+            .unwrap_or_default(),
+        h.image
+    );
+    if !s.networks.is_empty() {
+        let w = s
+            .networks
+            .iter()
+            .map(|n| n.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(7);
+        let ws = s
+            .networks
+            .iter()
+            .map(|n| n.subnet.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let _ = writeln!(o, "\n{:w$}  {:ws$}  ROUTE", "NETWORK", "SUBNET");
+        for n in &s.networks {
+            let _ = writeln!(
+                o,
+                "{:w$}  {:ws$}  {}",
+                n.name,
+                n.subnet,
+                route_text(n.route, n.conflicts_with.as_deref())
+            );
+        }
+    }
+    if !s.extra_routes.is_empty() {
+        let ws = s
+            .extra_routes
+            .iter()
+            .map(|r| r.subnet.len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        let _ = writeln!(o, "\n{:ws$}  {:15}  ROUTE", "EXTRA ROUTE", "VM GATEWAY");
+        for r in &s.extra_routes {
+            let _ = writeln!(
+                o,
+                "{:ws$}  {:15}  {}",
+                r.subnet,
+                r.via.as_deref().unwrap_or("-"),
+                route_text(r.route, r.conflicts_with.as_deref())
+            );
+        }
+    }
+    o
+}
+
+fn route_text(r: RouteState, conflict: Option<&str>) -> String {
+    match (r, conflict) {
+        (RouteState::Skipped, Some(c)) => format!("skipped: conflicts with {c}"),
+        (RouteState::Excluded, _) => "excluded by config".into(),
+        (r, _) => r.as_str().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::snapshot::{NetworkRoute, TunnelState};
+    use std::time::Duration;
+
+    #[test]
+    fn text_shows_every_link() {
+        let s = Snapshot {
+            running: true,
+            pid: 42,
+            started_unix: 1000,
+            control_socket: "/run/nc.sock".into(),
+            engine: Some(EngineState {
+                host: "unix:///var/run/docker.sock".into(),
+                version: "20.10.24".into(),
+                api_version: "1.41".into(),
+            }),
+            tunnel: Some(TunnelState {
+                interface: "nc0".into(),
+                listen_port: 4000,
+                host_address: "10.33.33.1".into(),
+                vm_address: "10.33.33.2".into(),
+                host_public_key: "H=".into(),
+                vm_public_key: Some("V=".into()),
+                last_handshake_age_s: Some(7),
+                rx_bytes: 2048,
+                tx_bytes: 100,
+                ..Default::default()
+            }),
+            networks: vec![
+                NetworkRoute {
+                    name: "bridge".into(),
+                    subnet: "172.17.0.0/16".into(),
+                    route: RouteState::Installed,
+                    ..Default::default()
+                },
+                NetworkRoute {
+                    name: "kind".into(),
+                    subnet: "172.18.0.0/16".into(),
+                    route: RouteState::Skipped,
+                    conflicts_with: Some("172.18.0.0/20 via en0".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let t = render(&s, UNIX_EPOCH + Duration::from_secs(1090));
+        assert!(
+            t.starts_with("netconnect up: running (pid 42, for 90 s;"),
+            "{t}"
+        );
+        assert!(t.contains("handshake:  7 s ago"), "{t}");
+        assert!(
+            t.contains("transfer:   2.0 KiB received, 100 B sent"),
+            "{t}"
+        );
+        assert!(t.contains("bridge   172.17.0.0/16  installed"), "{t}");
+        assert!(
+            t.contains("kind     172.18.0.0/16  skipped: conflicts with 172.18.0.0/20 via en0"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Looking into and cleaning the VM from outside a running `up`: one-shot
+//! containers of the helper image (same namespaces and capabilities as the
+//! helper, so they meet dockerd's iptables), helper containers by label,
+//! and containers to probe. Used by `down`, `doctor` and `status`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+use crate::docker::client::timed;
+use crate::docker::DockerError;
+use crate::up::container::{self, HelperError, LABEL};
+
+/// Bound on a one-shot command (a few iptables calls).
+const ONESHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Marks one-shot containers, so that a crashed `down` leaves findable ones.
+pub const ONESHOT_LABEL: &str = "io.netconnect.oneshot";
+
+/// What a one-shot container printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Oneshot {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+/// Whether `image` exists in the engine.
+pub async fn image_present(docker: &Docker, image: &str) -> Result<bool, DockerError> {
+    match timed(docker.inspect_image(image)).await {
+        Ok(_) => Ok(true),
+        Err(DockerError::Api(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        })) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Run `netconnect ARGS` from the helper image in the VM's host namespaces,
+/// wait for it, return its output, remove it.
+pub async fn run_oneshot(
+    docker: &Docker,
+    image: &str,
+    vm_interface: &str,
+    args: Vec<String>,
+) -> Result<Oneshot, HelperError> {
+    // Load the shipped archive if the image is missing, as `up` does.
+    crate::up::image::ensure(docker, image, &crate::up::image::archives(None)).await?;
+    let name = format!("netconnect-{}-{vm_interface}", args[0]);
+    container::remove(docker, &name).await?;
+    // The helper's own privileges, minus the TUN device it alone needs.
+    let mut body: ContainerCreateBody = crate::up::container::HelperSpec {
+        image: image.to_owned(),
+        name: name.clone(),
+        host_public_key: crate::keys::PublicKey([0; 32]),
+        host_endpoint: String::new(),
+        vm_interface: vm_interface.to_owned(),
+        vm_address: IpAddr::from([0, 0, 0, 0]),
+        host_address: IpAddr::from([0, 0, 0, 0]),
+        vm_address6: std::net::Ipv6Addr::UNSPECIFIED,
+        host_address6: std::net::Ipv6Addr::UNSPECIFIED,
+        routes: vec![],
+        archives: vec![],
+    }
+    .body();
+    body.cmd = Some(args);
+    body.labels = Some(HashMap::from([(
+        ONESHOT_LABEL.to_string(),
+        vm_interface.to_string(),
+    )]));
+    body.host_config = body.host_config.map(|hc| HostConfig {
+        devices: None,
+        ..hc
+    });
+    let created = timed(docker.create_container(
+        Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+        body,
+    ))
+    .await?;
+    let result = async {
+        timed(docker.start_container(&created.id, None)).await?;
+        let mut wait = docker.wait_container(&created.id, None);
+        let code = match tokio::time::timeout(ONESHOT_TIMEOUT, wait.next()).await {
+            Ok(Some(Ok(r))) => r.status_code,
+            Ok(Some(Err(BollardError::DockerContainerWaitError { code, .. }))) => code,
+            Ok(Some(Err(e))) => return Err(HelperError::from(e)),
+            Ok(None) => -1,
+            Err(_) => {
+                return Err(HelperError::NotReady(format!(
+                    "{name} did not finish within {}s",
+                    ONESHOT_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        Ok(Oneshot {
+            exit_code: code,
+            output: logs(docker, &created.id).await,
+        })
+    }
+    .await;
+    let _ = container::remove(docker, &name).await;
+    result
+}
+
+async fn logs(docker: &Docker, id: &str) -> String {
+    let mut s = docker.logs(
+        id,
+        Some(
+            LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .build(),
+        ),
+    );
+    let mut out = String::new();
+    while let Some(Ok(item)) = s.next().await {
+        out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+    }
+    out
+}
+
+/// A helper container: its name, id and whether it runs.
+#[derive(Debug, Clone)]
+pub struct HelperContainer {
+    pub name: String,
+    pub id: String,
+    pub running: bool,
+    pub state: String,
+}
+
+/// Helper containers for VM interface `vm_interface` (by label, whatever
+/// their name).
+pub async fn helpers(
+    docker: &Docker,
+    vm_interface: &str,
+) -> Result<Vec<HelperContainer>, DockerError> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL}={vm_interface}")])]);
+    let list = timed(
+        docker.list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        )),
+    )
+    .await?;
+    Ok(list
+        .into_iter()
+        .map(|c| {
+            let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+            HelperContainer {
+                name: c
+                    .names
+                    .and_then(|n| n.first().cloned())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                id: c.id.unwrap_or_default(),
+                running: state == "running",
+                state,
+            }
+        })
+        .collect())
+}
+
+/// Running containers' addresses: `(container name, address)`, helpers and
+/// host-network containers left out. What `doctor` probes.
+pub async fn container_addresses(docker: &Docker) -> Result<Vec<(String, IpAddr)>, DockerError> {
+    let list = timed(docker.list_containers(None)).await?;
+    let mut out = Vec::new();
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        if labels.contains_key(LABEL) || labels.contains_key(ONESHOT_LABEL) {
+            continue;
+        }
+        let name = c
+            .names
+            .and_then(|n| n.first().cloned())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let nets = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        let mut nets: Vec<_> = nets.into_iter().collect();
+        nets.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, ep) in nets {
+            if let Some(ip) = ep
+                .ip_address
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            {
+                out.push((name.clone(), ip));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

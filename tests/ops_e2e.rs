@@ -1,0 +1,774 @@
+//! End-to-end tests of the operator commands (`status`, `down`, `doctor`,
+//! the configuration file, JSON logs, completions and man page) against the
+//! real Docker engine, in the same test bed as `docker_e2e.rs`: the root
+//! namespace plays the Docker VM, a namespace plays the Mac and runs `up`.
+//!
+//! Tests that touch Docker hold the harness's file lock (one at a time);
+//! each uses its own control socket (the namespaces share one filesystem).
+//! Subnets: 10.212.N.0/24 for the Mac's veth, 10.213.N.0/24 (and
+//! 10.214.N.0/24 for extra routes) with N = 40 + the test's number.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::docker::*;
+use common::*;
+use serde_json::Value;
+
+const FIRST_CURL: Duration = Duration::from_secs(60);
+const ROUTE_CHANGE: Duration = Duration::from_secs(5);
+/// `down` stops the daemon (≤ 15 s) and runs one container in the VM.
+const DOWN: Duration = Duration::from_secs(90);
+
+/// One test's world; fields drop in order (see `docker_e2e.rs`).
+struct Fx {
+    up: Option<UpProcess>,
+    vm: VmSide,
+    things: DockerThings,
+    mac: MacNs,
+    dir: TempDir,
+    _session: DockerSession,
+}
+
+impl Fx {
+    fn new(n: u8) -> Fx {
+        let session = DockerSession::start();
+        let mac = MacNs::new(n);
+        Fx {
+            up: None,
+            vm: VmSide::new(),
+            things: DockerThings::new(),
+            mac,
+            dir: TempDir::new("ops"),
+            _session: session,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("netconnect.sock")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// `up` with the harness defaults, this test's control socket and `extra`.
+    fn start_up(&mut self, extra: &[&str]) -> &mut UpProcess {
+        let mut args = up_args(&self.mac, &self.vm);
+        set_arg(
+            &mut args,
+            "--control-socket",
+            self.socket().to_str().unwrap(),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.up = Some(UpProcess::spawn(&self.mac, &args));
+        self.up.as_mut().unwrap()
+    }
+
+    fn up(&mut self) -> &mut UpProcess {
+        self.up.as_mut().expect("up not started")
+    }
+
+    /// `netconnect ARGS --control-socket S --docker-host ... --vm-interface
+    /// ... --interface ...` in the Mac namespace, bounded; a flag in ARGS
+    /// replaces the default.
+    fn nc(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut argv: Vec<String> = vec![netconnect_bin().to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let sock = self.socket();
+        let docker_host = format!("unix://{DOCKER_SOCK}");
+        let image = helper_image();
+        for (flag, value) in [
+            ("--control-socket", sock.to_str().unwrap()),
+            ("--docker-host", docker_host.as_str()),
+            ("--interface", MAC_TUN),
+            ("--vm-interface", self.vm.vm_if.as_str()),
+            ("--helper-image", image.as_str()),
+        ] {
+            if !args.contains(&flag) {
+                argv.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        let mut c = self.mac.ns.command(&argv);
+        c.env_remove("DOCKER_HOST")
+            .env_remove("NETCONNECT_LOG")
+            .env("NO_COLOR", "1");
+        run_timeout(&mut c, timeout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn status_json(&self) -> Value {
+        let o = self.nc(&["status", "--json"], Duration::from_secs(30));
+        let text = String::from_utf8_lossy(&o.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "status --json is not JSON ({e}): {text}\nstderr: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    }
+
+    fn curl_ok(&self, addr: &str, expect: &str, timeout: Duration) {
+        wait_curl(&self.mac.ns, addr, expect, timeout).unwrap_or_else(|e| {
+            panic!(
+                "{e}\nMac routes: {:?}\nup log:\n{}",
+                self.mac.routes(),
+                self.up.as_ref().map(|u| u.log()).unwrap_or_default()
+            )
+        });
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The VM public key the helper printed.
+fn helper_public_key(vm: &VmSide) -> String {
+    let (out, _) = vm.helper_logs();
+    out.lines()
+        .find_map(|l| l.strip_prefix("public_key="))
+        .map(|k| k.trim().to_string())
+        .unwrap_or_else(|| panic!("no public_key= line in the helper's output: {out}"))
+}
+
+fn network_entry<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("network {name} not in status: {s:#}"))
+}
+
+// ---------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------
+
+#[test]
+fn docker_status_reports_the_live_tunnel() {
+    let mut fx = Fx::new(40);
+    let net = fx.things.network("net40", "10.213.40.0/24", &[]);
+    let c = fx.things.web("web40", Some(&net), Some("10.213.40.2"), &[]);
+
+    // No daemon yet: status says so, exit 3, and still lists the network.
+    let o = fx.nc(&["status"], Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let t = text(&o);
+    eprintln!("status without a daemon:\n{t}");
+    assert!(t.starts_with("netconnect up: not running"), "{t}");
+    assert!(t.contains("10.213.40.0/24  not-routed"), "{t}");
+
+    let pid = fx.start_up(&[]).pid();
+    fx.curl_ok("10.213.40.2", &c, FIRST_CURL);
+
+    let s = fx.status_json();
+    assert_eq!(s["schema"], 1);
+    assert_eq!(s["running"], true);
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["control_socket"], fx.socket().to_str().unwrap());
+    assert_eq!(s["engine"]["host"], format!("unix://{DOCKER_SOCK}"));
+    assert_eq!(s["engine"]["api_version"], "1.41");
+    let t = &s["tunnel"];
+    assert_eq!(t["interface"], MAC_TUN);
+    assert_eq!(t["host_address"], "10.33.33.1");
+    assert_eq!(t["vm_public_key"], helper_public_key(&fx.vm).as_str());
+    // The host key is the one the helper was given on its command line.
+    let cmd = inspect(&fx.vm.helper_name())["Config"]["Cmd"].clone();
+    let cmd: Vec<&str> = cmd
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let i = cmd.iter().position(|a| *a == "--host-public-key").unwrap();
+    assert_eq!(t["host_public_key"], cmd[i + 1]);
+    let age = t["last_handshake_age_s"]
+        .as_u64()
+        .expect("no handshake age");
+    assert!(age < 120, "handshake {age} s ago");
+    assert_eq!(s["helper"]["state"], "running");
+    assert_eq!(
+        s["helper"]["id"].as_str().map(String::from),
+        fx.vm.helper_id()
+    );
+    let n = network_entry(&s, &net);
+    assert_eq!(n["subnet"], "10.213.40.0/24");
+    assert_eq!(n["route"], "installed");
+    assert_eq!(network_entry(&s, "bridge")["route"], "installed");
+    assert!(fx.mac.route_for("10.213.40.0/24").is_some());
+
+    // The counters are live: traffic makes them grow.
+    let (rx0, tx0) = (
+        t["rx_bytes"].as_u64().unwrap(),
+        t["tx_bytes"].as_u64().unwrap(),
+    );
+    for _ in 0..3 {
+        fx.curl_ok("10.213.40.2", &c, Duration::from_secs(5));
+    }
+    let s2 = fx.status_json();
+    eprintln!("status --json:\n{s2:#}");
+    let (rx1, tx1) = (
+        s2["tunnel"]["rx_bytes"].as_u64().unwrap(),
+        s2["tunnel"]["tx_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        rx1 > rx0 && tx1 > tx0,
+        "bytes did not grow: rx {rx0}->{rx1} tx {tx0}->{tx1}"
+    );
+
+    // The text form says the same.
+    let o = fx.nc(&["status"], Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    eprintln!("status:\n{t}");
+    assert!(
+        t.starts_with(&format!("netconnect up: running (pid {pid},")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("tunnel:     {MAC_TUN} 10.33.33.1 -> 10.33.33.2")),
+        "{t}"
+    );
+    assert!(t.contains(" s ago"), "{t}");
+    assert!(
+        t.lines().any(|l| l.starts_with(&net)
+            && l.contains("10.213.40.0/24")
+            && l.ends_with("installed")),
+        "{t}"
+    );
+    // Public keys only.
+    assert!(t.contains(&helper_public_key(&fx.vm)));
+    assert!(!t.to_lowercase().contains("private"), "{t}");
+}
+
+// ---------------------------------------------------------------------------
+// down
+// ---------------------------------------------------------------------------
+
+/// What `down` must leave as it was: links, routes and firewall rules of
+/// both namespaces. Lines about other tests' interfaces (`nct...` not ours)
+/// are left out: tests of other files may run meanwhile.
+fn snapshot(fx: &Fx) -> Vec<String> {
+    // IPv6 link-local addresses of Docker's veths and bridges appear when
+    // their duplicate detection ends, seconds after creation, with or
+    // without netconnect: only our interfaces' count.
+    let ours = |l: &str| l.contains(&fx.vm.vm_if) || l.contains(MAC_TUN);
+    let mine = |l: &str| {
+        (!l.contains("nct") || ours(l) || l.contains(&fx.mac.root_veth))
+            && (!l.contains("fe80::") || ours(l))
+    };
+    let norm_ipt = |s: String| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.find(" [") {
+                Some(i) if l.starts_with(':') => l[..i].to_string(),
+                _ => l.to_string(),
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    let root = |args: &[&str]| String::from_utf8_lossy(&host(args).stdout).into_owned();
+    for (side, links, routes4, routes6, ipt4, ipt6) in [
+        (
+            "vm",
+            root(&["ip", "-o", "link", "show"]),
+            root(&["ip", "-4", "route", "show", "table", "all"]),
+            root(&["ip", "-6", "route", "show", "table", "all"]),
+            root(&["iptables-save"]),
+            root(&["ip6tables-save"]),
+        ),
+        (
+            "mac",
+            fx.mac.ns.ok(&["ip", "-o", "link", "show"]),
+            fx.mac.ns.ok(&["ip", "-4", "route", "show", "table", "all"]),
+            fx.mac.ns.ok(&["ip", "-6", "route", "show", "table", "all"]),
+            fx.mac.ns.ok(&["iptables-save"]),
+            fx.mac.ns.ok(&["ip6tables-save"]),
+        ),
+    ] {
+        for l in links.lines() {
+            // Name and flags, not counters or the changing qdisc state.
+            let name = l.split(':').nth(1).unwrap_or("").trim();
+            let flags = l
+                .split('<')
+                .nth(1)
+                .and_then(|r| r.split('>').next())
+                .unwrap_or("");
+            if mine(l) {
+                out.push(format!("{side} link {name} <{flags}>"));
+            }
+        }
+        for l in routes4.lines().chain(routes6.lines()).filter(|l| mine(l)) {
+            out.push(format!("{side} route {}", l.trim()));
+        }
+        for l in norm_ipt(ipt4)
+            .into_iter()
+            .chain(norm_ipt(ipt6))
+            .filter(|l| mine(l))
+        {
+            out.push(format!("{side} ipt {l}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn docker_down_leaves_both_sides_as_they_were() {
+    let mut fx = Fx::new(41);
+    let net = fx.things.network("net41", "10.213.41.0/24", &[]);
+    // A container that also answers on an extra route's address, reached
+    // through the VM-side gateway of the configuration file.
+    let c = fx.things.web(
+        "web41",
+        Some(&net),
+        Some("10.213.41.2"),
+        &["--cap-add", "NET_ADMIN"],
+    );
+    docker(&[
+        "exec",
+        &c,
+        "ip",
+        "addr",
+        "add",
+        "10.214.41.5/32",
+        "dev",
+        "lo",
+    ]);
+    fs::write(
+        fx.config_path(),
+        "[[routes]]\nsubnet = \"10.214.41.0/24\"\nvia = \"10.213.41.2\"\n",
+    )
+    .unwrap();
+    // New veths and bridges get their IPv6 link-local addresses (and routes
+    // in table local) a moment after creation: wait for a settled picture.
+    let t0 = Instant::now();
+    let mut before = snapshot(&fx);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let again = snapshot(&fx);
+        if again == before {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the namespaces do not settle"
+        );
+        before = again;
+    }
+
+    let cfg = fx.config_path();
+    // A VM route left by an earlier configuration (marked as netconnect's):
+    // the helper removes it when it starts.
+    host_ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.215.41.0/24",
+        "via",
+        "10.213.41.2",
+        "proto",
+        "78",
+    ]);
+    fx.start_up(&["--config", cfg.to_str().unwrap()]);
+    fx.curl_ok("10.213.41.2", &c, FIRST_CURL);
+    let stale = String::from_utf8_lossy(&host(&["ip", "route", "show", "10.215.41.0/24"]).stdout)
+        .trim()
+        .to_string();
+    assert_eq!(stale, "", "stale VM route kept");
+    fx.curl_ok("10.214.41.5", &c, Duration::from_secs(10));
+    assert!(fx.mac.route_for("10.214.41.0/24").is_some());
+    let vm_route =
+        String::from_utf8_lossy(&host(&["ip", "route", "show", "10.214.41.0/24"]).stdout)
+            .trim()
+            .to_string();
+    assert!(
+        vm_route.contains("via 10.213.41.2") && vm_route.contains("proto 78"),
+        "VM route: {vm_route:?}"
+    );
+    assert!(!netconnect_rules(&fx.vm.vm_if).is_empty());
+    let during = snapshot(&fx);
+    assert_ne!(before, during, "up changed nothing the snapshot sees");
+
+    let t0 = Instant::now();
+    let o = fx.nc(&["down", "--config", cfg.to_str().unwrap()], DOWN);
+    let took = t0.elapsed();
+    let out = text(&o);
+    eprintln!("MEASURE: down took {took:?}\n{out}");
+    assert!(o.status.success(), "down failed: {out}");
+    assert!(out.contains("stopped netconnect up"), "{out}");
+    assert!(out.contains("netconnect down: done"), "{out}");
+    let st = fx
+        .up()
+        .wait_exit(Duration::from_secs(5))
+        .expect("up still running after down");
+    assert!(st.success(), "up exited with {st}");
+    assert!(!fx.socket().exists(), "control socket left behind");
+    assert_eq!(fx.vm.helper_id(), None, "helper container left");
+    assert!(!fx.vm.link_exists(), "VM interface left");
+
+    let after = snapshot(&fx);
+    let gone: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
+    let left: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        gone.is_empty() && left.is_empty(),
+        "state differs after down\nmissing: {gone:#?}\nleft over: {left:#?}"
+    );
+
+    // A second down finds nothing to do and still succeeds.
+    let o = fx.nc(&["down"], DOWN);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("not running"), "{out}");
+    assert!(out.contains("rules=0"), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// doctor
+// ---------------------------------------------------------------------------
+
+fn doctor(fx: &Fx, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["doctor"];
+    args.extend(extra);
+    let o = fx.nc(&args, Duration::from_secs(90));
+    let t = text(&o);
+    eprintln!("doctor {extra:?} -> {:?}\n{t}", o.status.code());
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(1),
+        "doctor exit {:?}",
+        o.status
+    );
+    (o.status.success(), t)
+}
+
+#[test]
+fn docker_doctor_names_the_first_broken_link() {
+    let mut fx = Fx::new(42);
+    let net = fx.things.network("net42", "10.213.42.0/24", &[]);
+    let c = fx.things.web("web42", Some(&net), Some("10.213.42.2"), &[]);
+
+    // No daemon.
+    let (ok, t) = doctor(&fx, &[]);
+    assert!(!ok);
+    assert!(
+        t.contains("ok    root") && t.contains("ok    engine"),
+        "{t}"
+    );
+    assert!(
+        t.contains("FAIL  daemon: netconnect up is not running"),
+        "{t}"
+    );
+    assert!(t.contains("fix: sudo netconnect up"), "{t}");
+
+    // No helper image (named before the daemon: it comes first).
+    let (ok, t) = doctor(&fx, &["--helper-image", "netconnect-helper:nope"]);
+    assert!(!ok);
+    assert!(
+        t.contains("FAIL  helper image: netconnect-helper:nope"),
+        "{t}"
+    );
+    assert!(t.contains("helper-image/build.sh"), "{t}");
+    assert!(
+        !t.contains("daemon"),
+        "went past the first broken link: {t}"
+    );
+
+    // No engine.
+    let (ok, t) = doctor(&fx, &["--docker-host", "unix:///nonexistent.sock"]);
+    assert!(!ok);
+    assert!(t.contains("FAIL  engine: no Docker engine answered"), "{t}");
+    assert!(t.contains("/nonexistent.sock"), "{t}");
+    assert!(t.contains("fix: start Docker"), "{t}");
+
+    // Not root: the first link.
+    let bin_dir = TempDir::new("bin");
+    fs::set_permissions(bin_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.join("netconnect");
+    fs::copy(netconnect_bin(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run_timeout(
+        Command::new("setpriv").args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin.to_str().unwrap(),
+            "doctor",
+            "--control-socket",
+            "/nonexistent/nc.sock",
+        ]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.starts_with("FAIL  root: not running as root"), "{t}");
+    assert!(t.contains("fix: sudo netconnect doctor"), "{t}");
+
+    // Healthy.
+    fx.start_up(&[]);
+    fx.curl_ok("10.213.42.2", &c, FIRST_CURL);
+    let (ok, t) = doctor(&fx, &[]);
+    assert!(ok, "{t}");
+    assert!(t.contains("ok    vm firewall"), "{t}");
+    assert!(t.contains("ok    probe: container "), "{t}");
+    assert!(t.contains("answers through the tunnel"), "{t}");
+    assert!(t.contains("healthy"), "{t}");
+
+    // A route deleted by hand. `up` re-adds routes at its 15 s resync, so
+    // the deletion may be undone before doctor looks: try a few times.
+    let pid = fx.up().pid();
+    let mut named = None;
+    for _ in 0..5 {
+        fx.mac.ns.ok(&["ip", "route", "del", "10.213.42.0/24"]);
+        let (ok, t) = doctor(&fx, &[]);
+        if !ok && t.contains("FAIL  routes") {
+            named = Some(t);
+            break;
+        }
+        fx.mac
+            .wait_route("10.213.42.0/24", true, Duration::from_secs(20))
+            .unwrap();
+    }
+    let t = named.expect("doctor never named the deleted route");
+    assert!(
+        t.contains(&format!("the route for {net} (10.213.42.0/24) is gone")),
+        "{t}"
+    );
+    assert!(t.contains(&format!("fix: sudo kill -HUP {pid}")), "{t}");
+    // The fix it names works at once.
+    send_signal(pid, 1);
+    fx.mac
+        .wait_route("10.213.42.0/24", true, ROUTE_CHANGE)
+        .unwrap_or_else(|e| panic!("SIGHUP did not restore the route: {e}"));
+
+    // A Docker network that overlaps a route of the Mac: skipped, and doctor
+    // says which route and how to exclude it.
+    fx.mac.ns.ok(&[
+        "ip",
+        "route",
+        "add",
+        "10.214.42.0/25",
+        "via",
+        &fx.mac.root_addr,
+    ]);
+    let clash = fx.things.network("clash", "10.214.42.0/24", &[]);
+    let t0 = Instant::now();
+    let t = loop {
+        let (ok, t) = doctor(&fx, &[]);
+        if !ok && t.contains("FAIL  conflicts") {
+            break t;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "doctor did not name the conflict:\n{t}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        t.contains(&format!(
+            "network {clash} (10.214.42.0/24) is not routed: it overlaps 10.214.42.0/25 via eth0"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("exclude"), "{t}");
+    fx.things.remove_network(&clash);
+    fx.mac.ns.ok(&["ip", "route", "del", "10.214.42.0/25"]);
+
+    // A VM firewall rule deleted by hand.
+    let rule = netconnect_rules(&fx.vm.vm_if)
+        .into_iter()
+        .find(|r| r.binary == "iptables" && r.table == "filter" && r.has_token("-i"))
+        .expect("no DOCKER-USER -i rule");
+    assert!(rule.delete());
+    let (ok, t) = doctor(&fx, &[]);
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("FAIL  vm firewall: missing in the VM: rule -t filter DOCKER-USER -i"),
+        "{t}"
+    );
+    let fix = t
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fix: "))
+        .unwrap()
+        .to_string();
+    assert!(
+        fix.starts_with(&format!("docker rm -f {}", fx.vm.helper_name())),
+        "{fix}"
+    );
+    // The fix it names works: the new helper puts the rule back.
+    docker(&["rm", "-f", &fx.vm.helper_name()]);
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let (ok, t) = doctor(&fx, &[]);
+        if ok {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "doctor still unhealthy after the fix:\n{t}"
+        );
+    }
+    fx.curl_ok("10.213.42.2", &c, Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------
+// The configuration file: exclude, SIGHUP reload, bad file; JSON logs
+// ---------------------------------------------------------------------------
+
+#[test]
+fn docker_config_exclude_and_sighup_reload() {
+    let mut fx = Fx::new(43);
+    let a = fx.things.network("neta", "10.213.43.0/25", &[]);
+    let b = fx.things.network("netb", "10.213.43.128/25", &[]);
+    let ca = fx.things.web("weba", Some(&a), Some("10.213.43.2"), &[]);
+    let cb = fx.things.web("webb", Some(&b), Some("10.213.43.130"), &[]);
+    let cfg = fx.config_path();
+    fs::write(&cfg, "[networks]\nexclude = [\"*-netb\"]\n").unwrap();
+
+    fx.start_up(&["--config", cfg.to_str().unwrap(), "--log-format", "json"]);
+    fx.curl_ok("10.213.43.2", &ca, FIRST_CURL);
+    assert_eq!(
+        fx.mac.route_for("10.213.43.128/25"),
+        None,
+        "excluded network routed"
+    );
+    let s = fx.status_json();
+    assert_eq!(network_entry(&s, &b)["route"], "excluded");
+    assert_eq!(network_entry(&s, &a)["route"], "installed");
+    assert_eq!(s["config_file"], cfg.to_str().unwrap());
+    let o = fx.nc(&["status"], Duration::from_secs(30));
+    assert!(
+        text(&o)
+            .lines()
+            .any(|l| l.starts_with(&b) && l.ends_with("excluded by config")),
+        "{}",
+        text(&o)
+    );
+
+    // Swap: exclude a instead, SIGHUP.
+    fs::write(&cfg, "[networks]\nexclude = [\"*-neta\"]\n").unwrap();
+    let pid = fx.up().pid();
+    send_signal(pid, 1);
+    fx.mac
+        .wait_route("10.213.43.128/25", true, ROUTE_CHANGE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", fx.up.as_ref().unwrap().log()));
+    fx.mac
+        .wait_route("10.213.43.0/25", false, ROUTE_CHANGE)
+        .unwrap();
+    fx.curl_ok("10.213.43.130", &cb, Duration::from_secs(10));
+
+    // A bad file: logged with line and column, the last good state stays.
+    fs::write(&cfg, "[networks]\nexclude = [\"*-neta\"\n").unwrap();
+    let n = fx.up().count("configuration not reloaded");
+    send_signal(pid, 1);
+    fx.up()
+        .wait_log("configuration not reloaded", n + 1, Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(fx.up().try_status().is_none(), "up exited on a bad reload");
+    assert!(fx.mac.route_for("10.213.43.128/25").is_some());
+    assert_eq!(fx.mac.route_for("10.213.43.0/25"), None);
+
+    // Every log line is one JSON object; the bad file's line names its place.
+    let log = fx.up().log();
+    eprintln!("up's JSON log:\n{log}");
+    let mut saw_ready = false;
+    let mut saw_place = false;
+    for l in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+        let msg = v["fields"]["message"].as_str().unwrap_or("");
+        saw_ready |= msg.starts_with("ready: traffic can flow");
+        saw_place |= msg == "configuration not reloaded; keeping the last good one"
+            && v["fields"]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with(&format!("{}:2:20:", cfg.display())));
+    }
+    assert!(saw_ready, "no 'ready' line in:\n{log}");
+    assert!(saw_place, "no reload error with file:line:col in:\n{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Command line: completions, man page, bad config (no Docker needed)
+// ---------------------------------------------------------------------------
+
+fn run_bin(args: &[&str]) -> Output {
+    let mut c = Command::new(netconnect_bin());
+    c.args(args).env_remove("NETCONNECT_LOG");
+    run_timeout(&mut c, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn cli_completions_and_man_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run_bin(&["completions", shell]);
+        assert!(o.status.success());
+        let s = String::from_utf8_lossy(&o.stdout);
+        for w in ["status", "doctor", "down", "--json"] {
+            assert!(s.contains(w.trim_start_matches('-')), "{shell}: no {w}");
+        }
+    }
+    let o = run_bin(&["completions", "tcsh"]);
+    assert!(!o.status.success());
+    let o = run_bin(&["man"]);
+    assert!(o.status.success());
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains(".SH NAME") && s.contains(".SH SYNOPSIS"), "{s}");
+    // And it renders (groff is what man(1) uses).
+    let o = run_timeout(
+        Command::new("sh").args([
+            "-c",
+            &format!("{} man | groff -man -Tutf8 -P-cbou", netconnect_bin()),
+        ]),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "groff failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for w in ["NAME", "SYNOPSIS", "Reach Docker containers", "status"] {
+        assert!(page.contains(w), "rendered page lacks {w:?}:\n{page}");
+    }
+}
+
+#[test]
+fn cli_bad_config_is_one_line_with_its_place() {
+    let dir = TempDir::new("cfg");
+    let p = dir.join("config.toml");
+    fs::write(
+        &p,
+        "listen_port = 51820\n\n[networks]\nexclude = \"notalist\"\n",
+    )
+    .unwrap();
+    let o = run_bin(&[
+        "--config",
+        p.to_str().unwrap(),
+        "status",
+        "--docker-host",
+        "unix:///nonexistent",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(nonempty_lines(&err).len(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("netconnect: error: {}:4:11: ", p.display())),
+        "{err}"
+    );
+    // A named file that does not exist is an error too; the default one is not.
+    let o = run_bin(&["--config", "/nonexistent/nc.toml", "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/nc.toml"));
+}
