@@ -24,7 +24,8 @@ PACKAGES=(
   curl
   busybox-static # tiny static userland for test containers
   python3
-  ruby # ruby -c checks the Homebrew formula (tests/homebrew_formula.rs)
+  ruby       # ruby -c checks the Homebrew formula (tests/homebrew_formula.rs)
+  groff-base # renders the generated man page in tests/ops_e2e.rs
 )
 
 die() {
@@ -70,7 +71,7 @@ if ((${#missing[@]})); then
 fi
 
 # Tools we call by name, in case a package installed but PATH is odd.
-for c in wg wireguard-go iperf3 ip ss ping python3 ruby setsid taskset timeout; do
+for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout; do
   command -v "$c" >/dev/null 2>&1 || die "'$c' not on PATH although its package is installed: fix PATH (need /usr/sbin and /usr/bin)"
 done
 
