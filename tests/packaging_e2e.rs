@@ -24,11 +24,17 @@ const ARCHIVE_BUILD: Duration = Duration::from_secs(20 * 60);
 
 /// Puts the helper image back from the archive if a test left it missing,
 /// so the other Docker tests find it.
+/// The tag `packaging/build-helper-image.sh` gives the image it archives:
+/// what users' `up` looks for.
+fn shipped_image() -> String {
+    format!("netconnect-helper:{}", env!("CARGO_PKG_VERSION"))
+}
+
 struct RestoreImage(std::path::PathBuf);
 
 impl Drop for RestoreImage {
     fn drop(&mut self) {
-        if docker_try(&["image", "inspect", &helper_image()]).is_err() {
+        if docker_try(&["image", "inspect", &shipped_image()]).is_err() {
             let _ = docker_try(&["load", "-i", self.0.to_str().unwrap()]);
         }
     }
@@ -69,10 +75,14 @@ fn docker_up_loads_the_shipped_helper_archive_when_the_image_is_missing() {
     let web = things.web("web0", None, None, &[]);
     let ip = container_ip(&web, "bridge");
 
-    docker(&["image", "rm", "-f", &helper_image()]);
-    assert!(docker_try(&["image", "inspect", &helper_image()]).is_err());
+    docker(&["image", "rm", "-f", &shipped_image()]);
+    assert!(docker_try(&["image", "inspect", &shipped_image()]).is_err());
 
+    // The archive holds the product's tag, not the e2e harness's
+    // per-source tag that up_args names.
     let mut args = up_args(&mac, &vm);
+    let i = args.iter().position(|a| a == "--helper-image").unwrap();
+    args[i + 1] = shipped_image();
     args.extend(["--helper-archive".into(), archive.to_str().unwrap().into()]);
     let mut up = UpProcess::spawn(&mac, &args);
     let t = wait_curl(&mac.ns, &ip, &web, Duration::from_secs(90)).unwrap_or_else(|e| {
@@ -90,7 +100,7 @@ fn docker_up_loads_the_shipped_helper_archive_when_the_image_is_missing() {
         "the log does not show the archive being loaded:\n{log}"
     );
     assert!(
-        docker_try(&["image", "inspect", &helper_image()]).is_ok(),
+        docker_try(&["image", "inspect", &shipped_image()]).is_ok(),
         "the image is still missing after up loaded it"
     );
     let st = up.terminate(Duration::from_secs(5));
