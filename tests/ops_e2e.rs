@@ -65,7 +65,16 @@ impl Fx {
             "--control-socket",
             self.socket().to_str().unwrap(),
         );
-        args.extend(extra.iter().map(|s| s.to_string()));
+        // A flag given in `extra` replaces the harness's value.
+        let mut extra = extra.iter();
+        while let Some(a) = extra.next() {
+            match args.iter().position(|x| x == a) {
+                Some(i) if a.starts_with("--") && i + 1 < args.len() => {
+                    args[i + 1] = extra.next().expect("flag without value").to_string();
+                }
+                _ => args.push(a.to_string()),
+            }
+        }
         self.up = Some(UpProcess::spawn(&self.mac, &args));
         self.up.as_mut().unwrap()
     }
@@ -624,6 +633,59 @@ fn docker_doctor_names_the_first_broken_link() {
 // ---------------------------------------------------------------------------
 // The configuration file: exclude, SIGHUP reload, bad file; JSON logs
 // ---------------------------------------------------------------------------
+
+/// The two links `up` mends by itself, held broken: a helper that can
+/// never start (the VM cannot resolve the host endpoint) and a helper that
+/// runs but never completes a handshake (the endpoint is an address nobody
+/// answers at). `up` keeps retrying in both cases; doctor names the link.
+#[test]
+fn docker_doctor_names_a_failing_helper_and_a_missing_handshake() {
+    let mut fx = Fx::new(44);
+
+    // The helper exits at once: it cannot resolve the endpoint.
+    fx.start_up(&["--host-endpoint", "no-such-host.invalid"]);
+    let mut named = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let (ok, t) = doctor(&fx, &[]);
+        assert!(!ok, "doctor called a helper that cannot start healthy: {t}");
+        if t.contains("FAIL  helper:") {
+            named = Some(t);
+            break;
+        }
+    }
+    let t = named.expect("doctor never named the helper that cannot start");
+    assert!(t.contains("ok    daemon"), "{t}");
+    assert!(t.contains("is not running"), "{t}");
+    assert!(t.contains("docker logs"), "{t}");
+    assert!(
+        !t.contains("handshake"),
+        "went past the first broken link: {t}"
+    );
+    let st = fx.up().terminate(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "up did not stop cleanly");
+    fx.up = None;
+
+    // The helper runs, but the host endpoint it is given answers nothing.
+    fx.start_up(&["--host-endpoint", "10.212.44.99"]);
+    let mut named = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let (ok, t) = doctor(&fx, &[]);
+        assert!(
+            !ok,
+            "doctor called a tunnel without a handshake healthy: {t}"
+        );
+        if t.contains("FAIL  handshake:") {
+            named = Some(t);
+            break;
+        }
+    }
+    let t = named.expect("doctor never named the missing handshake");
+    assert!(t.contains("ok    helper"), "{t}");
+    assert!(t.contains("no handshake with the VM side yet"), "{t}");
+    assert!(t.contains("--host-endpoint"), "{t}");
+}
 
 #[test]
 fn docker_config_exclude_and_sighup_reload() {
