@@ -10,8 +10,30 @@ use crate::cli::Cli;
 
 /// `netconnect completions SHELL`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
-    let mut cmd = Cli::command();
+    let mut cmd = without_hidden_commands(Cli::command());
     clap_complete::generate(shell, &mut cmd, "netconnect", out);
+}
+
+/// `cmd` less its hidden subcommands. clap_complete offers hidden
+/// subcommands (it filters hidden flags, not commands), and a user who
+/// tabs into `helper-cleanup` meets a command that only makes sense inside
+/// the VM. clap has no way to remove a subcommand, so the tree is rebuilt
+/// from its visible parts; flags, help and version are carried over.
+fn without_hidden_commands(cmd: clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name().to_owned())
+        .args(cmd.get_arguments().cloned())
+        .subcommand_required(cmd.is_subcommand_required_set())
+        .hide(cmd.is_hide_set());
+    if let Some(v) = cmd.get_version() {
+        out = out.version(v.to_owned());
+    }
+    if let Some(a) = cmd.get_about() {
+        out = out.about(a.clone());
+    }
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out = out.subcommand(without_hidden_commands(sub.clone()));
+    }
+    out
 }
 
 /// `netconnect man`: the page netconnect(8) as roff (`man -l <(netconnect man)`).
@@ -63,6 +85,26 @@ mod tests {
                 "control-socket",
             ] {
                 assert!(s.contains(word), "{shell:?} completion lacks {word}");
+            }
+            // How each shell spells an offered command: bash's case arms
+            // and `opts`, zsh's `'name:about'` and `(name)`, fish's `-a`.
+            for name in ["helper", "helper-cleanup", "helper-check", "man"] {
+                let offered_by_bash = s
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("opts=\""))
+                    .any(|opts| opts.trim_end_matches('"').split(' ').any(|w| w == name));
+                assert!(!offered_by_bash, "{shell:?} completion offers {name}");
+                for spelled in [
+                    format!(",{name})"),
+                    format!("'{name}:"),
+                    format!("({name})"),
+                    format!("-a \"{name}\""),
+                ] {
+                    assert!(
+                        !s.contains(&spelled),
+                        "{shell:?} completion offers the internal command {name} ({spelled:?})"
+                    );
+                }
             }
         }
     }
