@@ -182,14 +182,12 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
         return false;
     }
     // 9. VM firewall
-    if !l.say(
-        "vm firewall",
-        vm_firewall(target, &engine.docker, &snap).await,
-    ) {
+    let (firewall, shadows) = vm_firewall(target, &engine.docker, &snap).await;
+    if !l.say("vm firewall", firewall) {
         return false;
     }
     // 10. a container answers
-    l.say("probe", probe(&engine.docker, &snap).await)
+    l.say("probe", probe(&engine.docker, &snap, &shadows).await)
 }
 
 fn root() -> Verdict {
@@ -305,16 +303,44 @@ fn conflicts(s: &Snapshot) -> Verdict {
     }
 }
 
-async fn vm_firewall(target: &TargetArgs, docker: &bollard::Docker, s: &Snapshot) -> Verdict {
+/// The verdict, and the VM's DOCKER-USER rules above ours that may drop
+/// tunnel traffic (`shadow` lines of `helper-check`), for the probe to name.
+async fn vm_firewall(
+    target: &TargetArgs,
+    docker: &bollard::Docker,
+    s: &Snapshot,
+) -> (Verdict, Vec<String>) {
     let args = vec![
         "helper-check".to_string(),
         "--interface".into(),
         target.vm_interface.clone(),
     ];
-    match crate::vmside::run_oneshot(docker, &target.helper_image, &target.vm_interface, args).await
-    {
-        Ok(o) if o.exit_code == 0 => ok("tunnel interface and firewall rules in place"),
-        Ok(o) => {
+    let o =
+        match crate::vmside::run_oneshot(docker, &target.helper_image, &target.vm_interface, args)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let v = broken(
+                    format!("cannot look into the VM: {e}"),
+                    "check the engine: docker info",
+                );
+                return (v, Vec::new());
+            }
+        };
+    let shadows = o
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("shadow "))
+        .map(str::to_owned)
+        .collect();
+    (firewall_verdict(&o, s), shadows)
+}
+
+fn firewall_verdict(o: &crate::vmside::Oneshot, s: &Snapshot) -> Verdict {
+    match o {
+        o if o.exit_code == 0 => ok("tunnel interface and firewall rules in place"),
+        o => {
             let missing: Vec<&str> = o
                 .output
                 .lines()
@@ -329,14 +355,10 @@ async fn vm_firewall(target: &TargetArgs, docker: &bollard::Docker, s: &Snapshot
                 ),
             )
         }
-        Err(e) => broken(
-            format!("cannot look into the VM: {e}"),
-            "check the engine: docker info",
-        ),
     }
 }
 
-async fn probe(docker: &bollard::Docker, s: &Snapshot) -> Verdict {
+async fn probe(docker: &bollard::Docker, s: &Snapshot, shadows: &[String]) -> Verdict {
     let routed: Vec<ipnet::IpNet> = s
         .networks
         .iter()
@@ -359,8 +381,27 @@ async fn probe(docker: &bollard::Docker, s: &Snapshot) -> Verdict {
         )),
         Err(e) => broken(
             format!("container {name} ({ip}) does not answer: {e}"),
-            "the tunnel is up but packets get no answer: check the container's own firewall, \
-             then restart the helper with `sudo netconnect down && sudo netconnect up`",
+            probe_fix(shadows),
+        ),
+    }
+}
+
+/// What to do when the tunnel is up and a container still does not answer:
+/// a rule the VM's DOCKER-USER chain holds above ours is the likely cause
+/// when there is one; the container's own firewall otherwise.
+fn probe_fix(shadows: &[String]) -> String {
+    match shadows {
+        [] => "the tunnel is up but the container does not answer: check the container's own \
+               firewall and that it listens, then restart netconnect with \
+               `sudo netconnect down && sudo netconnect up`"
+            .into(),
+        rules => format!(
+            "the VM's DOCKER-USER chain drops tunnel traffic before netconnect's rules: `{}`; \
+             remove {} (iptables -D DOCKER-USER ... inside the VM) or put an ACCEPT for the \
+             tunnel above {}",
+            rules.join("`; `"),
+            if rules.len() == 1 { "it" } else { "them" },
+            if rules.len() == 1 { "it" } else { "them" },
         ),
     }
 }
@@ -404,6 +445,19 @@ mod tests {
             conflicts_with: (route == RouteState::Skipped).then(|| "172.18.0.0/20 via en0".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_failed_probe_names_the_rule_that_drops_it() {
+        let rule = "-A DOCKER-USER -i nc0 -j DROP".to_string();
+        let fix = probe_fix(std::slice::from_ref(&rule));
+        assert_eq!(
+            fix,
+            "the VM's DOCKER-USER chain drops tunnel traffic before netconnect's rules: \
+             `-A DOCKER-USER -i nc0 -j DROP`; remove it (iptables -D DOCKER-USER ... inside the \
+             VM) or put an ACCEPT for the tunnel above it"
+        );
+        assert!(!probe_fix(&[]).contains("DOCKER-USER"));
     }
 
     #[test]

@@ -605,45 +605,6 @@ fn docker_sigterm_leaves_no_route_or_interface() {
 // 7. Engine 28's firewall, reproduced on this engine
 // ---------------------------------------------------------------------------
 
-/// Rules (and a chain) a test inserted; removed on drop.
-struct InsertedRules {
-    /// `(table, args after -A/-I)` in insertion order.
-    rules: Vec<(&'static str, Vec<String>)>,
-    created_chain: Option<String>,
-}
-
-impl InsertedRules {
-    fn add(&mut self, table: &'static str, op: &[&str], spec: &[String]) {
-        let mut args: Vec<String> = ["iptables", "-w", "5", "-t", table]
-            .iter()
-            .chain(op)
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(spec.iter().cloned());
-        host_ok(&args);
-        // -D takes the chain and the spec, not the position of -I.
-        let mut del = vec![op[1].to_string()];
-        del.extend(spec.iter().cloned());
-        self.rules.push((table, del));
-    }
-}
-
-impl Drop for InsertedRules {
-    fn drop(&mut self) {
-        for (table, rest) in self.rules.iter().rev() {
-            let mut c = Command::new("iptables");
-            c.args(["-w", "5", "-t", table, "-D"]).args(rest);
-            let _ = run_timeout(&mut c, CMD_TIMEOUT);
-        }
-        if let Some(chain) = &self.created_chain {
-            let _ = run_timeout(
-                Command::new("iptables").args(["-w", "5", "-X", chain]),
-                CMD_TIMEOUT,
-            );
-        }
-    }
-}
-
 #[test]
 fn docker_engine28_firewall_rules_do_not_block_the_tunnel() {
     let mut fx = Fx::new(7);
@@ -670,10 +631,7 @@ fn docker_engine28_firewall_rules_do_not_block_the_tunnel() {
             .map(String::from)
             .collect()
     };
-    let mut ins = InsertedRules {
-        rules: Vec::new(),
-        created_chain: None,
-    };
+    let mut ins = InsertedRules::default();
     if !host(&["iptables", "-w", "5", "-S", "DOCKER-FORWARD"])
         .status
         .success()

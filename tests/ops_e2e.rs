@@ -628,6 +628,36 @@ fn docker_doctor_names_the_first_broken_link() {
         );
     }
     fx.curl_ok("10.213.42.2", &c, Duration::from_secs(10));
+
+    // The last link alone: the VM drops what the tunnel forwards to the
+    // containers, in a rule above netconnect's own (as a user's DOCKER-USER
+    // rule would). The handshake and the VM's rules still hold; only the
+    // probe can tell.
+    {
+        let mut block = InsertedRules::default();
+        let spec: Vec<String> = ["-i", &fx.vm.vm_if, "-m", "comment", "--comment"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([test_rule_comment(), "-j".into(), "DROP".into()])
+            .collect();
+        block.add("filter", &["-I", "DOCKER-USER", "1"], &spec);
+        let (ok, t) = doctor(&fx, &[]);
+        assert!(
+            !ok,
+            "doctor called a tunnel that reaches no container healthy: {t}"
+        );
+        assert!(t.contains("ok    handshake"), "{t}");
+        assert!(t.contains("ok    vm firewall"), "{t}");
+        assert!(t.contains("FAIL  probe: container "), "{t}");
+        assert!(t.contains("does not answer"), "{t}");
+        assert!(
+            t.contains("fix: the VM's DOCKER-USER chain drops tunnel traffic")
+                && t.contains(&test_rule_comment()),
+            "the fix does not name the rule that drops: {t}"
+        );
+    }
+    let (ok, t) = doctor(&fx, &[]);
+    assert!(ok, "still broken once the rule is gone: {t}");
 }
 
 // ---------------------------------------------------------------------------

@@ -60,6 +60,47 @@ pub fn marked_rules(text: &str, family: Family, table: &'static str, iface: &str
         .collect()
 }
 
+/// The rules of `iptables -S DOCKER-USER` output `text` that sit above
+/// our own for `iface` and can drop what the tunnel forwards (target DROP
+/// or REJECT, and no `-i` that rules the interface out). Our rules are
+/// inserted first, so a rule found here was put above them later, usually
+/// by the user's own firewall; it can starve the containers while every
+/// rule of ours is in place, and only `doctor`'s probe shows the effect.
+pub fn shadowing_rules(text: &str, iface: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("-A DOCKER-USER ")) {
+        let t: Vec<&str> = line
+            .split_whitespace()
+            .map(|t| t.trim_matches('"'))
+            .collect();
+        let ours = t
+            .windows(2)
+            .any(|w| w[0] == "--comment" && w[1] == firewall::COMMENT)
+            && t.windows(2).any(|w| w[0] == "-i" && w[1] == iface);
+        if ours {
+            break;
+        }
+        let drops = t
+            .windows(2)
+            .any(|w| w[0] == "-j" && (w[1] == "DROP" || w[1] == "REJECT"));
+        let in_iface = |name: &str| match name.strip_suffix('+') {
+            Some(prefix) => iface.starts_with(prefix),
+            None => name == iface,
+        };
+        let admits = t.windows(2).enumerate().all(|(i, w)| {
+            if w[0] != "-i" {
+                return true;
+            }
+            let negated = i > 0 && t[i - 1] == "!";
+            in_iface(w[1]) != negated
+        });
+        if drops && admits {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
 fn list(ipt: &DockerIptables, iface: &str) -> Vec<Marked> {
     let mut out = Vec::new();
     for family in [Family::V4, Family::V6] {
@@ -164,6 +205,13 @@ pub async fn check(args: VmArgs) -> anyhow::Result<()> {
             writeln!(out, "absent (optional) ip6 rule {text}")?;
         }
     }
+    // Not a failure of ours: reported for `doctor`'s probe to name.
+    let list_user = ["-w", "5", "-S", "DOCKER-USER"].map(String::from);
+    if let Ok(o) = ipt.run_args(Family::V4, &list_user) {
+        for rule in shadowing_rules(&String::from_utf8_lossy(&o.stdout), &args.interface) {
+            writeln!(out, "shadow {rule}")?;
+        }
+    }
     drop(out);
     if broken.is_empty() {
         Ok(())
@@ -192,5 +240,31 @@ mod tests {
         );
         assert_eq!(m[1].tokens[1], "DOCKER-USER");
         assert_eq!(m[1].tokens.last().unwrap(), "ACCEPT");
+    }
+
+    #[test]
+    fn names_the_drops_above_our_rules_that_can_meet_the_tunnel() {
+        let s = "-N DOCKER-USER\n\
+                 -A DOCKER-USER -i nc0 -m comment --comment e2e -j DROP\n\
+                 -A DOCKER-USER -i eth0 -j DROP\n\
+                 -A DOCKER-USER -i nc+ -p tcp -j REJECT --reject-with icmp-port-unreachable\n\
+                 -A DOCKER-USER ! -i nc0 -j DROP\n\
+                 -A DOCKER-USER ! -i eth0 -s 10.0.0.0/8 -j DROP\n\
+                 -A DOCKER-USER -d 10.1.0.0/16 -j LOG\n\
+                 -A DOCKER-USER -i nc0 -m comment --comment netconnect -j ACCEPT\n\
+                 -A DOCKER-USER -j DROP\n\
+                 -A DOCKER-USER -j RETURN\n";
+        assert_eq!(
+            shadowing_rules(s, "nc0"),
+            [
+                "-A DOCKER-USER -i nc0 -m comment --comment e2e -j DROP",
+                "-A DOCKER-USER -i nc+ -p tcp -j REJECT --reject-with icmp-port-unreachable",
+                "-A DOCKER-USER ! -i eth0 -s 10.0.0.0/8 -j DROP",
+            ]
+        );
+        // Ours on top (as the helper inserts them): nothing shadows.
+        let s = "-A DOCKER-USER -i nc0 -m comment --comment netconnect -j ACCEPT\n\
+                 -A DOCKER-USER -j DROP\n";
+        assert!(shadowing_rules(s, "nc0").is_empty());
     }
 }

@@ -2037,6 +2037,46 @@ pub mod docker {
         run_ok(&mut cmd(args))
     }
 
+    /// Rules (and a chain) a test inserted; removed on drop.
+    #[derive(Default)]
+    pub struct InsertedRules {
+        /// `(table, args after -A/-I)` in insertion order.
+        pub rules: Vec<(&'static str, Vec<String>)>,
+        pub created_chain: Option<String>,
+    }
+
+    impl InsertedRules {
+        pub fn add(&mut self, table: &'static str, op: &[&str], spec: &[String]) {
+            let mut args: Vec<String> = ["iptables", "-w", "5", "-t", table]
+                .iter()
+                .chain(op)
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(spec.iter().cloned());
+            host_ok(&args);
+            // -D takes the chain and the spec, not the position of -I.
+            let mut del = vec![op[1].to_string()];
+            del.extend(spec.iter().cloned());
+            self.rules.push((table, del));
+        }
+    }
+
+    impl Drop for InsertedRules {
+        fn drop(&mut self) {
+            for (table, rest) in self.rules.iter().rev() {
+                let mut c = Command::new("iptables");
+                c.args(["-w", "5", "-t", table, "-D"]).args(rest);
+                let _ = run_timeout(&mut c, CMD_TIMEOUT);
+            }
+            if let Some(chain) = &self.created_chain {
+                let _ = run_timeout(
+                    Command::new("iptables").args(["-w", "5", "-X", chain]),
+                    CMD_TIMEOUT,
+                );
+            }
+        }
+    }
+
     // -----------------------------------------------------------------------
     // Prerequisites, lock, images
     // -----------------------------------------------------------------------
