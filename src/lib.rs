@@ -5,7 +5,8 @@
 //! holds what differs between macOS and Linux; [`cli`] is the command line.
 //! Operating it: [`control`] (the daemon's socket), [`config`] (the file),
 //! [`status`], [`doctor`], [`down`], [`vmside`] (one-shot looks into the VM)
-//! and [`manual`] (completions, man page).
+//! and [`manual`] (completions, man page); [`progress`] is what the first
+//! `up` draws on a terminal.
 
 pub mod cli;
 pub mod command;
@@ -19,6 +20,7 @@ pub mod helper;
 pub mod keys;
 pub mod manual;
 pub mod platform;
+pub mod progress;
 pub mod routes;
 pub mod service;
 pub mod signals;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use netconnect::cli::{Cli, Command};
 use netconnect::config::{self, LogFormat};
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -38,6 +39,14 @@ fn main() -> ExitCode {
         cli.command,
         Command::Status(_) | Command::Doctor(_) | Command::Down(_)
     );
+    // The first `up` at a terminal shows its stages as they happen.
+    if matches!(cli.command, Command::Up(_))
+        && format == LogFormat::Human
+        && !cli.quiet
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        netconnect::progress::enable();
+    }
     init_logging(
         cli.verbose,
         cli.quiet,
@@ -149,13 +158,22 @@ fn init_logging(
             .and_then(|l| EnvFilter::try_new(l).ok())
             .unwrap_or_else(|| EnvFilter::new(default))
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(netconnect::progress::LogWriter);
+    let drawn = tracing_subscriber::filter::filter_fn(netconnect::progress::log_filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Human => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        LogFormat::Json => registry
+            .with(layer.json().with_current_span(false).with_filter(drawn))
+            .init(),
+        LogFormat::Human => registry
+            .with(
+                layer
+                    .with_ansi(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr())
+                            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                    )
+                    .with_filter(drawn),
+            )
             .init(),
     }
 }

@@ -196,6 +196,21 @@ fn docker_reach_containers_by_ip() {
         "up did not log the helper's mode\n{}",
         fx.up().log()
     );
+    // Without a terminal (a service's log file): the stages are log lines,
+    // and nothing is drawn.
+    let log = fx.up().log();
+    for said in [
+        "tunnel interface up",
+        "VM-side helper running",
+        "waiting for the first handshake",
+        "ready: traffic can flow",
+    ] {
+        assert!(log.contains(said), "the log lacks {said:?}:\n{log}");
+    }
+    assert!(
+        !log.contains('✔') && !log.contains('\r') && !log.contains('\x1b'),
+        "progress drawn into a log file:\n{log:?}"
+    );
 }
 
 /// An IPv6 Docker network (dual stack, as Docker creates them) is routed

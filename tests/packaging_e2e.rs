@@ -84,7 +84,8 @@ fn docker_up_loads_the_shipped_helper_archive_when_the_image_is_missing() {
     let i = args.iter().position(|a| a == "--helper-image").unwrap();
     args[i + 1] = shipped_image();
     args.extend(["--helper-archive".into(), archive.to_str().unwrap().into()]);
-    let mut up = UpProcess::spawn(&mac, &args);
+    // By hand, at a terminal: the first start shows its progress.
+    let mut up = UpProcess::spawn_on_terminal(&mac, &args);
     let t = wait_curl(&mac.ns, &ip, &web, Duration::from_secs(90)).unwrap_or_else(|e| {
         panic!(
             "{e}\nup's log:\n{}\nhelper logs: {:?}",
@@ -93,18 +94,68 @@ fn docker_up_loads_the_shipped_helper_archive_when_the_image_is_missing() {
         )
     });
     eprintln!("MEASURE: spawn of `up` with the image missing -> first curl: {t:?}");
+    up.wait_log("Ready: traffic can flow", 1, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
     let log = up.log();
+    eprintln!("up at a terminal wrote:\n{log:?}");
+    // Each stage, in order, as a line of its own once done; the load as
+    // a byte count while it runs.
+    let stages = [
+        "✔ Docker ",
+        &format!("✔ Tunnel {MAC_TUN} up: 10.33.33.1 to 10.33.33.2, UDP port "),
+        &format!(
+            "Loading the helper image {} from {}",
+            shipped_image(),
+            archive.display()
+        ),
+        &format!("✔ Helper image {} loaded (", shipped_image()),
+        "✔ VM-side helper running (userspace WireGuard)",
+        "✔ Handshake with the VM side (",
+        "✔ Ready: traffic can flow; ",
+    ];
+    let mut at = 0;
+    for stage in stages {
+        match log[at..].find(stage) {
+            Some(i) => at += i + stage.len(),
+            None => panic!("no {stage:?} after the stages before it:\n{log}"),
+        }
+    }
+    let load = &log[log.find("Loading the helper image").unwrap()..];
+    let load = &load[..load.find("✔ Helper image").unwrap()];
     assert!(
-        log.contains("helper image missing; loading it from the archive")
-            && log.contains("helper image loaded"),
-        "the log does not show the archive being loaded:\n{log}"
+        load.contains("iB/") && load.contains('\r'),
+        "no byte count redrawn while the archive loaded:\n{load:?}"
+    );
+    assert_eq!(log.matches("Ready: traffic can flow").count(), 1, "{log}");
+    // NO_COLOR (set by the harness) holds on a terminal too.
+    assert!(
+        !log.contains("\x1b[32m"),
+        "coloured despite NO_COLOR:\n{log:?}"
+    );
+    // What progress shows is not logged a second time.
+    assert!(
+        !log.contains("helper image missing; loading it from the archive")
+            && !log.contains("ready: traffic can flow"),
+        "progress and log both tell the story:\n{log}"
     );
     assert!(
         docker_try(&["image", "inspect", &shipped_image()]).is_ok(),
         "the image is still missing after up loaded it"
     );
+    // After the ready line the log is the log again.
     let st = up.terminate(Duration::from_secs(5));
     assert!(st.is_some_and(|s| s.success()), "up did not stop cleanly");
+    // The copy from the terminal may trail the exit a little.
+    let t0 = std::time::Instant::now();
+    while !up.log().contains("tunnel removed") && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = up.log();
+    let after = &log[log.find("✔ Ready").unwrap()..];
+    assert!(
+        after.contains("shutting down") && after.contains("tunnel removed"),
+        "no log after the ready line:\n{after}"
+    );
 }
 
 #[test]

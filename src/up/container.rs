@@ -158,9 +158,9 @@ pub struct RunningHelper {
     pub mode: Mode,
 }
 
-/// Remove any helper of the same name, start a new one and wait for its key.
+/// Remove any helper of the same name, start a new one and wait for its
+/// key. The image must be there ([`super::image::ensure`]).
 pub async fn start(docker: &Docker, spec: &HelperSpec) -> Result<RunningHelper, HelperError> {
-    super::image::ensure(docker, &spec.image, &spec.archives).await?;
     remove(docker, &spec.name).await?;
     let created = timed(
         docker.create_container(

@@ -9,11 +9,12 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::ImportImageOptionsBuilder;
 use bollard::Docker;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tracing::info;
 
 use super::container::HelperError;
 use crate::docker::client::timed;
+use crate::progress;
 
 /// The archive's file name where netconnect installs it.
 pub const ARCHIVE_NAME: &str = "netconnect-helper.tar.gz";
@@ -69,18 +70,35 @@ pub async fn ensure(docker: &Docker, image: &str, archives: &[PathBuf]) -> Resul
             looked_in: archives.to_vec(),
         });
     };
-    info!(image, archive = %archive.display(), "helper image missing; loading it from the archive");
+    info!(
+        target: progress::TARGET,
+        image,
+        archive = %archive.display(),
+        "helper image missing; loading it from the archive"
+    );
     let load_err = |reason: String| HelperError::Load {
         archive: archive.clone(),
         reason,
     };
-    let bytes = tokio::fs::read(archive)
+    let step = progress::step(format!(
+        "Loading the helper image {image} from {}",
+        archive.display()
+    ));
+    // Streamed from the file, not read whole: the count of bytes handed to
+    // the engine is the progress a person sees.
+    let file = tokio::fs::File::open(archive)
         .await
         .map_err(|e| load_err(e.to_string()))?;
+    if let Ok(meta) = file.metadata().await {
+        step.bytes(meta.len());
+    }
+    let advance = step.advancer();
+    let body = tokio_util::io::ReaderStream::new(file)
+        .inspect_ok(move |chunk| advance(chunk.len() as u64));
     let load = async {
         let mut progress = docker.import_image(
             ImportImageOptionsBuilder::default().quiet(true).build(),
-            bollard::body_full(bytes.into()),
+            bollard::body_try_stream(body),
             None,
         );
         while let Some(item) = progress.next().await {
@@ -94,7 +112,9 @@ pub async fn ensure(docker: &Docker, image: &str, archives: &[PathBuf]) -> Resul
     if !present(docker, image).await? {
         return Err(load_err(format!("it does not contain {image}")));
     }
-    info!(image, "helper image loaded");
+    info!(target: progress::TARGET, image, "helper image loaded");
+    let took = progress::took(step.elapsed());
+    step.done(format!("Helper image {image} loaded ({took})"));
     Ok(())
 }
 

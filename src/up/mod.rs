@@ -29,6 +29,7 @@ use crate::control::{snapshot::TunnelState, ControlListener};
 use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
+use crate::progress;
 use crate::routes::{self, PlatformRouter, Skipped};
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
 use container::{HelperError, HelperSpec, RunningHelper};
@@ -88,10 +89,15 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
             _ = stop.notified() => "netconnect down",
         }
     });
+    let connecting = progress::step("Connecting to the Docker engine");
     let engine = tokio::select! {
         e = connect_until_up(&candidates) => e,
         _ = &mut shutdown => return Ok(()),
     };
+    connecting.done(format!(
+        "Docker {} (API {}) at {}",
+        engine.server_version, engine.api_version, engine.host
+    ));
     // Linux with the engine in this namespace: its bridges are ours already.
     if cfg!(target_os = "linux") && !args.force {
         let networks = docker::networks(&engine.docker).await?;
@@ -129,7 +135,11 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await
         .context("configuring the tunnel interface")?;
-    info!(iface = %name, port, address = %args.host_address, peer = %args.vm_address, "tunnel interface up");
+    info!(target: progress::TARGET, iface = %name, port, address = %args.host_address, peer = %args.vm_address, "tunnel interface up");
+    progress::line(format!(
+        "Tunnel {name} up: {} to {}, UDP port {port}",
+        args.host_address, args.vm_address
+    ));
     let device = Arc::new(device);
     view.set_tunnel(
         TunnelState {
@@ -177,6 +187,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         ctx,
         view,
         announced: false,
+        handshake: None,
         hup,
     };
 
@@ -230,6 +241,8 @@ struct Session {
     view: Arc<live::View>,
     /// Whether "traffic can flow" was said.
     announced: bool,
+    /// Until then, on a terminal: the wait for the first handshake.
+    handshake: Option<progress::Step>,
     /// SIGHUP: reload the configuration file.
     hup: tokio::signal::unix::Signal,
 }
@@ -408,13 +421,22 @@ impl Session {
                 return Ok(());
             }
         }
+        image::ensure(&self.engine.docker, &self.spec.image, &self.spec.archives).await?;
+        let starting = progress::step("Starting the VM-side helper");
         let started = container::start(&self.engine.docker, &self.spec).await?;
-        info!(container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
+        info!(target: progress::TARGET, container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
+        starting.done(format!(
+            "VM-side helper running ({} WireGuard)",
+            started.mode.as_str()
+        ));
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
         self.view
             .helper_running(Some((&started.id, started.vm_public_key)));
         if !self.announced {
-            info!("waiting for the first handshake with the VM side");
+            info!(target: progress::TARGET, "waiting for the first handshake with the VM side");
+            self.handshake = Some(progress::step(
+                "Waiting for the first handshake with the VM side",
+            ));
         }
         self.helper = Some(started);
         self.liveness = probe::Liveness::new(Instant::now());
@@ -557,9 +579,20 @@ impl Session {
         if ready {
             self.announced = true;
             info!(
+                target: progress::TARGET,
                 routes = self.routed.len(),
                 "ready: traffic can flow; containers are reachable by IP"
             );
+            if let Some(step) = self.handshake.take() {
+                let took = progress::took(step.elapsed());
+                step.done(format!("Handshake with the VM side ({took})"));
+            }
+            progress::line(format!(
+                "Ready: traffic can flow; {} subnet(s) routed through {} (Ctrl-C stops and removes them)",
+                self.routed.len(),
+                self.device.name()
+            ));
+            progress::finish();
         }
     }
 

@@ -74,6 +74,20 @@ mod sys {
         pub fn geteuid() -> u32;
         pub fn kill(pid: c_int, sig: c_int) -> c_int;
         pub fn prctl(option: c_int, arg2: c_ulong, ...) -> c_int;
+        pub fn openpty(
+            amaster: *mut c_int,
+            aslave: *mut c_int,
+            name: *mut std::os::raw::c_char,
+            termp: *const std::ffi::c_void,
+            winp: *const Winsize,
+        ) -> c_int;
+    }
+    #[repr(C)]
+    pub struct Winsize {
+        pub ws_row: u16,
+        pub ws_col: u16,
+        pub ws_xpixel: u16,
+        pub ws_ypixel: u16,
     }
     pub const CLONE_NEWNET: c_int = 0x4000_0000;
     pub const PR_SET_PDEATHSIG: c_int = 1;
@@ -3016,6 +3030,77 @@ pub mod docker {
             let child = c
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&c)));
+            UpProcess {
+                child: Some(child),
+                status: None,
+                log,
+                started,
+                argv,
+                _dir: dir,
+            }
+        }
+
+        /// Like [`UpProcess::spawn`], with stdin, stdout and stderr on a
+        /// pseudo-terminal (120 columns), as in `sudo netconnect up` typed
+        /// by hand; what it draws is copied to the log.
+        pub fn spawn_on_terminal(mac: &MacNs, args: &[String]) -> UpProcess {
+            use std::os::fd::{FromRawFd, OwnedFd};
+            let (mut master, mut slave) = (-1, -1);
+            let size = super::sys::Winsize {
+                ws_row: 40,
+                ws_col: 120,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: out-pointers to two ints, no name, default termios.
+            let rc = unsafe {
+                super::sys::openpty(
+                    &mut master,
+                    &mut slave,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    &size,
+                )
+            };
+            assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+            // SAFETY: openpty returned two fresh descriptors we now own.
+            let (master, slave) = unsafe {
+                (
+                    File::from(OwnedFd::from_raw_fd(master)),
+                    OwnedFd::from_raw_fd(slave),
+                )
+            };
+            let dir = TempDir::new("up");
+            let log = dir.join("up.log");
+            let mut copy = File::create(&log).unwrap();
+            let mut argv = vec![netconnect_bin().to_string()];
+            argv.extend(args.iter().cloned());
+            let mut c = mac.ns.command(&argv);
+            c.stdin(slave.try_clone().unwrap())
+                .stdout(slave.try_clone().unwrap())
+                .stderr(slave)
+                .env_remove("DOCKER_HOST")
+                .env_remove("DOCKER_CONTEXT")
+                .env_remove("NETCONNECT_LOG")
+                .env("NO_COLOR", "1")
+                .env("TERM", "xterm");
+            die_with_parent(&mut c);
+            let started = Instant::now();
+            let child = c
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&c)));
+            // Our copies of the terminal's side go, so that the copy below
+            // ends (EIO) when netconnect exits.
+            drop(c);
+            let mut master = master;
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = master.read(&mut buf) {
+                    if n == 0 || copy.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
             UpProcess {
                 child: Some(child),
                 status: None,
