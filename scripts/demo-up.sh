@@ -20,6 +20,8 @@ VM_IP=10.210.1.1 MAC_IP=10.210.1.2
 NET=nc-demo-net SUBNET=10.213.250.0/24 WEB=nc-demo-web
 VM_IF=ncdemovm0 PORT=51977
 IMAGE=netconnect-demo-busybox:1
+SOCK=/run/netconnect-demo-up.sock
+HELPER_TAG=""
 LOG=$(mktemp /tmp/netconnect-demo-up.XXXXXX.log)
 UP_PID=""
 
@@ -29,16 +31,20 @@ die() {
   exit 1
 }
 
+mac_nc() { ip netns exec "$NS" "$ROOT/target/release/netconnect" --control-socket "$SOCK" "$@"; }
+
 cleanup() {
   set +e
   if [[ -n $UP_PID ]]; then
-    step "stopping netconnect up (SIGTERM): it removes its routes and interface"
-    kill -TERM "$UP_PID" 2>/dev/null
+    step "netconnect down: stops up, removes its routes and interface here and its rules in the 'VM'"
+    mac_nc down --docker-host unix:///var/run/docker.sock --vm-interface "$VM_IF" --helper-image "$HELPER_TAG" |
+      sed 's/^/    /'
     for _ in $(seq 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$UP_PID" 2>/dev/null
     wait "$UP_PID" 2>/dev/null
   fi
   docker rm -f "$WEB" >/dev/null 2>&1
+  # Only needed if down did not run or failed: rules and helper of this demo.
   remove_vm_side "$VM_IF"
   docker network rm "$NET" >/dev/null 2>&1
   remove_mac_ns "$NS" "$VM_VETH"
@@ -53,8 +59,8 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]
 
 step "building netconnect and the helper image (first time: a few minutes)"
 (cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
-helper_tag=$("$ROOT/helper-image/build.sh" 2>/dev/null) || die "helper-image/build.sh failed"
-echo "    helper image: $helper_tag"
+HELPER_TAG=$("$ROOT/helper-image/build.sh" 2>/dev/null) || die "helper-image/build.sh failed"
+echo "    helper image: $HELPER_TAG"
 
 step "building a tiny web server image (busybox, no registry needed)"
 build_busybox_image "$IMAGE" || die "building $IMAGE failed"
@@ -72,7 +78,7 @@ step "before: the 'Mac' cannot reach $web_ip"
 if ip netns exec "$NS" curl -s -m 2 "http://$web_ip/" >/dev/null; then echo "    (unexpectedly reachable)"; else echo "    curl http://$web_ip/ -> no route, as on a Mac"; fi
 
 step "netconnect up (in the 'Mac'; log: $LOG)"
-ip netns exec "$NS" "$ROOT/target/release/netconnect" up --docker-host unix:///var/run/docker.sock \
+mac_nc up --docker-host unix:///var/run/docker.sock --helper-image "$HELPER_TAG" \
   --host-endpoint "$MAC_IP" --listen-port "$PORT" --interface ncdemo --vm-interface "$VM_IF" >"$LOG" 2>&1 &
 UP_PID=$!
 for _ in $(seq 60); do
@@ -80,10 +86,16 @@ for _ in $(seq 60); do
   kill -0 "$UP_PID" 2>/dev/null || { cat "$LOG" >&2; die "netconnect up exited"; }
   sleep 0.5
 done
+# The first handshake follows the first answer by a moment.
+for _ in $(seq 20); do grep -q "ready: traffic can flow" "$LOG" && break; sleep 0.2; done
 sed 's/^/    | /' "$LOG"
 
 step "after: curl http://$web_ip/ from the 'Mac'"
 ip netns exec "$NS" curl -sS -m 3 "http://$web_ip/" | sed 's/^/    /' || { cat "$LOG" >&2; die "curl through the tunnel failed"; }
 step "routes in the 'Mac':"
 ip -n "$NS" route | sed 's/^/    /'
+step "netconnect status"
+mac_nc status | sed 's/^/    /'
+step "netconnect doctor"
+mac_nc doctor | sed 's/^/    /'
 step "done; tearing down"

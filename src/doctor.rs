@@ -22,6 +22,8 @@ use crate::control::{self, ControlError, Snapshot};
 const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_PORT: u16 = 80;
+const ENGINE_FIX: &str = "start Docker (Docker Desktop, Colima, ...), or name its socket: \
+                          sudo netconnect doctor --docker-host unix:///path/to/docker.sock";
 
 /// One link's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +111,7 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
         Err(e) => {
             return l.say(
                 "engine",
-                broken(
-                    e.to_string(),
-                    "start Docker (Docker Desktop, Colima, ...), or name its socket: \
-                     netconnect --docker-host unix:///path/to/docker.sock doctor",
-                ),
+                broken(e.to_string(), ENGINE_FIX),
             )
         }
     };
@@ -233,7 +231,7 @@ fn handshake(s: &Snapshot) -> Verdict {
         ),
         None => broken(
             "no handshake with the VM side yet",
-            "check that the VM reaches this machine: netconnect up --host-endpoint HOST[:PORT]; \
+            "check that the VM reaches this machine: sudo netconnect up --host-endpoint HOST[:PORT]; \
              a firewall on this machine must let UDP to the listen port in",
         ),
     }
@@ -444,6 +442,18 @@ mod tests {
             route,
             conflicts_with: (route == RouteState::Skipped).then(|| "172.18.0.0/20 via en0".into()),
             ..Default::default()
+        }
+    }
+
+    /// The commands doctor tells a user to run must parse.
+    #[test]
+    fn fix_commands_are_valid_command_lines() {
+        use clap::Parser as _;
+        for fix in [ENGINE_FIX, "sudo netconnect doctor", "sudo netconnect up"] {
+            let line = &fix[fix.find("sudo netconnect").expect(fix) + "sudo ".len()..];
+            let argv: Vec<&str> = line.split_whitespace().collect();
+            crate::cli::Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{line:?} does not parse: {e}"));
         }
     }
 

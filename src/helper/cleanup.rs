@@ -171,7 +171,7 @@ pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "vm cleanup: rules={rules} routes={routes} interface={}",
+        "total: rules={rules} routes={routes} interface={}",
         if link { "removed" } else { "absent" }
     )?;
     Ok(())
