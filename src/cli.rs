@@ -84,19 +84,22 @@ pub struct StatusArgs {
     pub target: TargetArgs,
 }
 
-/// Where to look when no daemon answers (a running daemon says it itself).
+/// The engine, the two interfaces and the helper image: what `up` uses,
+/// and where `status`, `doctor` and `down` look when no daemon answers (a
+/// running daemon says it itself).
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
-    /// Docker engine to use (unix:///path or tcp://host:port).
+    /// Docker engine to use (unix:///path or tcp://host:port); default: DOCKER_HOST,
+    /// then the current docker context, then the well-known sockets.
     #[arg(long, env = "NETCONNECT_DOCKER_HOST")]
     pub docker_host: Option<String>,
-    /// Name of the tunnel interface on this machine.
+    /// Name of the tunnel interface on this machine (Linux; macOS picks utunN).
     #[arg(long, env = "NETCONNECT_INTERFACE", default_value = "netconnect0")]
     pub interface: String,
     /// Name of the tunnel interface inside the VM.
     #[arg(long, env = "NETCONNECT_VM_INTERFACE", default_value = "netconnect0")]
     pub vm_interface: String,
-    /// Helper image (also used to inspect and clean the VM).
+    /// Helper image, run in the VM (and to inspect and clean it).
     #[arg(long, env = "NETCONNECT_HELPER_IMAGE", default_value = concat!("netconnect-helper:", env!("CARGO_PKG_VERSION")))]
     pub helper_image: String,
 }
@@ -151,10 +154,8 @@ pub enum ServiceAction {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Docker engine to use (unix:///path or tcp://host:port); default: DOCKER_HOST,
-    /// then the current docker context, then the well-known sockets.
-    #[arg(long, env = "NETCONNECT_DOCKER_HOST")]
-    pub docker_host: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// UDP port of the tunnel on this machine; 0 picks a free one.
     #[arg(long, env = "NETCONNECT_LISTEN_PORT", default_value_t = 0)]
     pub listen_port: u16,
@@ -165,15 +166,6 @@ pub struct UpArgs {
         default_value = "host.docker.internal"
     )]
     pub host_endpoint: String,
-    /// Name of the tunnel interface (Linux; macOS picks utunN).
-    #[arg(long, env = "NETCONNECT_INTERFACE", default_value = "netconnect0")]
-    pub interface: String,
-    /// Name of the tunnel interface inside the VM.
-    #[arg(long, env = "NETCONNECT_VM_INTERFACE", default_value = "netconnect0")]
-    pub vm_interface: String,
-    /// Helper image to run in the VM.
-    #[arg(long, env = "NETCONNECT_HELPER_IMAGE", default_value = concat!("netconnect-helper:", env!("CARGO_PKG_VERSION")))]
-    pub helper_image: String,
     /// Image archive (`docker save`, gzip allowed) loaded when the engine lacks the
     /// helper image; default: PREFIX/share/netconnect/netconnect-helper.tar.gz for
     /// PREFIX/bin/netconnect (Homebrew), then next to the binary.

@@ -241,9 +241,7 @@ pub fn apply_up(args: &mut UpArgs, m: &ArgMatches, c: &Config) {
             }
         }
     }
-    if args.docker_host.is_none() {
-        args.docker_host = c.docker_host.clone();
-    }
+    apply_target(&mut args.target, m, c);
     set(m, "listen_port", &mut args.listen_port, &c.listen_port);
     set(
         m,
@@ -251,9 +249,6 @@ pub fn apply_up(args: &mut UpArgs, m: &ArgMatches, c: &Config) {
         &mut args.host_endpoint,
         &c.host_endpoint,
     );
-    set(m, "interface", &mut args.interface, &c.interface);
-    set(m, "vm_interface", &mut args.vm_interface, &c.vm_interface);
-    set(m, "helper_image", &mut args.helper_image, &c.helper_image);
     set(m, "host_address", &mut args.host_address, &c.host_address);
     set(m, "vm_address", &mut args.vm_address, &c.vm_address);
     set(
@@ -396,7 +391,7 @@ subnet = "10.96.0.0/12"
         apply_up(&mut args, sub, &c);
         assert_eq!(args.listen_port, 5000);
         assert_eq!(args.host_endpoint, "10.9.9.9");
-        assert_eq!(args.interface, "nc9");
-        assert_eq!(args.vm_interface, "netconnect0");
+        assert_eq!(args.target.interface, "nc9");
+        assert_eq!(args.target.vm_interface, "netconnect0");
     }
 }

@@ -56,8 +56,8 @@ pub struct UpContext {
 
 pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
     platform::require_root("up")?;
-    platform::validate_interface_name(&args.interface)?;
-    platform::validate_interface_name(&args.vm_interface)?;
+    platform::validate_interface_name(&args.target.interface)?;
+    platform::validate_interface_name(&args.target.vm_interface)?;
     if args.host_address.is_ipv4() != args.vm_address.is_ipv4() {
         anyhow::bail!(
             "--host-address {} and --vm-address {} must both be IPv4 or both IPv6",
@@ -66,7 +66,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         );
     }
     let candidates = docker::candidates(
-        &discovery_inputs(args.docker_host.clone()),
+        &discovery_inputs(args.target.docker_host.clone()),
         &docker::RealFiles,
     );
 
@@ -113,7 +113,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
     }
     view.set_engine(&engine);
 
-    let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
+    let (tun, name) = platform::create_tun(&args.target.interface, platform::DEFAULT_MTU)?;
     let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
         crate::tunnel::ConfigError::AddrInUse(p) => anyhow::anyhow!(
             "UDP port {p} is already in use; pick another with --listen-port, or 0 for any free port"
@@ -157,11 +157,11 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
     let file = ctx.loaded.config.clone();
 
     let spec = HelperSpec {
-        image: args.helper_image.clone(),
-        name: format!("netconnect-helper-{}", args.vm_interface),
+        image: args.target.helper_image.clone(),
+        name: format!("netconnect-helper-{}", args.target.vm_interface),
         host_public_key: PublicKey::from(&host_key.public_key()),
         host_endpoint: endpoint_with_port(&args.host_endpoint, port),
-        vm_interface: args.vm_interface.clone(),
+        vm_interface: args.target.vm_interface.clone(),
         vm_address: args.vm_address,
         host_address: args.host_address,
         vm_address6: args.vm_address6,
