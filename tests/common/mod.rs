@@ -2321,6 +2321,7 @@ pub mod docker {
                     ))
                 }
             });
+            remove_stale_helper_images();
             let busybox = static_busybox().unwrap_or_else(|e| panic!("{e}"));
             let dockerfile = root.join("tests/images/busybox/Dockerfile");
             let mut h = Sha256::new();
@@ -2347,6 +2348,51 @@ pub mod docker {
                 }
             });
         });
+    }
+
+    /// Each change to the sources gets its own e2e helper image; without
+    /// this they pile up in the engine (a few MB each). Only those older
+    /// than two hours go: a run in another worktree may be using a newer one.
+    fn remove_stale_helper_images() {
+        let Ok(listing) = docker_try(&[
+            "images",
+            "--filter",
+            "reference=netconnect-helper:*-e2e-*",
+            "--format",
+            "{{.Repository}}:{{.Tag}}\t{{.CreatedSince}}",
+        ]) else {
+            return;
+        };
+        let current = helper_image();
+        for line in listing.lines() {
+            let Some((image, since)) = line.split_once('\t') else {
+                continue;
+            };
+            if image != current && created_hours_ago(since).is_some_and(|h| h >= 2) {
+                let _ = docker_try(&["rmi", image]);
+            }
+        }
+    }
+
+    /// Docker's "CreatedSince" ("45 minutes ago", "3 hours ago", "2 days
+    /// ago", "About an hour ago") in whole hours.
+    fn created_hours_ago(since: &str) -> Option<u64> {
+        let mut words = since.split_whitespace();
+        let n = match words.next()? {
+            "About" | "an" | "a" => 1,
+            w => w.parse().ok()?,
+        };
+        let unit = words.find(|w| !matches!(*w, "an" | "a"))?;
+        let hours = match unit.trim_end_matches('s') {
+            "second" | "minute" => 0,
+            "hour" => 1,
+            "day" => 24,
+            "week" => 24 * 7,
+            "month" => 24 * 30,
+            "year" => 24 * 365,
+            _ => return None,
+        };
+        Some(n * hours)
     }
 
     // -----------------------------------------------------------------------
@@ -3015,29 +3061,8 @@ pub mod docker {
             let dir = TempDir::new("up");
             let log = dir.join("up.log");
             let f = File::create(&log).unwrap();
-            let mut argv = vec![netconnect_bin().to_string()];
-            argv.extend(args.iter().cloned());
-            let mut c = mac.ns.command(&argv);
-            c.stdin(Stdio::null())
-                .stdout(f.try_clone().unwrap())
-                .stderr(f)
-                .env_remove("DOCKER_HOST")
-                .env_remove("DOCKER_CONTEXT")
-                .env_remove("NETCONNECT_LOG")
-                .env("NO_COLOR", "1");
-            die_with_parent(&mut c);
-            let started = Instant::now();
-            let child = c
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&c)));
-            UpProcess {
-                child: Some(child),
-                status: None,
-                log,
-                started,
-                argv,
-                _dir: dir,
-            }
+            let out = f.try_clone().unwrap();
+            UpProcess::launch(mac, args, dir, log, [Stdio::null(), out.into(), f.into()])
         }
 
         /// Like [`UpProcess::spawn`], with stdin, stdout and stderr on a
@@ -3064,7 +3089,7 @@ pub mod docker {
             };
             assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
             // SAFETY: openpty returned two fresh descriptors we now own.
-            let (master, slave) = unsafe {
+            let (mut master, slave) = unsafe {
                 (
                     File::from(OwnedFd::from_raw_fd(master)),
                     OwnedFd::from_raw_fd(slave),
@@ -3073,12 +3098,41 @@ pub mod docker {
             let dir = TempDir::new("up");
             let log = dir.join("up.log");
             let mut copy = File::create(&log).unwrap();
+            let stdio = [
+                slave.try_clone().unwrap().into(),
+                slave.try_clone().unwrap().into(),
+                slave.into(),
+            ];
+            // launch drops its Command, and with it our copies of the
+            // terminal's side: the copy below ends (EIO) when netconnect exits.
+            let up = UpProcess::launch(mac, args, dir, log, stdio);
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = master.read(&mut buf) {
+                    if n == 0 || copy.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            up
+        }
+
+        /// `ip netns exec MAC netconnect ARGS...` with `stdio` as its
+        /// stdin, stdout and stderr, and the harness's environment.
+        fn launch(
+            mac: &MacNs,
+            args: &[String],
+            dir: TempDir,
+            log: PathBuf,
+            stdio: [Stdio; 3],
+        ) -> UpProcess {
             let mut argv = vec![netconnect_bin().to_string()];
             argv.extend(args.iter().cloned());
             let mut c = mac.ns.command(&argv);
-            c.stdin(slave.try_clone().unwrap())
-                .stdout(slave.try_clone().unwrap())
-                .stderr(slave)
+            let [stdin, stdout, stderr] = stdio;
+            c.stdin(stdin)
+                .stdout(stdout)
+                .stderr(stderr)
                 .env_remove("DOCKER_HOST")
                 .env_remove("DOCKER_CONTEXT")
                 .env_remove("NETCONNECT_LOG")
@@ -3089,18 +3143,6 @@ pub mod docker {
             let child = c
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", describe(&c)));
-            // Our copies of the terminal's side go, so that the copy below
-            // ends (EIO) when netconnect exits.
-            drop(c);
-            let mut master = master;
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = master.read(&mut buf) {
-                    if n == 0 || copy.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
             UpProcess {
                 child: Some(child),
                 status: None,
