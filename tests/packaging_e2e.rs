@@ -210,3 +210,81 @@ fn docker_up_next_to_the_engine_does_nothing_and_exits_0() {
     assert!(vm.helper_id().is_none(), "a helper container was created");
     assert!(!vm.link_exists(), "a VM-side interface was created");
 }
+
+/// What the demo may leave: nothing of its names (`ncdemo*` interfaces and
+/// rules, the `nc-demo-mac` namespace, its containers and network).
+fn demo_traces() -> Vec<String> {
+    let mut out = Vec::new();
+    let named = |text: String, out: &mut Vec<String>, what: &str| {
+        out.extend(
+            text.lines()
+                .filter(|l| l.contains("ncdemo") || l.contains("nc-demo"))
+                .map(|l| format!("{what}: {l}")),
+        )
+    };
+    named(host_ok(&["ip", "-o", "link"]), &mut out, "link");
+    named(host_ok(&["ip", "netns", "list"]), &mut out, "netns");
+    named(host_ok(&["iptables-save"]), &mut out, "rule");
+    named(host_ok(&["ip6tables-save"]), &mut out, "rule6");
+    named(host_ok(&["ip", "route"]), &mut out, "route");
+    named(
+        docker(&["ps", "-a", "--format", "{{.Names}}"]),
+        &mut out,
+        "container",
+    );
+    named(
+        docker(&["network", "ls", "--format", "{{.Name}}"]),
+        &mut out,
+        "network",
+    );
+    out
+}
+
+/// README's main job, as written: `scripts/demo-up.sh` reaches a
+/// container by IP from the "Mac", shows status and doctor, tears down
+/// with `netconnect down`, and leaves nothing of its own behind.
+#[test]
+fn docker_demo_up_script_works_as_the_readme_says() {
+    let _session = DockerSession::start();
+    let before = demo_traces();
+    assert!(
+        before.is_empty(),
+        "a demo's leftovers before the run: {before:?}"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_timeout(
+        Command::new("bash")
+            .arg(root.join("scripts/demo-up.sh"))
+            .current_dir(root)
+            .env_remove("NETCONNECT_LOG_FORMAT")
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null()),
+        ARCHIVE_BUILD,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "demo-up.sh failed ({})", out.status);
+    for said in [
+        "curl http://10.213.250.2/ -> no route, as on a Mac",
+        "ready: traffic can flow",
+        "reached by IP",
+        "10.213.250.0/24 dev ncdemo proto static",
+        "nc-demo-net  10.213.250.0/24  installed",
+        "ok    probe: container nc-demo-web (10.213.250.2) answers through the tunnel",
+        "healthy: every link from here to the containers works",
+        "vm: total: rules=4 routes=0 interface=absent",
+        "netconnect down: done",
+    ] {
+        assert!(text.contains(said), "the demo did not show {said:?}");
+    }
+    assert_eq!(
+        demo_traces(),
+        Vec::<String>::new(),
+        "the demo left these behind"
+    );
+}
