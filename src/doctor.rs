@@ -16,12 +16,18 @@ use crate::cli::TargetArgs;
 use crate::config::Config;
 use crate::control::snapshot::RouteState;
 use crate::control::{self, ControlError, Snapshot};
+use crate::vmside::Shadow;
 
 /// WireGuard re-handshakes every 2 minutes while packets flow, and the VM
 /// side sends a keepalive every 25 s: older than this means no VM peer.
 const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_PORT: u16 = 80;
+/// The commands doctor tells a user to run, each parsed by a unit test.
+const RESTART: &str = "sudo netconnect down && sudo netconnect up";
+const HANDSHAKE_FIX: &str = "check that the VM reaches this machine \
+    (sudo netconnect down && sudo netconnect up --host-endpoint HOST[:PORT]); \
+    a firewall on this machine must let UDP to the listen port in";
 const ENGINE_FIX: &str = "start Docker (Docker Desktop, Colima, ...), or name its socket: \
                           sudo netconnect doctor --docker-host unix:///path/to/docker.sock";
 
@@ -86,12 +92,7 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
     let snap = match control::status(socket).await {
         Ok(s) => Some(s),
         Err(ControlError::NotRunning(_)) => None,
-        Err(e) => {
-            return l.say(
-                "daemon",
-                broken(e.to_string(), "sudo netconnect down && sudo netconnect up"),
-            )
-        }
+        Err(e) => return l.say("daemon", broken(e.to_string(), RESTART)),
     };
     if let Some(s) = &snap {
         if let Some(e) = &s.engine {
@@ -108,12 +109,7 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
     // 2. engine
     let engine = match crate::status::connect(target).await {
         Ok(e) => e,
-        Err(e) => {
-            return l.say(
-                "engine",
-                broken(e.to_string(), ENGINE_FIX),
-            )
-        }
+        Err(e) => return l.say("engine", broken(e.to_string(), ENGINE_FIX)),
     };
     if !l.say(
         "engine",
@@ -166,12 +162,7 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
     // 7. routes, 8. conflicts
     let installed = match installed_routes(&snap).await {
         Ok(r) => r,
-        Err(e) => {
-            return l.say(
-                "routes",
-                broken(e, "sudo netconnect down && sudo netconnect up"),
-            )
-        }
+        Err(e) => return l.say("routes", broken(e, RESTART)),
     };
     if !l.say("routes", routes(&snap, &installed)) {
         return false;
@@ -185,7 +176,10 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
         return false;
     }
     // 10. a container answers
-    l.say("probe", probe(&engine.docker, &snap, &shadows).await)
+    l.say(
+        "probe",
+        probe(target, &engine.docker, &snap, &shadows).await,
+    )
 }
 
 fn root() -> Verdict {
@@ -229,11 +223,7 @@ fn handshake(s: &Snapshot) -> Verdict {
             "check that the VM reaches this machine at --host-endpoint (UDP port \
              shown by `netconnect status`); netconnect up re-runs the helper when it notices",
         ),
-        None => broken(
-            "no handshake with the VM side yet",
-            "check that the VM reaches this machine: sudo netconnect up --host-endpoint HOST[:PORT]; \
-             a firewall on this machine must let UDP to the listen port in",
-        ),
+        None => broken("no handshake with the VM side yet", HANDSHAKE_FIX),
     }
 }
 
@@ -302,12 +292,12 @@ fn conflicts(s: &Snapshot) -> Verdict {
 }
 
 /// The verdict, and the VM's DOCKER-USER rules above ours that may drop
-/// tunnel traffic (`shadow` lines of `helper-check`), for the probe to name.
+/// tunnel traffic, with their counters (`shadow` lines of `helper-check`).
 async fn vm_firewall(
     target: &TargetArgs,
     docker: &bollard::Docker,
     s: &Snapshot,
-) -> (Verdict, Vec<String>) {
+) -> (Verdict, Vec<Shadow>) {
     let args = vec![
         "helper-check".to_string(),
         "--interface".into(),
@@ -326,12 +316,7 @@ async fn vm_firewall(
                 return (v, Vec::new());
             }
         };
-    let shadows = o
-        .output
-        .lines()
-        .filter_map(|l| l.strip_prefix("shadow "))
-        .map(str::to_owned)
-        .collect();
+    let shadows = o.output.lines().filter_map(Shadow::parse).collect();
     (firewall_verdict(&o, s), shadows)
 }
 
@@ -356,7 +341,12 @@ fn firewall_verdict(o: &crate::vmside::Oneshot, s: &Snapshot) -> Verdict {
     }
 }
 
-async fn probe(docker: &bollard::Docker, s: &Snapshot, shadows: &[String]) -> Verdict {
+async fn probe(
+    target: &TargetArgs,
+    docker: &bollard::Docker,
+    s: &Snapshot,
+    shadows: &[Shadow],
+) -> Verdict {
     let routed: Vec<ipnet::IpNet> = s
         .networks
         .iter()
@@ -373,22 +363,55 @@ async fn probe(docker: &bollard::Docker, s: &Snapshot, shadows: &[String]) -> Ve
     else {
         return ok("no running container on a routed network to probe");
     };
-    match tcp_probe(ip).await {
-        Ok(how) => ok(format!(
-            "container {name} ({ip}) answers through the tunnel ({how})"
+    let result = tcp_probe(ip).await;
+    // A refusal is the container's RST, or a REJECT in the VM; silence a
+    // DROP, or the container. The counters of the rules above ours tell.
+    let culprits = match &result {
+        Ok(Probe::Accepted) => Vec::new(),
+        _ if shadows.is_empty() => Vec::new(),
+        _ => {
+            let (_, after) = vm_firewall(target, docker, s).await;
+            counted(shadows, &after)
+        }
+    };
+    match result {
+        Ok(Probe::Accepted) => ok(format!(
+            "container {name} ({ip}) answers through the tunnel (TCP port {PROBE_PORT} accepted)"
         )),
+        Ok(Probe::Refused) if culprits.is_empty() => ok(format!(
+            "container {name} ({ip}) answers through the tunnel (TCP port {PROBE_PORT} refused)"
+        )),
+        Ok(Probe::Refused) => broken(
+            format!("container {name} ({ip}): refused by a rule in the VM, not by the container"),
+            probe_fix(&culprits),
+        ),
         Err(e) => broken(
             format!("container {name} ({ip}) does not answer: {e}"),
-            probe_fix(shadows),
+            probe_fix(&culprits),
         ),
     }
 }
 
+/// The rules whose packet counter rose between `before` and `after`: they
+/// met the probe.
+fn counted(before: &[Shadow], after: &[Shadow]) -> Vec<String> {
+    after
+        .iter()
+        .filter(|a| {
+            before
+                .iter()
+                .find(|b| b.rule == a.rule)
+                .is_none_or(|b| a.packets > b.packets)
+        })
+        .map(|a| a.rule.clone())
+        .collect()
+}
+
 /// What to do when the tunnel is up and a container still does not answer:
-/// a rule the VM's DOCKER-USER chain holds above ours is the likely cause
-/// when there is one; the container's own firewall otherwise.
-fn probe_fix(shadows: &[String]) -> String {
-    match shadows {
+/// remove the rules of the VM's DOCKER-USER chain above ours that counted
+/// the probe; without one, look at the container.
+fn probe_fix(culprits: &[String]) -> String {
+    match culprits {
         [] => "the tunnel is up but the container does not answer: check the container's own \
                firewall and that it listens, then restart netconnect with \
                `sudo netconnect down && sudo netconnect up`"
@@ -396,22 +419,27 @@ fn probe_fix(shadows: &[String]) -> String {
         rules => format!(
             "the VM's DOCKER-USER chain drops tunnel traffic before netconnect's rules: `{}`; \
              remove {} (iptables -D DOCKER-USER ... inside the VM) or put an ACCEPT for the \
-             tunnel above {}",
+             tunnel above {}; the probe was counted by {}",
             rules.join("`; `"),
             if rules.len() == 1 { "it" } else { "them" },
             if rules.len() == 1 { "it" } else { "them" },
+            if rules.len() == 1 { "it" } else { "each" },
         ),
     }
 }
 
-/// A TCP connection attempt: accepted or refused, the container answered.
-async fn tcp_probe(ip: IpAddr) -> Result<&'static str, String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Accepted,
+    Refused,
+}
+
+/// A TCP connection attempt: accepted or refused, something answered.
+async fn tcp_probe(ip: IpAddr) -> Result<Probe, String> {
     let addr = SocketAddr::new(ip, PROBE_PORT);
     match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => Ok("TCP port 80 accepted"),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Ok("TCP port 80 refused")
-        }
+        Ok(Ok(_)) => Ok(Probe::Accepted),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Probe::Refused),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no reply within {}s", PROBE_TIMEOUT.as_secs())),
     }
@@ -449,12 +477,23 @@ mod tests {
     #[test]
     fn fix_commands_are_valid_command_lines() {
         use clap::Parser as _;
-        for fix in [ENGINE_FIX, "sudo netconnect doctor", "sudo netconnect up"] {
-            let line = &fix[fix.find("sudo netconnect").expect(fix) + "sudo ".len()..];
-            let argv: Vec<&str> = line.split_whitespace().collect();
-            crate::cli::Cli::try_parse_from(&argv)
-                .unwrap_or_else(|e| panic!("{line:?} does not parse: {e}"));
+        let mut n = 0;
+        for fix in [ENGINE_FIX, HANDSHAKE_FIX, RESTART, &probe_fix(&[])] {
+            // Each `sudo netconnect ...` up to `&&`, `)`, `;` or a backtick.
+            for part in fix.split("sudo ").skip(1) {
+                let Some(line) = part.strip_prefix("netconnect") else {
+                    continue;
+                };
+                let end = line.find(['&', ')', ';', '`']).unwrap_or(line.len());
+                let argv: Vec<&str> = std::iter::once("netconnect")
+                    .chain(line[..end].split_whitespace())
+                    .collect();
+                crate::cli::Cli::try_parse_from(&argv)
+                    .unwrap_or_else(|e| panic!("{argv:?} (in {fix:?}) does not parse: {e}"));
+                n += 1;
+            }
         }
+        assert!(n >= 7, "only {n} commands found");
     }
 
     #[test]
@@ -465,9 +504,31 @@ mod tests {
             fix,
             "the VM's DOCKER-USER chain drops tunnel traffic before netconnect's rules: \
              `-A DOCKER-USER -i nc0 -j DROP`; remove it (iptables -D DOCKER-USER ... inside the \
-             VM) or put an ACCEPT for the tunnel above it"
+             VM) or put an ACCEPT for the tunnel above it; the probe was counted by it"
         );
         assert!(!probe_fix(&[]).contains("DOCKER-USER"));
+    }
+
+    #[test]
+    fn only_rules_that_counted_the_probe_are_named() {
+        let sh = |packets, rule: &str| Shadow {
+            packets,
+            rule: rule.into(),
+        };
+        let before = [
+            sh(3, "-A DOCKER-USER -j DROP"),
+            sh(9, "-A DOCKER-USER -s 1.2.3.4 -j DROP"),
+        ];
+        let after = [
+            sh(5, "-A DOCKER-USER -j DROP"),
+            sh(9, "-A DOCKER-USER -s 1.2.3.4 -j DROP"),
+            sh(1, "-A DOCKER-USER -p tcp -j REJECT"),
+        ];
+        assert_eq!(
+            counted(&before, &after),
+            ["-A DOCKER-USER -j DROP", "-A DOCKER-USER -p tcp -j REJECT"]
+        );
+        assert!(counted(&after, &after).is_empty());
     }
 
     #[test]

@@ -204,3 +204,27 @@ pub async fn container_addresses(docker: &Docker) -> Result<Vec<(String, IpAddr)
     out.sort();
     Ok(out)
 }
+
+/// A rule of the VM's DOCKER-USER chain above ours that may drop tunnel
+/// traffic, with its packet counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    pub packets: u64,
+    /// As `iptables -S` prints it, without the counters.
+    pub rule: String,
+}
+
+impl Shadow {
+    /// `helper-check`'s line for it, which [`Shadow::parse`] reads back.
+    pub fn line(&self) -> String {
+        format!("shadow {} {}", self.packets, self.rule)
+    }
+
+    pub fn parse(line: &str) -> Option<Shadow> {
+        let (packets, rule) = line.strip_prefix("shadow ")?.split_once(' ')?;
+        Some(Shadow {
+            packets: packets.parse().ok()?,
+            rule: rule.to_owned(),
+        })
+    }
+}

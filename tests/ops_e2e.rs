@@ -632,15 +632,21 @@ fn docker_doctor_names_the_first_broken_link() {
     // The last link alone: the VM drops what the tunnel forwards to the
     // containers, in a rule above netconnect's own (as a user's DOCKER-USER
     // rule would). The handshake and the VM's rules still hold; only the
-    // probe can tell.
-    {
+    // probe can tell. The rule goes when its guard drops.
+    let block_tunnel = |matches: &[&str], target: &str| {
         let mut block = InsertedRules::default();
-        let spec: Vec<String> = ["-i", &fx.vm.vm_if, "-m", "comment", "--comment"]
+        let spec: Vec<String> = ["-i", fx.vm.vm_if.as_str()]
             .iter()
+            .chain(matches)
+            .chain(&["-m", "comment", "--comment"])
             .map(|s| s.to_string())
-            .chain([test_rule_comment(), "-j".into(), "DROP".into()])
+            .chain([test_rule_comment(), "-j".into(), target.into()])
             .collect();
         block.add("filter", &["-I", "DOCKER-USER", "1"], &spec);
+        block
+    };
+    {
+        let _drop = block_tunnel(&[], "DROP");
         let (ok, t) = doctor(&fx, &[]);
         assert!(
             !ok,
@@ -654,6 +660,25 @@ fn docker_doctor_names_the_first_broken_link() {
             t.contains("fix: the VM's DOCKER-USER chain drops tunnel traffic")
                 && t.contains(&test_rule_comment()),
             "the fix does not name the rule that drops: {t}"
+        );
+    }
+    // A REJECT answers in the container's place: "refused" is no answer
+    // from the container when a rule above ours counted the probe.
+    {
+        let _reject = block_tunnel(&["-p", "tcp"], "REJECT");
+        let (ok, t) = doctor(&fx, &[]);
+        assert!(
+            !ok,
+            "doctor took the VM's REJECT for the container's answer: {t}"
+        );
+        assert!(
+            t.contains("FAIL  probe: container ")
+                && t.contains("refused by a rule in the VM, not by the container"),
+            "{t}"
+        );
+        assert!(
+            t.contains("-j REJECT"),
+            "the fix does not name the REJECT rule: {t}"
         );
     }
     let (ok, t) = doctor(&fx, &[]);

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 
 use super::firewall::{self, DockerIptables, Family};
 use crate::cli::VmArgs;
+pub use crate::vmside::Shadow;
 
 const TABLES: [&str; 4] = ["raw", "filter", "nat", "mangle"];
 
@@ -38,11 +39,7 @@ impl Marked {
 pub fn marked_rules(text: &str, family: Family, table: &'static str, iface: &str) -> Vec<Marked> {
     text.lines()
         .filter(|l| l.starts_with("-A "))
-        .map(|l| {
-            l.split_whitespace()
-                .map(|t| t.trim_matches('"').to_string())
-                .collect::<Vec<_>>()
-        })
+        .map(words)
         .filter(|t| {
             let ours = t
                 .windows(2)
@@ -60,25 +57,58 @@ pub fn marked_rules(text: &str, family: Family, table: &'static str, iface: &str
         .collect()
 }
 
-/// The rules of `iptables -S DOCKER-USER` output `text` that sit above
+/// The words of an `iptables -S` line; a quoted comment is one word.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    out.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        out.push(word);
+    }
+    out
+}
+
+/// The rules of `iptables -v -S DOCKER-USER` output `text` that sit above
 /// our own for `iface` and can drop what the tunnel forwards (target DROP
 /// or REJECT, and no `-i` that rules the interface out). Our rules are
 /// inserted first, so a rule found here was put above them later, usually
-/// by the user's own firewall; it can starve the containers while every
-/// rule of ours is in place, and only `doctor`'s probe shows the effect.
-pub fn shadowing_rules(text: &str, iface: &str) -> Vec<String> {
+/// by the user's own firewall. Whether it really meets the tunnel's
+/// packets its counter tells: `doctor` reads it before and after its
+/// probe and names only the rules that counted the probe.
+pub fn shadowing_rules(text: &str, iface: &str) -> Vec<Shadow> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("-A DOCKER-USER ")) {
-        let t: Vec<&str> = line
-            .split_whitespace()
-            .map(|t| t.trim_matches('"'))
-            .collect();
+        let mut t = words(line);
         let ours = t
             .windows(2)
             .any(|w| w[0] == "--comment" && w[1] == firewall::COMMENT)
             && t.windows(2).any(|w| w[0] == "-i" && w[1] == iface);
         if ours {
             break;
+        }
+        let mut packets = 0;
+        if let Some(i) = t.iter().position(|w| w == "-c") {
+            packets = t.get(i + 1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            t.drain(i..(i + 3).min(t.len()));
         }
         let drops = t
             .windows(2)
@@ -92,10 +122,21 @@ pub fn shadowing_rules(text: &str, iface: &str) -> Vec<String> {
                 return true;
             }
             let negated = i > 0 && t[i - 1] == "!";
-            in_iface(w[1]) != negated
+            in_iface(&w[1]) != negated
         });
         if drops && admits {
-            out.push(line.to_string());
+            let rule = t
+                .iter()
+                .map(|w| {
+                    if w.contains(char::is_whitespace) {
+                        format!("\"{w}\"")
+                    } else {
+                        w.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push(Shadow { packets, rule });
         }
     }
     out
@@ -206,10 +247,10 @@ pub async fn check(args: VmArgs) -> anyhow::Result<()> {
         }
     }
     // Not a failure of ours: reported for `doctor`'s probe to name.
-    let list_user = ["-w", "5", "-S", "DOCKER-USER"].map(String::from);
+    let list_user = ["-w", "5", "-v", "-S", "DOCKER-USER"].map(String::from);
     if let Ok(o) = ipt.run_args(Family::V4, &list_user) {
-        for rule in shadowing_rules(&String::from_utf8_lossy(&o.stdout), &args.interface) {
-            writeln!(out, "shadow {rule}")?;
+        for shadow in shadowing_rules(&String::from_utf8_lossy(&o.stdout), &args.interface) {
+            writeln!(out, "{}", shadow.line())?;
         }
     }
     drop(out);
@@ -245,26 +286,42 @@ mod tests {
     #[test]
     fn names_the_drops_above_our_rules_that_can_meet_the_tunnel() {
         let s = "-N DOCKER-USER\n\
-                 -A DOCKER-USER -i nc0 -m comment --comment e2e -j DROP\n\
-                 -A DOCKER-USER -i eth0 -j DROP\n\
-                 -A DOCKER-USER -i nc+ -p tcp -j REJECT --reject-with icmp-port-unreachable\n\
-                 -A DOCKER-USER ! -i nc0 -j DROP\n\
-                 -A DOCKER-USER ! -i eth0 -s 10.0.0.0/8 -j DROP\n\
-                 -A DOCKER-USER -d 10.1.0.0/16 -j LOG\n\
-                 -A DOCKER-USER -i nc0 -m comment --comment netconnect -j ACCEPT\n\
-                 -A DOCKER-USER -j DROP\n\
-                 -A DOCKER-USER -j RETURN\n";
+                 -A DOCKER-USER -i nc0 -m comment --comment e2e -c 7 420 -j DROP\n\
+                 -A DOCKER-USER -i eth0 -c 0 0 -j DROP\n\
+                 -A DOCKER-USER -i nc+ -p tcp -c 1 60 -j REJECT --reject-with icmp-port-unreachable\n\
+                 -A DOCKER-USER ! -i nc0 -c 0 0 -j DROP\n\
+                 -A DOCKER-USER ! -i eth0 -s 10.0.0.0/8 -m comment --comment \"netconnect too\" -c 0 0 -j DROP\n\
+                 -A DOCKER-USER -d 10.1.0.0/16 -c 0 0 -j LOG\n\
+                 -A DOCKER-USER -i nc0 -m comment --comment netconnect -c 5 342 -j ACCEPT\n\
+                 -A DOCKER-USER -c 0 0 -j DROP\n\
+                 -A DOCKER-USER -c 6 360 -j RETURN\n";
+        let found = shadowing_rules(s, "nc0");
         assert_eq!(
-            shadowing_rules(s, "nc0"),
+            found,
             [
-                "-A DOCKER-USER -i nc0 -m comment --comment e2e -j DROP",
-                "-A DOCKER-USER -i nc+ -p tcp -j REJECT --reject-with icmp-port-unreachable",
-                "-A DOCKER-USER ! -i eth0 -s 10.0.0.0/8 -j DROP",
+                Shadow {
+                    packets: 7,
+                    rule: "-A DOCKER-USER -i nc0 -m comment --comment e2e -j DROP".into()
+                },
+                Shadow {
+                    packets: 1,
+                    rule: "-A DOCKER-USER -i nc+ -p tcp -j REJECT --reject-with icmp-port-unreachable"
+                        .into()
+                },
+                // A quoted comment that starts with our word is not ours.
+                Shadow {
+                    packets: 0,
+                    rule: "-A DOCKER-USER ! -i eth0 -s 10.0.0.0/8 -m comment --comment \"netconnect too\" -j DROP"
+                        .into()
+                },
             ]
         );
+        for f in &found {
+            assert_eq!(Shadow::parse(&f.line()).as_ref(), Some(f));
+        }
         // Ours on top (as the helper inserts them): nothing shadows.
-        let s = "-A DOCKER-USER -i nc0 -m comment --comment netconnect -j ACCEPT\n\
-                 -A DOCKER-USER -j DROP\n";
+        let s = "-A DOCKER-USER -i nc0 -m comment --comment netconnect -c 0 0 -j ACCEPT\n\
+                 -A DOCKER-USER -c 0 0 -j DROP\n";
         assert!(shadowing_rules(s, "nc0").is_empty());
     }
 }
