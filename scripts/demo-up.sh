@@ -57,6 +57,12 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start doc
 for c in ip curl busybox; do command -v "$c" >/dev/null || die "'$c' not found: run 'sudo bash scripts/setup.sh' first"; done
 if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then PATH="${HOME:-/root}/.cargo/bin:$PATH"; fi
 
+# What an interrupted earlier run may have left (names are this demo's own).
+docker rm -f "$WEB" >/dev/null 2>&1 || true
+remove_vm_side "$VM_IF" || true
+docker network rm "$NET" >/dev/null 2>&1 || true
+remove_mac_ns "$NS" "$VM_VETH" || true
+
 step "building netconnect and the helper image (first time: a few minutes)"
 (cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
 HELPER_TAG=$("$ROOT/helper-image/build.sh" 2>/dev/null) || die "helper-image/build.sh failed"

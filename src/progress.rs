@@ -48,9 +48,14 @@ fn live() -> Option<&'static MultiProgress> {
 }
 
 /// The per-layer filter for the terminal's log: drops [`TARGET`] events
-/// while progress tells them.
+/// while progress tells them, and the data plane's one info event
+/// ("listening", which the tunnel line says; `netconnect device` logs it
+/// under its own target).
 pub fn log_filter(meta: &tracing::Metadata<'_>) -> bool {
-    !(meta.target() == TARGET && is_on())
+    let told = meta.target() == TARGET
+        || (meta.target().starts_with("netconnect::tunnel")
+            && *meta.level() == tracing::Level::INFO);
+    !(told && is_on())
 }
 
 /// A finished stage's line: `✔ what`.

@@ -64,7 +64,9 @@ pub async fn connect(candidates: &[Candidate]) -> Result<Engine, DockerError> {
     for c in candidates {
         match try_connect(c).await {
             Ok(engine) => {
+                // `up`'s first stage on a terminal says it (progress).
                 info!(
+                    target: crate::progress::TARGET,
                     host = %engine.host,
                     reason = c.source.describe(),
                     version = %engine.server_version,

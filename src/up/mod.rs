@@ -421,6 +421,8 @@ impl Session {
                 return Ok(());
             }
         }
+        // A spinner for a helper that is gone would wait for nothing.
+        self.handshake = None;
         image::ensure(&self.engine.docker, &self.spec.image, &self.spec.archives).await?;
         let starting = progress::step("Starting the VM-side helper");
         let started = container::start(&self.engine.docker, &self.spec).await?;
@@ -598,7 +600,10 @@ impl Session {
 
     /// Remove every route we added, then the interface (closing the TUN),
     /// and the helper container, whose VM-side tunnel is useless without us.
-    async fn teardown(self) {
+    async fn teardown(mut self) {
+        // A wait for a handshake that will not come ends here, not under
+        // the shutdown's log lines.
+        self.handshake = None;
         match tokio::time::timeout(
             HELPER_REMOVE_TIMEOUT,
             container::remove(&self.engine.docker, &self.spec.name),

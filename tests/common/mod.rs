@@ -74,6 +74,7 @@ mod sys {
         pub fn geteuid() -> u32;
         pub fn kill(pid: c_int, sig: c_int) -> c_int;
         pub fn prctl(option: c_int, arg2: c_ulong, ...) -> c_int;
+        pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
         pub fn openpty(
             amaster: *mut c_int,
             aslave: *mut c_int,
@@ -90,6 +91,8 @@ mod sys {
         pub ws_ypixel: u16,
     }
     pub const CLONE_NEWNET: c_int = 0x4000_0000;
+    pub const F_SETFD: c_int = 2;
+    pub const FD_CLOEXEC: c_int = 1;
     pub const PR_SET_PDEATHSIG: c_int = 1;
     pub const SIGINT: c_int = 2;
     pub const SIGKILL: c_int = 9;
@@ -2350,10 +2353,23 @@ pub mod docker {
         });
     }
 
+    /// Where each run notes the e2e helper image it uses (the file's mtime).
+    const IMAGE_STAMPS: &str = "/var/tmp/netconnect-e2e-images";
+
     /// Each change to the sources gets its own e2e helper image; without
-    /// this they pile up in the engine (a few MB each). Only those older
-    /// than two hours go: a run in another worktree may be using a newer one.
+    /// this they pile up in the engine (a few MB each). An image goes when
+    /// it was built more than two hours ago and no run has noted using it
+    /// for two hours: every test process notes its own at start, and a run
+    /// (CI's limit is 90 min) outlives neither.
     fn remove_stale_helper_images() {
+        let stamp = |image: &str| Path::new(IMAGE_STAMPS).join(image.replace([':', '/'], "_"));
+        let _ = fs::create_dir_all(IMAGE_STAMPS);
+        let _ = File::create(stamp(&helper_image()));
+        let used_lately = |image: &str| {
+            fs::metadata(stamp(image))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(2 * 3600))
+        };
         let Ok(listing) = docker_try(&[
             "images",
             "--filter",
@@ -2368,8 +2384,12 @@ pub mod docker {
             let Some((image, since)) = line.split_once('\t') else {
                 continue;
             };
-            if image != current && created_hours_ago(since).is_some_and(|h| h >= 2) {
+            if image != current
+                && created_hours_ago(since).is_some_and(|h| h >= 2)
+                && !used_lately(image)
+            {
                 let _ = docker_try(&["rmi", image]);
+                let _ = fs::remove_file(stamp(image));
             }
         }
     }
@@ -3088,6 +3108,12 @@ pub mod docker {
                 )
             };
             assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+            // Not inherited by other children spawned meanwhile (the copy
+            // below would never see EIO), nor by netconnect.
+            for fd in [master, slave] {
+                // SAFETY: fcntl on descriptors openpty just returned.
+                unsafe { super::sys::fcntl(fd, super::sys::F_SETFD, super::sys::FD_CLOEXEC) };
+            }
             // SAFETY: openpty returned two fresh descriptors we now own.
             let (mut master, slave) = unsafe {
                 (
