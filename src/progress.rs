@@ -108,14 +108,8 @@ impl Step {
         }
     }
 
-    pub fn advance(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-
-    /// [`Step::advance`] for a task that outlives the borrow (a body
-    /// stream handed to the Docker client).
+    /// Moves the byte count on, from a task that outlives the borrow (a
+    /// body stream handed to the Docker client).
     pub fn advancer(&self) -> impl Fn(u64) + Send + Sync + 'static {
         let bar = self.bar.clone();
         move |n| {

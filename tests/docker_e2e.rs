@@ -86,6 +86,25 @@ impl Fx {
             .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnostics()))
     }
 
+    /// After a fault injected just now: how long until `container` at
+    /// `addr` answers a curl again (≤ HELPER_RECOVERY + 20 s, else the
+    /// test fails with diagnostics). Printed as a MEASURE line.
+    fn curl_again(&self, addr: &str, container: &str, fault: &str) -> Duration {
+        let t0 = Instant::now();
+        let res = wait_curl(
+            &self.mac.ns,
+            addr,
+            container,
+            HELPER_RECOVERY + Duration::from_secs(20),
+        );
+        let took = t0.elapsed();
+        eprintln!("MEASURE: {fault} -> curl answered again: {took:?} ({res:?})");
+        if let Err(e) = res {
+            panic!("{e}\n{}", self.diagnostics());
+        }
+        took
+    }
+
     fn diagnostics(&self) -> String {
         let (out, err) = self.vm.helper_logs();
         let rules: Vec<String> = netconnect_rules(&self.vm.vm_if)
@@ -349,18 +368,7 @@ fn docker_killed_helper_is_rerun_within_10s() {
     // container, which keeps its key; the tunnel resumes without `up`.
     let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &old_id]);
     host_ok(&["kill", "-KILL", pid.trim()]);
-    let killed = Instant::now();
-    let res = wait_curl(
-        &fx.mac.ns,
-        &ip0,
-        &c0,
-        HELPER_RECOVERY + Duration::from_secs(20),
-    );
-    let took = killed.elapsed();
-    eprintln!("MEASURE: helper process killed -> curl answered again: {took:?} ({res:?})");
-    if let Err(e) = res {
-        panic!("{e}\n{}", fx.diagnostics());
-    }
+    let took = fx.curl_again(&ip0, &c0, "helper process killed");
     assert!(
         took <= HELPER_RECOVERY,
         "traffic came back {took:?} after the helper crashed (limit {HELPER_RECOVERY:?})"
@@ -387,18 +395,7 @@ fn docker_killed_helper_is_rerun_within_10s() {
     // Stopped with `docker kill`, which Docker treats as a manual stop and
     // does not restart: `up` runs a new one.
     docker(&["kill", &fx.vm.helper_name()]);
-    let removed = Instant::now();
-    let res = wait_curl(
-        &fx.mac.ns,
-        &ip0,
-        &c0,
-        HELPER_RECOVERY + Duration::from_secs(20),
-    );
-    let took = removed.elapsed();
-    eprintln!("MEASURE: docker kill of the helper -> curl answered again: {took:?} ({res:?})");
-    if let Err(e) = res {
-        panic!("{e}\n{}", fx.diagnostics());
-    }
+    let took = fx.curl_again(&ip0, &c0, "docker kill of the helper");
     assert!(
         took <= HELPER_RECOVERY,
         "traffic came back {took:?} after the helper was killed (limit {HELPER_RECOVERY:?})"
@@ -460,18 +457,7 @@ fn docker_silent_vm_side_is_detected_and_helper_rerun() {
     );
 
     docker(&["pause", &fx.vm.helper_name()]);
-    let paused = Instant::now();
-    let res = wait_curl(
-        &fx.mac.ns,
-        &ip0,
-        &c0,
-        HELPER_RECOVERY + Duration::from_secs(20),
-    );
-    let took = paused.elapsed();
-    eprintln!("MEASURE: helper paused -> curl answered again: {took:?} ({res:?})");
-    if let Err(e) = res {
-        panic!("{e}\n{}", fx.diagnostics());
-    }
+    let took = fx.curl_again(&ip0, &c0, "helper paused");
     let new_id = fx.vm.helper_id();
     assert!(
         new_id.is_some() && new_id.as_deref() != Some(old_id.as_str()),

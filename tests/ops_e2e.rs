@@ -459,6 +459,20 @@ fn doctor(fx: &Fx, extra: &[&str]) -> (bool, String) {
     (o.status.success(), t)
 }
 
+/// Runs doctor once a second (at most 10 times) until it fails at `link`,
+/// which `up` may take a moment to reach; no run may call `broken` healthy.
+fn doctor_fails_at(fx: &Fx, link: &str, broken: &str) -> String {
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let (ok, t) = doctor(fx, &[]);
+        assert!(!ok, "doctor called {broken} healthy: {t}");
+        if t.contains(&format!("FAIL  {link}:")) {
+            return t;
+        }
+    }
+    panic!("doctor never named {broken} at its {link} link");
+}
+
 #[test]
 fn docker_doctor_names_the_first_broken_link() {
     let mut fx = Fx::new(42);
@@ -699,17 +713,7 @@ fn docker_doctor_names_a_failing_helper_and_a_missing_handshake() {
 
     // The helper exits at once: it cannot resolve the endpoint.
     fx.start_up(&["--host-endpoint", "no-such-host.invalid"]);
-    let mut named = None;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_secs(1));
-        let (ok, t) = doctor(&fx, &[]);
-        assert!(!ok, "doctor called a helper that cannot start healthy: {t}");
-        if t.contains("FAIL  helper:") {
-            named = Some(t);
-            break;
-        }
-    }
-    let t = named.expect("doctor never named the helper that cannot start");
+    let t = doctor_fails_at(&fx, "helper", "a helper that cannot start");
     assert!(t.contains("ok    daemon"), "{t}");
     assert!(t.contains("is not running"), "{t}");
     assert!(t.contains("docker logs"), "{t}");
@@ -723,20 +727,7 @@ fn docker_doctor_names_a_failing_helper_and_a_missing_handshake() {
 
     // The helper runs, but the host endpoint it is given answers nothing.
     fx.start_up(&["--host-endpoint", "10.212.44.99"]);
-    let mut named = None;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_secs(1));
-        let (ok, t) = doctor(&fx, &[]);
-        assert!(
-            !ok,
-            "doctor called a tunnel without a handshake healthy: {t}"
-        );
-        if t.contains("FAIL  handshake:") {
-            named = Some(t);
-            break;
-        }
-    }
-    let t = named.expect("doctor never named the missing handshake");
+    let t = doctor_fails_at(&fx, "handshake", "a tunnel without a handshake");
     assert!(t.contains("ok    helper"), "{t}");
     assert!(t.contains("no handshake with the VM side yet"), "{t}");
     assert!(t.contains("--host-endpoint"), "{t}");
