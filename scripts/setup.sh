@@ -26,6 +26,9 @@ PACKAGES=(
   python3
   ruby       # ruby -c checks the Homebrew formula (tests/homebrew_formula.rs)
   groff-base # renders the generated man page in tests/ops_e2e.rs
+  python3-venv # the venv that holds zig and cargo-zigbuild (macOS builds)
+  gcc-aarch64-linux-gnu # links the static arm64 helper (Apple-silicon VMs)
+  libc6-dev-arm64-cross
 )
 
 die() {
@@ -74,6 +77,39 @@ fi
 for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout; do
   command -v "$c" >/dev/null 2>&1 || die "'$c' not on PATH although its package is installed: fix PATH (need /usr/sbin and /usr/bin)"
 done
+
+# Cross builds: the two Apple targets (CI checks, lints and links them) and
+# arm64 Linux (the helper image for Apple-silicon Macs' Docker VM).
+RUST_TARGETS=(aarch64-apple-darwin x86_64-apple-darwin aarch64-unknown-linux-gnu)
+if command -v rustup >/dev/null 2>&1; then
+  have=$(rustup target list --installed)
+  for t in "${RUST_TARGETS[@]}"; do
+    grep -qx "$t" <<<"$have" || rustup target add "$t" >/dev/null 2>&1 ||
+      die "rustup target add $t failed; run it by hand and re-run"
+  done
+else
+  die "rustup not found: the macOS and arm64 cross builds need 'rustup target add ${RUST_TARGETS[*]}'"
+fi
+
+# zig links Mach-O binaries without a macOS SDK, through cargo-zigbuild.
+# Pinned, in a venv of their own: Debian's pip refuses system-wide installs.
+# scripts/zig-env.sh puts this venv on PATH for the cross builds.
+ZIG_VENV=${NETCONNECT_ZIG_VENV:-/opt/netconnect-zig}
+ZIG_PINS=(ziglang==0.17.1 cargo-zigbuild==0.24.1)
+# The stamp names the pins a venv was made with: a change of pins remakes it.
+zig_ok() {
+  [[ -x $ZIG_VENV/bin/cargo-zigbuild && $(cat "$ZIG_VENV/.netconnect-pins" 2>/dev/null) == "${ZIG_PINS[*]}" ]]
+}
+if ! zig_ok; then
+  log=$(mktemp /tmp/netconnect-setup-zig.XXXXXX.log)
+  if ! { rm -rf "$ZIG_VENV" && python3 -m venv "$ZIG_VENV" && "$ZIG_VENV/bin/pip" install -q "${ZIG_PINS[@]}" &&
+    echo "${ZIG_PINS[*]}" >"$ZIG_VENV/.netconnect-pins"; } >"$log" 2>&1; then
+    tail -n 20 "$log" | sed 's/^/    | /' >&2
+    die "installing ${ZIG_PINS[*]} into $ZIG_VENV failed (full log: $log); is python3-venv installed and PyPI reachable?"
+  fi
+  rm -f "$log"
+  zig_ok || die "$ZIG_VENV lacks ${ZIG_PINS[*]} after pip install; remove $ZIG_VENV and re-run"
+fi
 
 if ((${#missing[@]})); then
   echo "$PROG: ok: installed ${missing[*]}; all ${#PACKAGES[@]} packages present, root, /dev/net/tun"
