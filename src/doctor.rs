@@ -232,9 +232,9 @@ async fn installed_routes(s: &Snapshot) -> Result<Vec<ipnet::IpNet>, String> {
     let Some(t) = &s.tunnel else {
         return Ok(Vec::new());
     };
-    let router = crate::routes::NetlinkRouter::new(&t.interface)
+    let router = crate::platform::open_router(&t.interface)
         .await
-        .map_err(|e| format!("tunnel interface {}: {e}", t.interface))?;
+        .map_err(|e| e.to_string())?;
     let (ours, _) = router.current().await.map_err(|e| e.to_string())?;
     Ok(ours.into_iter().collect())
 }

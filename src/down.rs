@@ -41,8 +41,7 @@ pub async fn run(mut target: TargetArgs, socket: &Path, config: &Config) -> anyh
     }
 
     // This machine: the interface, and with it its addresses and routes.
-    if crate::platform::interface_exists(&target.interface) {
-        remove_interface(&target.interface).await?;
+    if crate::platform::cleanup(&target.interface).await? {
         println!("removed interface {}", target.interface);
     }
 
@@ -132,11 +131,4 @@ async fn stop_daemon(socket: &Path, pid: u32) -> anyhow::Result<()> {
     anyhow::bail!(
         "netconnect up (pid {pid}) did not stop; kill it with `sudo kill -9 {pid}` and run `netconnect down` again"
     )
-}
-
-async fn remove_interface(name: &str) -> anyhow::Result<()> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
-    crate::routes::delete_link(&handle, name).await?;
-    Ok(())
 }

@@ -182,7 +182,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         ServiceAction::Install { dry_run, .. } | ServiceAction::Uninstall { dry_run } => *dry_run,
         ServiceAction::Status => false,
     };
-    if !dry_run && !cfg!(target_os = "macos") {
+    if !dry_run && !crate::platform::HAS_LAUNCHD {
         return Err(ServiceError::NotMacos.into());
     }
     match args.action {

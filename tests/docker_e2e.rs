@@ -15,6 +15,10 @@
 //! whatever the runner does. Subnets used: 10.212.N.0/24 for the Mac's veth
 //! and 10.213.N.0/24 for Docker networks, N = the test's number.
 
+// The test bed is Linux network namespaces (setns, prctl, veth): on macOS
+// this file builds to nothing, so `cargo test --no-run` links there too.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -8,6 +8,10 @@
 //! Subnets: 10.212.N.0/24 for the Mac's veth, 10.213.N.0/24 (and
 //! 10.214.N.0/24 for extra routes) with N = 40 + the test's number.
 
+// The test bed is Linux network namespaces (setns, prctl, veth): on macOS
+// this file builds to nothing, so `cargo test --no-run` links there too.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::fs;

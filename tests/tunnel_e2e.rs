@@ -6,6 +6,10 @@
 //! (see `common::APT_HINT`). Tests never skip. Each test has its own namespaces
 //! and interface names, so they run in parallel.
 
+// The test bed is Linux network namespaces (setns, prctl, veth): on macOS
+// this file builds to nothing, so `cargo test --no-run` links there too.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::fs;

@@ -164,7 +164,7 @@ fn list(ipt: &DockerIptables, iface: &str) -> Vec<Marked> {
 }
 
 /// `helper-cleanup`: delete our rules, the extra routes (marked with
-/// [`crate::routes::VM_ROUTE_PROTOCOL`], plus any `--route`) and the
+/// [`crate::platform::netlink::VM_ROUTE_PROTOCOL`], plus any `--route`) and the
 /// interface.
 /// Prints one `removed ...` line per thing, then a summary line.
 pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
@@ -192,21 +192,24 @@ pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
     let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
     tokio::spawn(conn);
     // Marked routes, and those named (from a helper that did not mark them).
-    let mut all = crate::routes::marked_vm_routes(&handle).await?;
+    let mut all = crate::platform::netlink::marked_vm_routes(&handle).await?;
     for r in &args.routes {
         if !all.contains(r) {
             all.push(*r);
         }
     }
     for (net, gw) in all {
-        if crate::routes::remove_via(&handle, net, gw).await.is_ok() {
+        if crate::platform::netlink::remove_via(&handle, net, gw)
+            .await
+            .is_ok()
+        {
             writeln!(out, "removed route: {net} via {gw}")?;
             routes += 1;
         }
     }
     let mut link = false;
     if crate::platform::interface_exists(&args.interface) {
-        crate::routes::delete_link(&handle, &args.interface).await?;
+        crate::platform::netlink::delete_link(&handle, &args.interface).await?;
         writeln!(out, "removed interface: {}", args.interface)?;
         link = true;
     }

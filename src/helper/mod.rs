@@ -32,13 +32,33 @@ use tracing::info;
 use crate::cli::HelperArgs;
 use crate::keys::{Key, PublicKey};
 use crate::platform;
-use crate::routes;
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
 
 /// The helper runs inside the Docker VM, which is Linux.
 #[cfg(not(target_os = "linux"))]
 pub async fn run(_: HelperArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`netconnect helper` runs inside the Docker VM (Linux) only")
+    Err(vm_only("helper"))
+}
+
+/// `helper-cleanup` and `helper-check` run in the VM too.
+#[cfg(not(target_os = "linux"))]
+pub mod cleanup {
+    use crate::cli::VmArgs;
+
+    pub async fn cleanup(_: VmArgs) -> anyhow::Result<()> {
+        Err(super::vm_only("helper-cleanup"))
+    }
+
+    pub async fn check(_: VmArgs) -> anyhow::Result<()> {
+        Err(super::vm_only("helper-check"))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn vm_only(command: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`netconnect {command}` runs inside the Docker VM (Linux) only; on this machine use `netconnect up`, `down` or `doctor`"
+    )
 }
 
 /// The line `up` looks for in the helper's output.
@@ -105,7 +125,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         peers: vec![peer],
         ..Default::default()
     })?;
-    let router = routes::open(&name).await?;
+    let router = platform::open_router(&name).await?;
     router
         .configure(&pairs, platform::DEFAULT_MTU as u32)
         .await?;
@@ -114,14 +134,14 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     // behind its node): the tunnel brings their packets here, the gateway
     // takes them on. They carry a protocol mark; a mark left by an earlier
     // configuration goes, and `down` removes the rest.
-    for (net, gw) in crate::routes::marked_vm_routes(router.handle()).await? {
+    for (net, gw) in platform::netlink::marked_vm_routes(router.handle()).await? {
         if !args.routes.contains(&(net, gw)) {
-            crate::routes::remove_via(router.handle(), net, gw).await?;
+            platform::netlink::remove_via(router.handle(), net, gw).await?;
             info!(subnet = %net, via = %gw, "stale VM route removed");
         }
     }
     for (net, gw) in &args.routes {
-        crate::routes::add_via(router.handle(), *net, *gw).await?;
+        platform::netlink::add_via(router.handle(), *net, *gw).await?;
         info!(subnet = %net, via = %gw, "VM route added");
     }
 
@@ -216,7 +236,7 @@ async fn run_kernel(
     pairs: &[(IpAddr, IpAddr)],
 ) -> anyhow::Result<()> {
     let name = &args.interface;
-    let router = routes::open(name).await?;
+    let router = platform::open_router(name).await?;
     // Up before the peer is set, so the kernel sends its first keepalive
     // (and so its first handshake) as soon as it has the peer.
     router

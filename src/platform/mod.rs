@@ -1,18 +1,57 @@
-//! What differs between macOS and Linux, behind the same function names in
-//! `linux.rs` and `macos.rs` (boringtun's `#[path]` pattern). Everything
-//! above this module is platform-neutral.
+//! The one seam between netconnect and the operating system: everything
+//! that differs between macOS and Linux on the host side lives behind the
+//! same names in `linux/` and `macos.rs`, chosen at the `mod` line as
+//! boringtun does with its `tun_linux.rs`/`tun_darwin.rs`. `up`, `doctor`,
+//! `down` and `main` call only what this module exports.
+//!
+//! What an OS provides:
+//! - [`create_tun`]: a bare TUN for `netconnect device`, left unaddressed as
+//!   `wireguard-go` leaves it;
+//! - [`create_tunnel`]: the tunnel of `up`, with exactly its point-to-point
+//!   addresses (no alias, no route of the OS's own choosing), and the
+//!   [`OsRouter`] that keeps the routes through it;
+//! - [`open_router`]: the router of an existing tunnel (`doctor`);
+//! - [`cleanup`]: what a crashed or stopped run left on this machine
+//!   (tailscale's router `Cleanup`), for `down`;
+//! - [`ENGINE_MAY_BE_LOCAL`]: whether a Docker engine can share this
+//!   machine's network, as it does on Linux, so that `up` has nothing to do;
+//! - [`HAS_LAUNCHD`]: whether `netconnect service` can install a daemon.
+//!
+//! The VM side (`crate::helper`) runs only on Linux; it reaches netlink
+//! through [`netlink`].
 
 #[cfg(target_os = "linux")]
-#[path = "linux.rs"]
+#[path = "linux/mod.rs"]
 mod os;
 #[cfg(target_os = "macos")]
 #[path = "macos.rs"]
 mod os;
 
-pub use os::{create_tun, interface_exists};
+pub use os::{
+    cleanup, create_tun, create_tunnel, interface_exists, open_router, OsRouter,
+    ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
+};
+
+/// Routes and WireGuard links over netlink: the Linux host's router, and the
+/// VM-side helper's.
+#[cfg(target_os = "linux")]
+pub use os::netlink;
+
+use std::net::IpAddr;
 
 /// WireGuard's usual MTU: 1500 minus the largest (IPv6) encapsulation.
 pub const DEFAULT_MTU: u16 = 1420;
+
+/// A tunnel made by [`create_tunnel`]: the device for the data plane, the
+/// name the OS gave it, and its router.
+pub struct Tunnel {
+    pub tun: crate::tunnel::Tun,
+    pub name: String,
+    pub router: OsRouter,
+}
+
+/// The point-to-point address pairs (local, peer) of a tunnel, one a family.
+pub type AddressPairs<'a> = &'a [(IpAddr, IpAddr)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -31,6 +70,14 @@ pub enum PlatformError {
         name: String,
         source: std::io::Error,
     },
+    /// Addressing the tunnel, reading or changing its routes, removing it.
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("interface {0} is still held by a running process; stop it (`sudo netconnect down`) and try again")]
+    Busy(String),
 }
 
 /// Root is what every TUN and route change needs; asking up front gives one

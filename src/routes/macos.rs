@@ -292,23 +292,47 @@ mod tests {
         s.iter().map(|n| net(n)).collect()
     }
 
+    /// The whole of what `platform::create_tunnel` runs on a Mac after it
+    /// opened the utun itself: its MTU and its own point-to-point pairs. No
+    /// `alias`, no `route` and no 10.0.0.x, the address `tun` gives a utun
+    /// it configures (and routes as 10.0.0.0/24, a common home LAN).
     #[test]
-    fn interface_address_plan() {
-        let pairs = [
+    fn the_utun_gets_exactly_its_own_addresses() {
+        let default = [
             ("10.33.33.1".parse().unwrap(), "10.33.33.2".parse().unwrap()),
             (
                 "fd33:33:33::1".parse().unwrap(),
                 "fd33:33:33::2".parse().unwrap(),
             ),
         ];
-        assert_eq!(
-            lines(&address_commands("utun4", &pairs, 1420)),
-            [
-                "ifconfig utun4 mtu 1420",
-                "ifconfig utun4 inet 10.33.33.1/32 10.33.33.2 up",
-                "ifconfig utun4 inet6 fd33:33:33::1 fd33:33:33::2 prefixlen 128",
-            ]
-        );
+        let v6_only = [(
+            "fd00:aa::1".parse().unwrap(),
+            "fd00:aa::2".parse().unwrap(),
+        )];
+        for (pairs, want) in [
+            (
+                &default[..],
+                &[
+                    "ifconfig utun7 mtu 1420",
+                    "ifconfig utun7 inet 10.33.33.1/32 10.33.33.2 up",
+                    "ifconfig utun7 inet6 fd33:33:33::1 fd33:33:33::2 prefixlen 128",
+                ][..],
+            ),
+            (
+                &v6_only[..],
+                &[
+                    "ifconfig utun7 mtu 1420",
+                    "ifconfig utun7 inet6 fd00:aa::1 fd00:aa::2 prefixlen 128",
+                ][..],
+            ),
+        ] {
+            let plan = lines(&address_commands("utun7", pairs, 1420));
+            assert_eq!(plan, want);
+            for l in &plan {
+                assert!(!l.contains("10.0.0."), "{l}");
+                assert!(!l.contains("alias") && !l.starts_with("route"), "{l}");
+            }
+        }
     }
 
     #[test]

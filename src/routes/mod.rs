@@ -3,8 +3,9 @@
 //! `route` commands on macOS).
 //!
 //! Both executors have the same methods, pinned by the [`Router`] trait;
-//! `PlatformRouter` is this OS's. The macOS executor is plain command plans,
-//! so it is compiled and tested on Linux too.
+//! `crate::platform::OsRouter` is this OS's. The macOS executor is plain
+//! command plans, so it is compiled and tested on Linux too; the netlink one
+//! lives in `platform/linux/`.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -12,16 +13,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-#[cfg(target_os = "linux")]
-mod linux;
 pub mod macos;
 mod plan;
 
-#[cfg(target_os = "linux")]
-pub use linux::{
-    add_via, delete_link, marked_vm_routes, remove_via, NetlinkError, NetlinkRouter,
-    VM_ROUTE_PROTOCOL,
-};
 pub use macos::MacRouter;
 pub use plan::{overlaps, plan, RoutePlan, Skipped, SystemRoute};
 
@@ -48,42 +42,29 @@ pub trait Router: Send + Sync {
 /// (inherent methods win in path calls), so callers need no trait import.
 macro_rules! router_by_inherent_methods {
     ($ty:ty, $err:ty $(, $gen:ident : $bound:path)?) => {
-        impl$(<$gen: $bound>)? Router for $ty {
+        impl$(<$gen: $bound>)? $crate::routes::Router for $ty {
             type Error = $err;
             fn interface(&self) -> &str {
                 <$ty>::interface(self)
             }
-            async fn configure(&self, pairs: &[(IpAddr, IpAddr)], mtu: u32) -> Result<(), $err> {
+            async fn configure(&self, pairs: &[(::std::net::IpAddr, ::std::net::IpAddr)], mtu: u32) -> Result<(), $err> {
                 <$ty>::configure(self, pairs, mtu).await
             }
-            async fn current(&self) -> Result<(BTreeSet<IpNet>, Vec<SystemRoute>), $err> {
+            async fn current(&self) -> Result<(::std::collections::BTreeSet<::ipnet::IpNet>, Vec<$crate::routes::SystemRoute>), $err> {
                 <$ty>::current(self).await
             }
-            async fn add(&self, net: IpNet) -> Result<(), $err> {
+            async fn add(&self, net: ::ipnet::IpNet) -> Result<(), $err> {
                 <$ty>::add(self, net).await
             }
-            async fn remove(&self, net: IpNet) -> Result<(), $err> {
+            async fn remove(&self, net: ::ipnet::IpNet) -> Result<(), $err> {
                 <$ty>::remove(self, net).await
             }
         }
     };
 }
 
-#[cfg(target_os = "linux")]
-router_by_inherent_methods!(NetlinkRouter, NetlinkError);
+// For the netlink router in `platform/linux/`; unused where that is not built.
+#[allow(unused_imports)]
+pub(crate) use router_by_inherent_methods;
+
 router_by_inherent_methods!(MacRouter<R>, crate::command::CommandError, R: crate::command::Runner);
-
-#[cfg(target_os = "linux")]
-pub type PlatformRouter = NetlinkRouter;
-#[cfg(target_os = "macos")]
-pub type PlatformRouter = MacRouter<crate::command::SystemRunner>;
-
-/// The router for tunnel interface `interface` on this OS.
-#[cfg(target_os = "linux")]
-pub async fn open(interface: &str) -> Result<PlatformRouter, NetlinkError> {
-    NetlinkRouter::new(interface).await
-}
-#[cfg(target_os = "macos")]
-pub async fn open(interface: &str) -> Result<PlatformRouter, crate::command::CommandError> {
-    Ok(MacRouter::new(interface, crate::command::SystemRunner))
-}

@@ -15,25 +15,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
+use super::sys;
+
 /// Datagrams per system call; wireguard-go uses 128 on Linux, quinn 32.
 /// Beyond a few dozen the gain is small and the burst into the TUN large.
 pub const BATCH: usize = 32;
 
-/// nix's preallocated `mmsghdr` array. It holds raw pointers, so it is not
-/// `Send`; but they point only into its own boxed address storage and at
-/// iovecs that every call rewrites before use, and the value is never shared,
-/// so moving it to another thread (a tokio worker) is sound.
-#[cfg(target_os = "linux")]
-struct Headers(nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>);
-
-// SAFETY: see the type's comment: owned, unshared, pointers refreshed per call.
-#[cfg(target_os = "linux")]
-unsafe impl Send for Headers {}
-
 /// Slots of a batch: `BATCH` fixed-size pieces of one allocation.
 pub struct Slots {
-    buf: Box<[u8]>,
-    slot: usize,
+    pub(super) buf: Box<[u8]>,
+    pub(super) slot: usize,
 }
 
 impl Slots {
@@ -58,8 +49,7 @@ pub struct RecvBatch {
     slots: Slots,
     lens: [usize; BATCH],
     from: [Option<SocketAddr>; BATCH],
-    #[cfg(target_os = "linux")]
-    headers: Headers,
+    headers: sys::Headers,
 }
 
 impl RecvBatch {
@@ -68,8 +58,7 @@ impl RecvBatch {
             slots: Slots::new(slot),
             lens: [0; BATCH],
             from: [None; BATCH],
-            #[cfg(target_os = "linux")]
-            headers: Headers(nix::sys::socket::MultiHeaders::preallocate(BATCH, None)),
+            headers: sys::Headers::new(),
         }
     }
 
@@ -79,46 +68,14 @@ impl RecvBatch {
     }
 
     /// Non-blocking: how many datagrams arrived, or `WouldBlock`.
-    #[cfg(target_os = "linux")]
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
-        use nix::sys::socket::{recvmmsg, MsgFlags};
-        use std::io::IoSliceMut;
-        let mut chunks = self.slots.buf.chunks_mut(self.slots.slot);
-        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
-            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().expect("BATCH slots"))]);
-        let results = recvmmsg(
+        sys::recv(
             socket.as_raw_fd(),
-            &mut self.headers.0,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
+            &mut self.headers,
+            &mut self.slots,
+            &mut self.lens,
+            &mut self.from,
         )
-        .map_err(io::Error::from)?;
-        let mut n = 0;
-        for msg in results {
-            self.lens[n] = msg.bytes;
-            self.from[n] = msg.address.and_then(|a| to_std(&a));
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
-        use std::os::fd::BorrowedFd;
-        // SAFETY: the fd stays open for the duration of the call (the caller
-        // holds the socket).
-        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-        let sock = socket2::SockRef::from(&fd);
-        // SAFETY: recv_from writes initialised bytes only; MaybeUninit view of
-        // an initialised buffer.
-        let buf = unsafe {
-            &mut *(self.slots.get_mut(0) as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
-        };
-        let (n, from) = sock.recv_from(buf)?;
-        self.lens[0] = n;
-        self.from[0] = from.as_socket();
-        Ok(1)
     }
 }
 
@@ -129,8 +86,7 @@ pub struct SendBatch {
     lens: [usize; BATCH],
     to: [Option<SocketAddr>; BATCH],
     n: usize,
-    #[cfg(target_os = "linux")]
-    headers: Headers,
+    headers: sys::Headers,
 }
 
 impl SendBatch {
@@ -140,8 +96,7 @@ impl SendBatch {
             lens: [0; BATCH],
             to: [None; BATCH],
             n: 0,
-            #[cfg(target_os = "linux")]
-            headers: Headers(nix::sys::socket::MultiHeaders::preallocate(BATCH, None)),
+            headers: sys::Headers::new(),
         }
     }
 
@@ -175,53 +130,16 @@ impl SendBatch {
 
     /// Non-blocking: send datagrams `from..` and return how many went out
     /// (at least one), or `WouldBlock`.
-    #[cfg(target_os = "linux")]
     pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
-        use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, SockaddrStorage};
-        use std::io::IoSlice;
-        let count = self.n - from;
-        let mut addrs: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
-        for (a, to) in addrs.iter_mut().zip(&self.to[from..self.n]) {
-            *a = to.map(SockaddrStorage::from);
-        }
-        let slots = &self.slots;
-        let lens = &self.lens;
-        let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
-            let k = (from + i).min(BATCH - 1);
-            [IoSlice::new(&slots.get(k)[..lens[k]])]
-        });
-        let cmsgs: [ControlMessage<'_>; 0] = [];
-        let sent = sendmmsg(
+        sys::send(
             socket.as_raw_fd(),
-            &mut self.headers.0,
-            iovs[..count].iter(),
-            &addrs[..count],
-            cmsgs,
-            MsgFlags::MSG_DONTWAIT,
+            &mut self.headers,
+            &self.slots,
+            &self.lens[..self.n],
+            &self.to[..self.n],
+            from,
         )
-        .map_err(io::Error::from)?
-        .count();
-        Ok(sent.max(1))
     }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
-        use std::os::fd::BorrowedFd;
-        // SAFETY: the caller holds the socket open during the call.
-        let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-        let sock = socket2::SockRef::from(&fd);
-        let to = self.to[from].expect("committed datagrams have a destination");
-        sock.send_to(self.datagram(from), &to.into())?;
-        Ok(1)
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4((*v4).into()));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 #[cfg(test)]

@@ -855,9 +855,9 @@ fn bind_udp(port: u16, fwmark: u32) -> Result<std::net::UdpSocket, ConfigError> 
     };
     socket.set_nonblocking(true).map_err(map)?;
     // Best effort: without privilege the kernel caps these at rmem_max.
-    tune_buffers(&socket);
+    super::sys::tune_buffers(&socket, SOCKET_BUFFER);
     if fwmark != 0 {
-        set_mark_raw(&socket, fwmark).map_err(|source| ConfigError::Fwmark {
+        super::sys::set_mark(&socket, fwmark).map_err(|source| ConfigError::Fwmark {
             mark: fwmark,
             source,
         })?;
@@ -865,48 +865,8 @@ fn bind_udp(port: u16, fwmark: u32) -> Result<std::net::UdpSocket, ConfigError> 
     Ok(socket.into())
 }
 
-#[cfg(target_os = "linux")]
-fn tune_buffers(s: &socket2::Socket) {
-    use std::os::fd::AsRawFd;
-    for opt in [nix::libc::SO_RCVBUFFORCE, nix::libc::SO_SNDBUFFORCE] {
-        let v = SOCKET_BUFFER as nix::libc::c_int;
-        // SAFETY: a valid socket fd and a correctly sized int option.
-        let rc = unsafe {
-            nix::libc::setsockopt(
-                s.as_raw_fd(),
-                nix::libc::SOL_SOCKET,
-                opt,
-                &v as *const _ as *const nix::libc::c_void,
-                std::mem::size_of_val(&v) as nix::libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn tune_buffers(s: &socket2::Socket) {
-    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-}
-
 fn set_mark(socket: &UdpSocket, mark: u32) -> io::Result<()> {
-    set_mark_raw(&socket2::SockRef::from(socket), mark)
-}
-
-#[cfg(target_os = "linux")]
-fn set_mark_raw(s: &socket2::Socket, mark: u32) -> io::Result<()> {
-    s.set_mark(mark)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_mark_raw(_s: &socket2::Socket, _mark: u32) -> io::Result<()> {
-    // fwmark is a Linux routing feature; elsewhere it is accepted and ignored,
-    // as wireguard-go does.
-    Ok(())
+    super::sys::set_mark(&socket2::SockRef::from(socket), mark)
 }
 
 #[cfg(test)]

@@ -11,6 +11,15 @@ mod config;
 mod device;
 mod peer;
 
+// What the data plane asks of the OS (batched UDP, socket options), one file
+// per OS under the same names.
+#[cfg(target_os = "linux")]
+#[path = "sys_linux.rs"]
+mod sys;
+#[cfg(target_os = "macos")]
+#[path = "sys_macos.rs"]
+mod sys;
+
 pub use allowed_ips::AllowedIps;
 pub use config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 pub use device::{libc_errno, ConfigError, Device, Tun};

@@ -30,7 +30,7 @@ use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
 use crate::progress;
-use crate::routes::{self, PlatformRouter, Skipped};
+use crate::routes::{self, Skipped};
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
 use container::{HelperError, HelperSpec, RunningHelper};
 
@@ -99,7 +99,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         engine.server_version, engine.api_version, engine.host
     ));
     // Linux with the engine in this namespace: its bridges are ours already.
-    if cfg!(target_os = "linux") && !args.force {
+    if platform::ENGINE_MAY_BE_LOCAL && !args.force {
         let networks = docker::networks(&engine.docker).await?;
         if let Some(b) = docker::local_bridge(&networks, &docker::local_addresses()) {
             info!(
@@ -113,7 +113,12 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
     }
     view.set_engine(&engine);
 
-    let (tun, name) = platform::create_tun(&args.target.interface, platform::DEFAULT_MTU)?;
+    let pairs = [
+        (args.host_address, args.vm_address),
+        (IpAddr::V6(args.host_address6), IpAddr::V6(args.vm_address6)),
+    ];
+    let platform::Tunnel { tun, name, router } =
+        platform::create_tunnel(&args.target.interface, platform::DEFAULT_MTU, &pairs).await?;
     let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
         crate::tunnel::ConfigError::AddrInUse(p) => anyhow::anyhow!(
             "UDP port {p} is already in use; pick another with --listen-port, or 0 for any free port"
@@ -126,15 +131,6 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let port = device.status().listen_port;
-    let router = routes::open(&name).await?;
-    let pairs = [
-        (args.host_address, args.vm_address),
-        (IpAddr::V6(args.host_address6), IpAddr::V6(args.vm_address6)),
-    ];
-    router
-        .configure(&pairs, platform::DEFAULT_MTU as u32)
-        .await
-        .context("configuring the tunnel interface")?;
     info!(target: progress::TARGET, iface = %name, port, address = %args.host_address, peer = %args.vm_address, "tunnel interface up");
     progress::line(format!(
         "Tunnel {name} up: {} to {}, UDP port {port}",
@@ -223,7 +219,7 @@ fn vm_routes(routes: &[ExtraRoute]) -> Vec<(IpNet, IpAddr)> {
 struct Session {
     engine: Engine,
     device: Arc<Device>,
-    router: PlatformRouter,
+    router: platform::OsRouter,
     spec: HelperSpec,
     vm_addresses: [IpAddr; 2],
     helper: Option<RunningHelper>,

@@ -13,7 +13,7 @@ use netlink_packet_route::route::{
 };
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
-use super::SystemRoute;
+use crate::routes::SystemRoute;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -310,3 +310,5 @@ fn destination(r: &RouteMessage) -> Option<IpNet> {
         None => None,
     }
 }
+
+crate::routes::router_by_inherent_methods!(NetlinkRouter, NetlinkError);

@@ -1,0 +1,99 @@
+//! Linux: TUN devices through `/dev/net/tun`; addresses, routes and links
+//! through rtnetlink ([`netlink`]).
+
+pub mod netlink;
+
+use std::path::Path;
+
+use super::{AddressPairs, PlatformError, Tunnel};
+use crate::tunnel::Tun;
+
+pub use netlink::NetlinkRouter as OsRouter;
+
+/// A Docker engine on Linux may run in this very network namespace, where
+/// its bridges are local interfaces and containers are reachable already.
+pub const ENGINE_MAY_BE_LOCAL: bool = true;
+
+/// `netconnect service` manages a launchd daemon; Linux has none.
+pub const HAS_LAUNCHD: bool = false;
+
+pub fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Create TUN `name` (left down and unaddressed, as `wireguard-go` leaves it).
+/// Closing the returned device removes the interface.
+pub fn create_tun(name: &str, mtu: u16) -> Result<(Tun, String), PlatformError> {
+    if !Path::new("/dev/net/tun").exists() {
+        return Err(PlatformError::NoTun(
+            "/dev/net/tun is missing: load the module with `modprobe tun`, or run the container \
+             with `--device /dev/net/tun`"
+                .into(),
+        ));
+    }
+    // TUNSETIFF would attach to an existing persistent TUN of that name, and
+    // refuses other kinds with an unhelpful EINVAL: check first.
+    if interface_exists(name) {
+        return Err(PlatformError::InterfaceExists(name.to_owned()));
+    }
+    let mut config = tun::Configuration::default();
+    config.tun_name(name).mtu(mtu);
+    let tun = tun::create_as_async(&config).map_err(|e| PlatformError::Tun {
+        name: name.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok((tun, name.to_owned()))
+}
+
+/// The TUN, up, with its MTU and its point-to-point address pairs
+/// (`ip addr add LOCAL peer PEER`); the kernel adds the route to each peer.
+/// On an error the TUN is closed, and the kernel removes it.
+pub async fn create_tunnel(
+    name: &str,
+    mtu: u16,
+    pairs: AddressPairs<'_>,
+) -> Result<Tunnel, PlatformError> {
+    let (tun, name) = create_tun(name, mtu)?;
+    let router = open_router(&name).await?;
+    router
+        .configure(pairs, u32::from(mtu))
+        .await
+        .map_err(|e| PlatformError::System {
+            what: format!("configuring the tunnel interface {name}"),
+            source: Box::new(e),
+        })?;
+    Ok(Tunnel { tun, name, router })
+}
+
+/// The router of tunnel interface `name`. Needs a tokio runtime: the netlink
+/// connection is a task.
+pub async fn open_router(name: &str) -> Result<OsRouter, PlatformError> {
+    OsRouter::new(name)
+        .await
+        .map_err(|e| PlatformError::System {
+            what: format!("tunnel interface {name}"),
+            source: Box::new(e),
+        })
+}
+
+/// Remove tunnel interface `name` if it is still there; its addresses and
+/// routes go with it. Our TUNs are not persistent, so one that outlives its
+/// process is someone else's or a `down` racing a slow exit: either way the
+/// operator asked for it gone. Returns whether anything was removed.
+pub async fn cleanup(name: &str) -> Result<bool, PlatformError> {
+    if !interface_exists(name) {
+        return Ok(false);
+    }
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| PlatformError::System {
+        what: "opening netlink".into(),
+        source: Box::new(e),
+    })?;
+    tokio::spawn(conn);
+    netlink::delete_link(&handle, name)
+        .await
+        .map_err(|e| PlatformError::System {
+            what: format!("removing interface {name}"),
+            source: Box::new(e),
+        })?;
+    Ok(true)
+}
