@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use super::{AddressPairs, PlatformError, Tunnel};
+use super::PlatformError;
 use crate::command::SystemRunner;
 use crate::routes::MacRouter;
 use crate::tunnel::Tun;
@@ -49,26 +49,6 @@ pub fn create_tun(_name: &str, mtu: u16) -> Result<(Tun, String), PlatformError>
     let tun =
         tun::create_as_async(&config).map_err(|e| tun_err(std::io::Error::other(e.to_string())))?;
     Ok((tun, name))
-}
-
-/// The utun with its MTU and point-to-point addresses, by the plan of
-/// `routes::macos::address_commands`. On an error the descriptor closes
-/// and the kernel removes the utun.
-pub async fn create_tunnel(
-    name: &str,
-    mtu: u16,
-    pairs: AddressPairs<'_>,
-) -> Result<Tunnel, PlatformError> {
-    let (tun, name) = create_tun(name, mtu)?;
-    let router = open_router(&name).await?;
-    router
-        .configure(pairs, u32::from(mtu))
-        .await
-        .map_err(|e| PlatformError::System {
-            what: format!("configuring the tunnel interface {name}"),
-            source: Box::new(e),
-        })?;
-    Ok(Tunnel { tun, name, router })
 }
 
 pub async fn open_router(name: &str) -> Result<OsRouter, PlatformError> {

@@ -28,8 +28,7 @@ mod os;
 mod os;
 
 pub use os::{
-    cleanup, create_tun, create_tunnel, interface_exists, open_router, OsRouter,
-    ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
+    cleanup, create_tun, interface_exists, open_router, OsRouter, ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
 };
 
 /// Routes and WireGuard links over netlink: the Linux host's router, and the
@@ -50,8 +49,25 @@ pub struct Tunnel {
     pub router: OsRouter,
 }
 
-/// The point-to-point address pairs (local, peer) of a tunnel, one a family.
-pub type AddressPairs<'a> = &'a [(IpAddr, IpAddr)];
+/// The tunnel of `up`: a TUN, up, with its MTU and its point-to-point
+/// address pairs (local, peer; one a family), and nothing else: the OS
+/// derives the route to each peer, and no address or route of its own
+/// choosing is added. On an error the TUN is closed and the OS removes it.
+pub async fn create_tunnel(
+    name: &str,
+    mtu: u16,
+    pairs: &[(IpAddr, IpAddr)],
+) -> Result<Tunnel, PlatformError> {
+    let (tun, name) = create_tun(name, mtu)?;
+    let router = open_router(&name).await?;
+    crate::routes::Router::configure(&router, pairs, u32::from(mtu))
+        .await
+        .map_err(|e| PlatformError::System {
+            what: format!("configuring the tunnel interface {name}"),
+            source: Box::new(e),
+        })?;
+    Ok(Tunnel { tun, name, router })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -62,7 +78,7 @@ pub enum PlatformError {
     #[error("interface {0} already exists; pick another name or remove it with `ip link del {0}`")]
     InterfaceExists(String),
     #[error(
-        "{0:?} is not a valid interface name (1-15 characters: letters, digits, '-', '_', '.')"
+        "{0:?} is not a valid interface name (1-15 characters: letters, digits, '-', '_', '.'; not starting with '-')"
     )]
     BadName(String),
     #[error("cannot create TUN device {name}: {source}")]
@@ -93,7 +109,9 @@ pub fn require_root(command: &str) -> Result<(), PlatformError> {
 /// Linux limits names to IFNAMSIZ-1 bytes; we also refuse characters that
 /// `ip` and `ifconfig` would need quoting for.
 pub fn validate_interface_name(name: &str) -> Result<(), PlatformError> {
+    // A leading '-' would read as an option to `ip`, `ifconfig` and `route`.
     let ok = !name.is_empty()
+        && !name.starts_with('-')
         && name.len() <= 15
         && name != "."
         && name != ".."
@@ -116,7 +134,16 @@ mod tests {
         for good in ["wg0", "nc-host_1", "utun7", "a.b"] {
             assert!(validate_interface_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "sixteen-chars-xx", "a b", "x/y", "..", "wg0\n"] {
+        for bad in [
+            "",
+            "sixteen-chars-xx",
+            "a b",
+            "x/y",
+            "..",
+            "wg0\n",
+            "-wg0",
+            "--help",
+        ] {
             assert!(validate_interface_name(bad).is_err(), "{bad:?}");
         }
     }

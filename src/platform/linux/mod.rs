@@ -5,7 +5,7 @@ pub mod netlink;
 
 use std::path::Path;
 
-use super::{AddressPairs, PlatformError, Tunnel};
+use super::PlatformError;
 use crate::tunnel::Tun;
 
 pub use netlink::NetlinkRouter as OsRouter;
@@ -43,26 +43,6 @@ pub fn create_tun(name: &str, mtu: u16) -> Result<(Tun, String), PlatformError> 
         source: std::io::Error::other(e.to_string()),
     })?;
     Ok((tun, name.to_owned()))
-}
-
-/// The TUN, up, with its MTU and its point-to-point address pairs
-/// (`ip addr add LOCAL peer PEER`); the kernel adds the route to each peer.
-/// On an error the TUN is closed, and the kernel removes it.
-pub async fn create_tunnel(
-    name: &str,
-    mtu: u16,
-    pairs: AddressPairs<'_>,
-) -> Result<Tunnel, PlatformError> {
-    let (tun, name) = create_tun(name, mtu)?;
-    let router = open_router(&name).await?;
-    router
-        .configure(pairs, u32::from(mtu))
-        .await
-        .map_err(|e| PlatformError::System {
-            what: format!("configuring the tunnel interface {name}"),
-            source: Box::new(e),
-        })?;
-    Ok(Tunnel { tun, name, router })
 }
 
 /// The router of tunnel interface `name`. Needs a tokio runtime: the netlink
