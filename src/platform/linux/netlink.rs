@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
@@ -21,6 +21,11 @@ pub enum NetlinkError {
     Connect(std::io::Error),
     #[error("interface {0} not found")]
     NoInterface(String),
+    #[error(
+        "interface {name} is a {kind} link, not a tunnel netconnect made; left alone \
+         (check --interface and --vm-interface)"
+    )]
+    NotOurs { name: String, kind: String },
     #[error("{what}: {source}")]
     Request {
         what: String,
@@ -264,15 +269,45 @@ pub async fn marked_vm_routes(handle: &Handle) -> Result<Vec<(IpNet, IpAddr)>, N
     Ok(out)
 }
 
-/// Delete interface `name` (and with it its addresses and routes).
+/// Delete interface `name` (and with it its addresses and routes), only if
+/// it is of a kind netconnect makes: a name alone is not proof, and
+/// `--vm-interface eth0` must not cut the VM off its network.
 pub async fn delete_link(handle: &Handle, name: &str) -> Result<(), NetlinkError> {
-    let index = link_index(handle, name).await?;
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    let link = match links.try_next().await {
+        Ok(Some(l)) => l,
+        Ok(None) | Err(_) => return Err(NetlinkError::NoInterface(name.to_owned())),
+    };
+    let kind = link_kind(&link.attributes);
+    if !is_ours(kind) {
+        return Err(NetlinkError::NotOurs {
+            name: name.to_owned(),
+            kind: kind.map_or("kernel (no kind)".to_owned(), |k| k.to_string()),
+        });
+    }
+    let index = link.header.index;
     handle
         .link()
         .del(index)
         .execute()
         .await
         .map_err(req(format!("deleting interface {name}")))
+}
+
+/// The kinds of link netconnect makes: a TUN (the host's, and the VM's
+/// userspace peer) and a kernel WireGuard link (the VM's).
+fn is_ours(kind: Option<&InfoKind>) -> bool {
+    matches!(kind, Some(InfoKind::Tun | InfoKind::Wireguard))
+}
+
+fn link_kind(attributes: &[LinkAttribute]) -> Option<&InfoKind> {
+    attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(k) => Some(k),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
@@ -312,3 +347,24 @@ fn destination(r: &RouteMessage) -> Option<IpNet> {
 }
 
 crate::routes::router_by_inherent_methods!(NetlinkRouter, NetlinkError);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tunnels_we_make_are_ours() {
+        let with_kind = |k: InfoKind| vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)])];
+        for (attrs, ours) in [
+            (with_kind(InfoKind::Tun), true),
+            (with_kind(InfoKind::Wireguard), true),
+            (with_kind(InfoKind::Veth), false),
+            (with_kind(InfoKind::Bridge), false),
+            (with_kind(InfoKind::Dummy), false),
+            // A physical NIC (eth0) carries no kind at all.
+            (vec![LinkAttribute::IfName("eth0".into())], false),
+        ] {
+            assert_eq!(is_ours(link_kind(&attrs)), ours, "{attrs:?}");
+        }
+    }
+}
