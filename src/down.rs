@@ -23,6 +23,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub async fn run(mut target: TargetArgs, socket: &Path, config: &Config) -> anyhow::Result<()> {
     crate::platform::require_root("down")?;
+    crate::platform::validate_interface_name(&target.interface)?;
+    crate::platform::validate_interface_name(&target.vm_interface)?;
     let mut routes: Vec<(IpNet, IpAddr)> = config
         .routes
         .iter()

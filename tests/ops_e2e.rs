@@ -884,3 +884,49 @@ fn cli_bad_config_is_one_line_with_its_place() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/nc.toml"));
 }
+
+/// `down` deletes a link only if netconnect could have made it (a TUN or
+/// a WireGuard link): pointed at any other interface by name, it refuses in
+/// one line, exits non-zero, and the interface stays. A leading '-' is no
+/// interface name at all.
+#[test]
+fn cli_down_leaves_an_interface_it_did_not_make() {
+    require_root();
+    let ns = Netns::new("down-kind");
+    ns.ok(&[
+        "ip", "link", "add", "ncveth0", "type", "veth", "peer", "name", "ncveth1",
+    ]);
+    let sock = TempDir::new("down-kind");
+    let socket = sock.join("control.sock");
+    let o = ns.exec(&[
+        netconnect_bin(),
+        "down",
+        "--control-socket",
+        socket.to_str().unwrap(),
+        "--interface",
+        "ncveth0",
+        "--docker-host",
+        "unix:///nonexistent",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(nonempty_lines(&err).len(), 1, "{err}");
+    assert!(
+        err.contains("ncveth0 is a veth link, not a tunnel netconnect made"),
+        "{err}"
+    );
+    assert!(ns.link_exists("ncveth0"), "down removed a veth link");
+
+    let o = run_bin(&[
+        "down",
+        "--interface=-x",
+        "--control-socket",
+        socket.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"-x\" is not a valid interface name"),
+        "{err}"
+    );
+}

@@ -305,10 +305,7 @@ mod tests {
                 "fd33:33:33::2".parse().unwrap(),
             ),
         ];
-        let v6_only = [(
-            "fd00:aa::1".parse().unwrap(),
-            "fd00:aa::2".parse().unwrap(),
-        )];
+        let v6_only = [("fd00:aa::1".parse().unwrap(), "fd00:aa::2".parse().unwrap())];
         for (pairs, want) in [
             (
                 &default[..],

@@ -413,7 +413,15 @@ impl State {
 
 /// How an incoming datagram maps to a peer.
 enum Route {
-    Peer(Arc<Peer>),
+    /// `roams`: whether a datagram that authenticates may move the peer's
+    /// endpoint. WireGuard roams on authenticated transport data and on
+    /// handshake messages, never on a cookie reply: that is sealed with a
+    /// key derived from our public key alone, so anyone who saw our last
+    /// handshake can forge one from anywhere.
+    Peer {
+        peer: Arc<Peer>,
+        roams: bool,
+    },
     /// Under handshake load: answer with this cookie reply instead.
     Cookie([u8; 64], usize),
     Drop,
@@ -568,8 +576,8 @@ impl Shared {
 
     async fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, dst: &mut [u8]) {
         let n = datagram.len();
-        let peer = match self.route_datagram(datagram, from) {
-            Route::Peer(p) => p,
+        let (peer, roams) = match self.route_datagram(datagram, from) {
+            Route::Peer { peer, roams } => (peer, roams),
             Route::Cookie(c, len) => {
                 let _ = socket
                     .send_to(&c[..len], wire_addr(is_dual(socket), from))
@@ -589,7 +597,7 @@ impl Shared {
             match result {
                 TunnResult::Done => {
                     if first {
-                        peer.authenticated(from, n);
+                        peer.authenticated(from, n, roams);
                     }
                     return;
                 }
@@ -601,17 +609,17 @@ impl Shared {
                 // keep asking until the queue is empty.
                 TunnResult::WriteToNetwork(out) => {
                     if first {
-                        peer.authenticated(from, n);
+                        peer.authenticated(from, n, roams);
                     }
-                    send(&peer, Some(socket), out, Some(from)).await;
+                    send(&peer, Some(socket), out, roams.then_some(from)).await;
                 }
                 TunnResult::WriteToTunnelV4(packet, addr) => {
-                    peer.authenticated(from, n);
+                    peer.authenticated(from, n, roams);
                     self.deliver(&peer, packet, IpAddr::V4(addr)).await;
                     return;
                 }
                 TunnResult::WriteToTunnelV6(packet, addr) => {
-                    peer.authenticated(from, n);
+                    peer.authenticated(from, n, roams);
                     self.deliver(&peer, packet, IpAddr::V6(addr)).await;
                     return;
                 }
@@ -662,7 +670,10 @@ impl Shared {
                 }
                 return match parse_handshake_anon(secret, public, init) {
                     Ok(half) => match st.peers.get(&half.peer_static_public) {
-                        Some(p) => Route::Peer(p.clone()),
+                        Some(p) => Route::Peer {
+                            peer: p.clone(),
+                            roams: true,
+                        },
                         None => {
                             debug!(%from, "handshake from an unknown key, dropped");
                             Route::Drop
@@ -671,13 +682,17 @@ impl Shared {
                     Err(_) => Route::Drop,
                 };
             }
-            Ok(Packet::HandshakeResponse(p)) => p.receiver_idx,
-            Ok(Packet::PacketCookieReply(p)) => p.receiver_idx,
-            Ok(Packet::PacketData(p)) => p.receiver_idx,
+            Ok(Packet::HandshakeResponse(p)) => (p.receiver_idx, true),
+            Ok(Packet::PacketCookieReply(p)) => (p.receiver_idx, false),
+            Ok(Packet::PacketData(p)) => (p.receiver_idx, true),
             Err(_) => return Route::Drop,
         };
+        let (index, roams) = index;
         match st.by_index.get(&(index >> 8)) {
-            Some(p) => Route::Peer(p.clone()),
+            Some(p) => Route::Peer {
+                peer: p.clone(),
+                roams,
+            },
             None => Route::Drop,
         }
     }

@@ -67,11 +67,12 @@ impl Peer {
         *self.endpoint.read()
     }
 
-    /// Called for every datagram that authenticated as this peer: WireGuard
-    /// roams, so the last address a peer spoke from is where replies go.
-    pub fn authenticated(&self, from: SocketAddr, len: usize) {
+    /// Called for every datagram that authenticated as this peer. WireGuard
+    /// roams (`roams`: transport data or a handshake message), so the last
+    /// address a peer spoke from is where replies go.
+    pub fn authenticated(&self, from: SocketAddr, len: usize, roams: bool) {
         self.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        if self.endpoint() != Some(from) {
+        if roams && self.endpoint() != Some(from) {
             *self.endpoint.write() = Some(from);
         }
     }
