@@ -131,10 +131,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(error = ?e, "failed");
-            eprintln!("netconnect: error: {e:#}");
+            eprintln!("netconnect: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, as `{:#}` prints them, but without
+/// a cause that the text already says: many of our errors show their
+/// source in their own message ("cannot read X: {source}"), and the same
+/// words twice read like two failures.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 /// Precedence: NETCONNECT_LOG, then -v/-q, then the file's `log.level`.
@@ -175,5 +191,30 @@ fn init_logging(
                     .with_filter(drawn),
             )
             .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read /x: {source}")]
+    struct Read {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Read { source: io() });
+        assert_eq!(
+            format!("{e:#}"),
+            "cannot read /x: no such file: no such file"
+        );
+        assert_eq!(one_line(&e), "cannot read /x: no such file");
+        // A cause the message does not say is kept, as {:#} keeps it.
+        let e = anyhow::Error::new(io()).context("loading the config");
+        assert_eq!(one_line(&e), "loading the config: no such file");
     }
 }

@@ -64,7 +64,7 @@ pub async fn create_tunnel(
         .await
         .map_err(|e| PlatformError::System {
             what: format!("configuring the tunnel interface {name}"),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
     Ok(Tunnel { tun, name, router })
 }
@@ -87,11 +87,14 @@ pub enum PlatformError {
         source: std::io::Error,
     },
     /// Addressing the tunnel, reading or changing its routes, removing it.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     System {
         what: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An error that already says what was being done.
+    #[error(transparent)]
+    Os(Box<dyn std::error::Error + Send + Sync>),
     #[error("interface {0} is still held by a running process; stop it (`sudo netconnect down`) and try again")]
     Busy(String),
 }

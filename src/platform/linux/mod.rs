@@ -52,7 +52,7 @@ pub async fn open_router(name: &str) -> Result<OsRouter, PlatformError> {
         .await
         .map_err(|e| PlatformError::System {
             what: format!("tunnel interface {name}"),
-            source: Box::new(e),
+            error: Box::new(e),
         })
 }
 
@@ -66,14 +66,11 @@ pub async fn cleanup(name: &str) -> Result<bool, PlatformError> {
     }
     let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| PlatformError::System {
         what: "opening netlink".into(),
-        source: Box::new(e),
+        error: Box::new(e),
     })?;
     tokio::spawn(conn);
     netlink::delete_link(&handle, name)
         .await
-        .map_err(|e| PlatformError::System {
-            what: format!("removing interface {name}"),
-            source: Box::new(e),
-        })?;
+        .map_err(|e| PlatformError::Os(Box::new(e)))?;
     Ok(true)
 }
