@@ -18,6 +18,8 @@ use crate::command::{Cmd, Runner, SystemRunner};
 /// The job's label; the plist is `/Library/LaunchDaemons/<LABEL>.plist`.
 pub const LABEL: &str = "dev.netconnect.daemon";
 pub const PLIST_PATH: &str = "/Library/LaunchDaemons/dev.netconnect.daemon.plist";
+/// By absolute path: root never runs what a PATH set by someone else finds.
+pub const LAUNCHCTL: &str = "/bin/launchctl";
 /// stdout and stderr of the daemon (tracing writes to stderr).
 pub const LOG_PATH: &str = "/var/log/netconnect.log";
 /// What the service runs after the program path; the Homebrew formula's
@@ -99,7 +101,7 @@ impl fmt::Display for Step {
 
 fn bootout() -> Cmd {
     Cmd::new(
-        "launchctl",
+        LAUNCHCTL,
         ["bootout".to_string(), format!("system/{LABEL}")],
     )
 }
@@ -113,7 +115,7 @@ pub fn install_plan(binary: &Path) -> Result<Vec<Step>, ServiceError> {
             path: PLIST_PATH.into(),
             contents: plist_xml(binary)?,
         },
-        Step::Run(Cmd::new("launchctl", ["bootstrap", "system", PLIST_PATH])),
+        Step::Run(Cmd::new(LAUNCHCTL, ["bootstrap", "system", PLIST_PATH])),
     ])
 }
 
@@ -129,10 +131,7 @@ pub fn uninstall_plan() -> Vec<Step> {
 }
 
 pub fn status_command() -> Cmd {
-    Cmd::new(
-        "launchctl",
-        ["print".to_string(), format!("system/{LABEL}")],
-    )
+    Cmd::new(LAUNCHCTL, ["print".to_string(), format!("system/{LABEL}")])
 }
 
 /// Run a plan; stops at the first failing step, with the command line and
@@ -271,21 +270,21 @@ mod tests {
             render("netconnect service install", &plan),
             format!(
                 "# netconnect service install (dry run: nothing is changed)\n\
-                 launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded\n\
+                 /bin/launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded\n\
                  write /Library/LaunchDaemons/dev.netconnect.daemon.plist (0644):\n\
                  {PLIST}\
-                 launchctl bootstrap system /Library/LaunchDaemons/dev.netconnect.daemon.plist\n"
+                 /bin/launchctl bootstrap system /Library/LaunchDaemons/dev.netconnect.daemon.plist\n"
             )
         );
         assert_eq!(
             render("netconnect service uninstall", &uninstall_plan()),
             "# netconnect service uninstall (dry run: nothing is changed)\n\
-             launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded\n\
+             /bin/launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded\n\
              rm -f /Library/LaunchDaemons/dev.netconnect.daemon.plist\n"
         );
         assert_eq!(
             status_command().to_string(),
-            "launchctl print system/dev.netconnect.daemon"
+            "/bin/launchctl print system/dev.netconnect.daemon"
         );
     }
 
@@ -300,19 +299,22 @@ mod tests {
                 path: file.clone(),
                 contents: "<plist/>".into(),
             },
-            Step::Run(Cmd::new("launchctl", ["bootstrap", "system", "x"])),
+            Step::Run(Cmd::new(LAUNCHCTL, ["bootstrap", "system", "x"])),
             Step::Remove { path: file.clone() },
         ];
         let runner = RecordingRunner::new()
-            .fail("launchctl bootout", "Boot-out failed: 3: No such process")
             .fail(
-                "launchctl bootstrap",
+                "/bin/launchctl bootout",
+                "Boot-out failed: 3: No such process",
+            )
+            .fail(
+                "/bin/launchctl bootstrap",
                 "Bootstrap failed: 5: Input/output error",
             );
         let e = execute(&plan, &runner).await.unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`launchctl bootstrap system x` failed (exit status: 1): Bootstrap failed: 5: Input/output error"
+            "`/bin/launchctl bootstrap system x` failed (exit status: 1): Bootstrap failed: 5: Input/output error"
         );
         // Stopped there: the file was written with launchd's mode, not removed.
         use std::os::unix::fs::PermissionsExt as _;

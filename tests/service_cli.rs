@@ -52,7 +52,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         lines[..3],
         [
             "# netconnect service install (dry run: nothing is changed)",
-            "launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded",
+            "/bin/launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded",
             "write /Library/LaunchDaemons/dev.netconnect.daemon.plist (0644):",
         ]
     );
@@ -60,7 +60,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         .contains("\t\t<string>/opt/homebrew/bin/netconnect</string>\n\t\t<string>up</string>\n"));
     assert_eq!(
         lines.last(),
-        Some(&"launchctl bootstrap system /Library/LaunchDaemons/dev.netconnect.daemon.plist")
+        Some(&"/bin/launchctl bootstrap system /Library/LaunchDaemons/dev.netconnect.daemon.plist")
     );
     assert!(!std::path::Path::new("/Library/LaunchDaemons/dev.netconnect.daemon.plist").exists());
 
@@ -69,7 +69,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(
         out,
         "# netconnect service uninstall (dry run: nothing is changed)\n\
-         launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded\n\
+         /bin/launchctl bootout system/dev.netconnect.daemon  # may fail: nothing loaded\n\
          rm -f /Library/LaunchDaemons/dev.netconnect.daemon.plist\n"
     );
 }

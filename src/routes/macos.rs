@@ -13,16 +13,22 @@ use ipnet::IpNet;
 use super::SystemRoute;
 use crate::command::{Cmd, CommandError, Runner};
 
+// By absolute path: root never runs what a PATH chosen by someone else
+// finds first. These are where macOS keeps them (the sealed system volume).
+pub const IFCONFIG: &str = "/sbin/ifconfig";
+pub const ROUTE: &str = "/sbin/route";
+pub const NETSTAT: &str = "/usr/sbin/netstat";
+
 /// `ifconfig` commands that give the utun its MTU and its point-to-point
 /// addresses, one pair (local, peer) per family. The kernel adds the host
 /// route to each peer itself. `up` goes with the IPv4 address, as in
 /// wg-quick; utun is point-to-point, so IPv6 needs no link-local first.
 pub fn address_commands(iface: &str, pairs: &[(IpAddr, IpAddr)], mtu: u32) -> Vec<Cmd> {
-    let mut out = vec![Cmd::new("ifconfig", [iface, "mtu", &mtu.to_string()])];
+    let mut out = vec![Cmd::new(IFCONFIG, [iface, "mtu", &mtu.to_string()])];
     for (local, peer) in pairs {
         out.push(match local {
             IpAddr::V4(_) => Cmd::new(
-                "ifconfig",
+                IFCONFIG,
                 [
                     iface.to_owned(),
                     "inet".into(),
@@ -32,7 +38,7 @@ pub fn address_commands(iface: &str, pairs: &[(IpAddr, IpAddr)], mtu: u32) -> Ve
                 ],
             ),
             IpAddr::V6(_) => Cmd::new(
-                "ifconfig",
+                IFCONFIG,
                 [
                     iface.to_owned(),
                     "inet6".into(),
@@ -66,7 +72,7 @@ pub fn route_command(op: RouteOp, iface: &str, net: IpNet) -> Cmd {
         IpNet::V6(_) => "-inet6",
     };
     Cmd::new(
-        "route",
+        ROUTE,
         [
             "-q".to_owned(),
             "-n".into(),
@@ -81,7 +87,7 @@ pub fn route_command(op: RouteOp, iface: &str, net: IpNet) -> Cmd {
 
 /// Both routing tables, numeric.
 pub fn netstat_command() -> Cmd {
-    Cmd::new("netstat", ["-rn"])
+    Cmd::new(NETSTAT, ["-rn"])
 }
 
 /// One row of `netstat -rn`.
@@ -310,16 +316,16 @@ mod tests {
             (
                 &default[..],
                 &[
-                    "ifconfig utun7 mtu 1420",
-                    "ifconfig utun7 inet 10.33.33.1/32 10.33.33.2 up",
-                    "ifconfig utun7 inet6 fd33:33:33::1 fd33:33:33::2 prefixlen 128",
+                    "/sbin/ifconfig utun7 mtu 1420",
+                    "/sbin/ifconfig utun7 inet 10.33.33.1/32 10.33.33.2 up",
+                    "/sbin/ifconfig utun7 inet6 fd33:33:33::1 fd33:33:33::2 prefixlen 128",
                 ][..],
             ),
             (
                 &v6_only[..],
                 &[
-                    "ifconfig utun7 mtu 1420",
-                    "ifconfig utun7 inet6 fd00:aa::1 fd00:aa::2 prefixlen 128",
+                    "/sbin/ifconfig utun7 mtu 1420",
+                    "/sbin/ifconfig utun7 inet6 fd00:aa::1 fd00:aa::2 prefixlen 128",
                 ][..],
             ),
         ] {
@@ -327,7 +333,7 @@ mod tests {
             assert_eq!(plan, want);
             for l in &plan {
                 assert!(!l.contains("10.0.0."), "{l}");
-                assert!(!l.contains("alias") && !l.starts_with("route"), "{l}");
+                assert!(!l.contains("alias") && !l.starts_with("/sbin/route"), "{l}");
             }
         }
     }
@@ -336,24 +342,24 @@ mod tests {
     fn route_plans_both_families() {
         assert_eq!(
             route_command(RouteOp::Add, "utun4", net("172.18.0.0/16")).to_string(),
-            "route -q -n add -inet 172.18.0.0/16 -interface utun4"
+            "/sbin/route -q -n add -inet 172.18.0.0/16 -interface utun4"
         );
         assert_eq!(
             route_command(RouteOp::Delete, "utun4", net("172.18.0.0/16")).to_string(),
-            "route -q -n delete -inet 172.18.0.0/16 -interface utun4"
+            "/sbin/route -q -n delete -inet 172.18.0.0/16 -interface utun4"
         );
         assert_eq!(
             route_command(RouteOp::Add, "utun4", net("fc00:f853:ccd:e793::/64")).to_string(),
-            "route -q -n add -inet6 fc00:f853:ccd:e793::/64 -interface utun4"
+            "/sbin/route -q -n add -inet6 fc00:f853:ccd:e793::/64 -interface utun4"
         );
         assert_eq!(
             route_command(RouteOp::Delete, "utun4", net("fc00:f853:ccd:e793::/64")).to_string(),
-            "route -q -n delete -inet6 fc00:f853:ccd:e793::/64 -interface utun4"
+            "/sbin/route -q -n delete -inet6 fc00:f853:ccd:e793::/64 -interface utun4"
         );
         // Host bits never reach `route`.
         assert_eq!(
             route_command(RouteOp::Add, "utun4", net("172.18.0.1/16")).to_string(),
-            "route -q -n add -inet 172.18.0.0/16 -interface utun4"
+            "/sbin/route -q -n add -inet 172.18.0.0/16 -interface utun4"
         );
     }
 
@@ -566,7 +572,7 @@ ff02::%en0/32                           link#4                          UmCI    
 
     #[tokio::test]
     async fn mac_router_runs_the_plans_and_reads_the_table() {
-        let runner = RecordingRunner::new().answer("netstat -rn", SEED_AFTER);
+        let runner = RecordingRunner::new().answer("/usr/sbin/netstat -rn", SEED_AFTER);
         let r = MacRouter::new("utun0", runner);
         r.configure(
             &[("10.33.33.1".parse().unwrap(), "10.33.33.2".parse().unwrap())],
@@ -582,11 +588,11 @@ ff02::%en0/32                           link#4                          UmCI    
         assert_eq!(
             r.runner.ran(),
             [
-                "ifconfig utun0 mtu 1420",
-                "ifconfig utun0 inet 10.33.33.1/32 10.33.33.2 up",
-                "netstat -rn",
-                "route -q -n delete -inet 172.17.0.0/16 -interface utun0",
-                "route -q -n add -inet 172.19.0.0/16 -interface utun0",
+                "/sbin/ifconfig utun0 mtu 1420",
+                "/sbin/ifconfig utun0 inet 10.33.33.1/32 10.33.33.2 up",
+                "/usr/sbin/netstat -rn",
+                "/sbin/route -q -n delete -inet 172.17.0.0/16 -interface utun0",
+                "/sbin/route -q -n add -inet 172.19.0.0/16 -interface utun0",
             ]
         );
     }
@@ -594,7 +600,7 @@ ff02::%en0/32                           link#4                          UmCI    
     #[tokio::test]
     async fn a_failed_route_command_names_itself_and_says_why() {
         let runner = RecordingRunner::new().fail(
-            "route -q -n add",
+            "/sbin/route -q -n add",
             "route: writing to routing socket: File exists",
         );
         let e = MacRouter::new("utun2", runner)
@@ -603,7 +609,7 @@ ff02::%en0/32                           link#4                          UmCI    
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`route -q -n add -inet 10.8.0.0/24 -interface utun2` failed (exit status: 1): \
+            "`/sbin/route -q -n add -inet 10.8.0.0/24 -interface utun2` failed (exit status: 1): \
              route: writing to routing socket: File exists"
         );
     }
