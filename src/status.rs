@@ -168,9 +168,13 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
         );
         let _ = writeln!(
             o,
-            "transfer:   {} received, {} sent",
+            "transfer:   {} received, {} sent{}",
             bytes(t.rx_bytes),
-            bytes(t.tx_bytes)
+            bytes(t.tx_bytes),
+            match t.tun_refused {
+                0 => String::new(),
+                n => format!("; {n} packet(s) refused by {} and dropped", t.interface),
+            }
         );
     }
     let h = &s.helper;
@@ -268,6 +272,7 @@ mod tests {
                 last_handshake_age_s: Some(7),
                 rx_bytes: 2048,
                 tx_bytes: 100,
+                tun_refused: 3,
                 ..Default::default()
             }),
             networks: vec![
@@ -294,7 +299,7 @@ mod tests {
         );
         assert!(t.contains("handshake:  7 s ago"), "{t}");
         assert!(
-            t.contains("transfer:   2.0 KiB received, 100 B sent"),
+            t.contains("transfer:   2.0 KiB received, 100 B sent; 3 packet(s) refused by nc0 and dropped\n"),
             "{t}"
         );
         assert!(t.contains("bridge   172.17.0.0/16  installed"), "{t}");

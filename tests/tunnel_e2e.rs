@@ -1777,3 +1777,32 @@ fn long_lived_tunnel_rekeys() {
         );
     }
 }
+
+/// A packet the TUN refuses is dropped, never the end of the device: with
+/// the host's interface taken down, the kernel refuses every decrypted
+/// packet (EIO); once it is up again, traffic flows through the same
+/// device, which said so once in its log.
+#[test]
+fn a_refused_tun_write_drops_the_packet_not_the_device() {
+    let mut t = Tunnel::new(Impl::Netconnect, Impl::WireguardGo);
+    t.wait_host_to_vm(VM_TUN4, UP);
+    t.net.host.ok(&["ip", "link", "set", &t.host.iface, "down"]);
+    // Sent by the VM side through its live session, refused at our TUN.
+    let got = ping_count(&t.net.vm, HOST_TUN4, 3);
+    assert_eq!(got, 0, "pings answered through a downed interface?");
+    t.net.host.ok(&["ip", "link", "set", &t.host.iface, "up"]);
+    let d = t.host.daemon.as_mut().unwrap();
+    assert!(
+        d.try_status().is_none(),
+        "the device exited on a refused TUN write:\n{}",
+        d.log_tail(20)
+    );
+    t.wait_host_to_vm(VM_TUN4, UP);
+    assert_all_replies(&t.net.vm, HOST_TUN4, 3, &t);
+    let log = t.host.daemon.as_ref().unwrap().log();
+    assert_eq!(
+        log.matches("the TUN refused a packet").count(),
+        1,
+        "one warning, then counting:\n{log}"
+    );
+}

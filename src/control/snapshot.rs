@@ -75,6 +75,9 @@ pub struct TunnelState {
     /// WireGuard datagram bytes from and to the VM peer.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Packets from the VM that this machine's TUN refused (interface down,
+    /// a packet the kernel will not take): dropped and counted.
+    pub tun_refused: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -66,6 +66,8 @@ pub struct DeviceStatus {
     pub listen_port: u16,
     pub fwmark: u32,
     pub peers: Vec<PeerStatus>,
+    /// Decrypted packets the TUN refused and the device dropped.
+    pub tun_refused: u64,
 }
 
 #[derive(Debug, Clone)]

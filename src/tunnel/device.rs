@@ -96,6 +96,9 @@ struct Shared {
     state: RwLock<State>,
     /// Set when a task hits an error it cannot recover from (the TUN vanished).
     failed: watch::Sender<Option<String>>,
+    /// Decrypted packets the TUN refused (interface down, a packet the
+    /// kernel will not take): dropped, as a router drops, and counted.
+    tun_refused: std::sync::atomic::AtomicU64,
 }
 
 struct State {
@@ -140,6 +143,7 @@ impl Device {
                 next_index: 1,
             }),
             failed: failed_tx,
+            tun_refused: std::sync::atomic::AtomicU64::new(0),
         });
         {
             let mut st = shared.state.write();
@@ -281,6 +285,7 @@ impl Device {
             listen_port: st.listen_port,
             fwmark: st.fwmark,
             peers,
+            tun_refused: self.shared.tun_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -638,9 +643,18 @@ impl Shared {
             debug!(peer = %peer.public_key, src = %source, "source not in peer's allowed IPs, dropped");
             return;
         }
+        // One packet is never the end of the device: the kernel refuses a
+        // write while the interface is down (EIO) or a packet it cannot
+        // parse (EINVAL), and the next packet may be fine. The first refusal
+        // is a warning, the rest are counted (`status` shows the count).
         if let Err(e) = self.tun.send(packet).await {
             if !is_transient(&e) {
-                self.fail(format!("writing to the TUN device failed: {e}"));
+                let before = self.tun_refused.fetch_add(1, Ordering::Relaxed);
+                if before == 0 {
+                    warn!(iface = %self.name, error = %e, "the TUN refused a packet; dropped (further refusals are counted, not logged)");
+                } else {
+                    debug!(iface = %self.name, error = %e, "the TUN refused a packet; dropped");
+                }
             }
         }
     }

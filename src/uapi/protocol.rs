@@ -294,6 +294,8 @@ mod tests {
             public_key: None,
             listen_port: 51820,
             fwmark: 0,
+            // Not a UAPI key: `wg` rejects keys it does not know.
+            tun_refused: 5,
             peers: vec![PeerStatus {
                 public_key: PublicKey::from(&Key::from_hex(K2).unwrap()),
                 preshared_key: None,

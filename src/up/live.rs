@@ -104,6 +104,7 @@ impl StatusSource for View {
         };
         let st = dev.status();
         t.listen_port = st.listen_port;
+        t.tun_refused = st.tun_refused;
         if let Some(pk) = st.public_key {
             t.host_public_key = pk.to_base64();
         }

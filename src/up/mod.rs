@@ -243,7 +243,26 @@ struct Session {
     hup: tokio::signal::unix::Signal,
 }
 
+/// Why `up` ends when its tunnel is gone.
+fn tunnel_stopped(reason: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the tunnel device stopped ({reason}); routes and the helper were removed, start netconnect up again"
+    )
+}
+
 impl Session {
+    /// A TUN deleted under us (`ip link del`) does not wake its reader: the
+    /// kernel reports only an error condition, which a read-readiness wait
+    /// does not see. So the timers that run anyway look for the interface.
+    fn tunnel_present(&self) -> anyhow::Result<()> {
+        let name = self.router.interface();
+        if platform::interface_exists(name) {
+            Ok(())
+        } else {
+            Err(tunnel_stopped(&format!("interface {name} is gone")))
+        }
+    }
+
     async fn serve(
         &mut self,
         candidates: &[docker::Candidate],
@@ -271,6 +290,12 @@ impl Session {
                     sig = &mut shutdown => {
                         info!(signal = sig, "shutting down");
                         return Ok(());
+                    }
+                    // The TUN stopped working: nothing flows any more, so say
+                    // why and exit non-zero, which launchd answers by
+                    // starting us afresh.
+                    reason = self.device.failed() => {
+                        return Err(tunnel_stopped(&reason));
                     }
                     _ = self.hup.recv() => {
                         self.reload();
@@ -317,6 +342,7 @@ impl Session {
                         }
                     }
                     _ = liveness.tick(), if self.helper.is_some() => {
+                        self.tunnel_present()?;
                         if !self.check_vm_alive().await {
                             if let Err(e) = self.ensure_helper().await {
                                 warn!(error = %e, "helper not running; will retry");
@@ -324,6 +350,7 @@ impl Session {
                         }
                     }
                     _ = resync.tick() => {
+                        self.tunnel_present()?;
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");
                         }
