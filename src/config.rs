@@ -27,6 +27,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file (or its folder) is not one only root can change, and we
+    /// run as root: as sshd's StrictModes, refuse rather than trust it.
+    #[error("{}: {problem}; netconnect runs as root and reads only files only root can change: {fix}", path.display())]
+    Untrusted {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
     /// `file:line:column: message`, the way compilers say it.
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid {
@@ -125,20 +133,108 @@ pub struct Loaded {
     pub config: Config,
 }
 
+/// The most a configuration file may hold; a larger one is not ours.
+const MAX_SIZE: u64 = 1 << 20;
+
 /// Read `path`. A missing file is an error only if the user named it.
+/// Run as root, the file and its folder must be root's and writable by no
+/// one else (see [`trust`]).
 pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_trusted(path, nix::unistd::geteuid().is_root()) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+        Err(Read::Untrusted(problem, fix)) => {
+            return Err(ConfigError::Untrusted {
+                path: path.to_owned(),
+                problem,
+                fix,
+            })
+        }
+        Err(Read::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(Loaded::default())
         }
-        Err(source) => {
+        Err(Read::Io(source)) => {
             return Err(ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })
         }
     };
+    load_text(path, text)
+}
+
+enum Read {
+    Io(std::io::Error),
+    Untrusted(String, String),
+}
+
+/// Opened without blocking (a FIFO put there must not hang a boot-time
+/// daemon), checked on the open descriptor (no swap between check and
+/// read), and read up to [`MAX_SIZE`].
+fn read_trusted(path: &Path, as_root: bool) -> Result<String, Read> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(Read::Io)?;
+    let meta = file.metadata().map_err(Read::Io)?;
+    if !meta.is_file() {
+        return Err(Read::Untrusted(
+            "not a regular file".into(),
+            format!(
+                "put the configuration in a plain file at {}",
+                path.display()
+            ),
+        ));
+    }
+    if as_root {
+        trust(path, meta.uid(), meta.mode(), false).map_err(|(p, f)| Read::Untrusted(p, f))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let d = std::fs::metadata(dir).map_err(Read::Io)?;
+            trust(dir, d.uid(), d.mode(), true).map_err(|(p, f)| Read::Untrusted(p, f))?;
+        }
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(Read::Untrusted(
+            format!("{} bytes is not a configuration file", meta.len()),
+            format!("keep it under {MAX_SIZE} bytes"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SIZE)
+        .read_to_string(&mut text)
+        .map_err(Read::Io)?;
+    Ok(text)
+}
+
+/// Whether root may trust `path` with owner `uid` and `mode`: root's, and
+/// writable by no group or other user (a folder with the sticky bit, like
+/// /tmp, may be: nobody else can replace root's file in it). On refusal,
+/// what is wrong and the command that fixes it.
+pub fn trust(path: &Path, uid: u32, mode: u32, is_dir: bool) -> Result<(), (String, String)> {
+    let what = if is_dir { "its folder " } else { "" };
+    if uid != 0 {
+        return Err((
+            format!("{what}{} is owned by uid {uid}, not root", path.display()),
+            format!("sudo chown root {}", path.display()),
+        ));
+    }
+    let sticky = is_dir && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Err((
+            format!(
+                "{what}{} is writable by group or others (mode {:04o})",
+                path.display(),
+                mode & 0o7777
+            ),
+            format!("sudo chmod go-w {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn load_text(path: &Path, text: String) -> Result<Loaded, ConfigError> {
     let config = parse(&text).map_err(|(span, message)| {
         let (line, column) = line_col(&text, span.start);
         ConfigError::Invalid {
@@ -280,6 +376,42 @@ pub fn apply_target(args: &mut crate::cli::TargetArgs, m: &ArgMatches, c: &Confi
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn root_trusts_only_files_only_root_can_change() {
+        let f = Path::new("/etc/netconnect/config.toml");
+        let d = Path::new("/etc/netconnect");
+        assert!(super::trust(f, 0, 0o100644, false).is_ok());
+        assert!(super::trust(f, 0, 0o100600, false).is_ok());
+        assert!(super::trust(d, 0, 0o40755, true).is_ok());
+        // A sticky folder: nobody else can replace root's file in it.
+        assert!(super::trust(Path::new("/tmp"), 0, 0o41777, true).is_ok());
+        assert_eq!(
+            super::trust(f, 501, 0o100644, false).unwrap_err(),
+            (
+                "/etc/netconnect/config.toml is owned by uid 501, not root".to_string(),
+                "sudo chown root /etc/netconnect/config.toml".to_string()
+            )
+        );
+        assert_eq!(
+            super::trust(f, 0, 0o100664, false).unwrap_err(),
+            (
+                "/etc/netconnect/config.toml is writable by group or others (mode 0664)"
+                    .to_string(),
+                "sudo chmod go-w /etc/netconnect/config.toml".to_string()
+            )
+        );
+        assert!(
+            super::trust(f, 0, 0o101666, false).is_err(),
+            "sticky means nothing on a file"
+        );
+        assert!(super::trust(d, 0, 0o40777, true)
+            .unwrap_err()
+            .0
+            .starts_with("its folder /etc/netconnect is writable"));
+    }
+
     use super::*;
 
     const EXAMPLE: &str = include_str!("../packaging/config.example.toml");

@@ -261,6 +261,44 @@ fn docker_status_reports_the_live_tunnel() {
     // Public keys only.
     assert!(t.contains(&helper_public_key(&fx.vm)));
     assert!(!t.to_lowercase().contains("private"), "{t}");
+
+    // The Mac's TUN taken down: what the VM sends to it is refused by the
+    // kernel, dropped and counted, and the tunnel goes on once it is up.
+    let ping_mac = || {
+        let o = Command::new("ping")
+            .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "10.33.33.1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss")
+    };
+    assert!(
+        ping_mac(),
+        "the VM side cannot ping the Mac's tunnel address"
+    );
+    fx.mac.ns.ok(&["ip", "link", "set", MAC_TUN, "down"]);
+    assert!(!ping_mac());
+    fx.mac.ns.ok(&["ip", "link", "set", MAC_TUN, "up"]);
+    assert!(ping_mac(), "no traffic after the TUN came back up");
+    let refused = fx.status_json()["tunnel"]["tun_refused"].as_u64().unwrap();
+    assert!(refused >= 3, "tun_refused = {refused}");
+    let t = text(&fx.nc(&["status"], Duration::from_secs(30)));
+    assert!(
+        t.contains(&format!(
+            "{refused} packet(s) refused by {MAC_TUN} and dropped"
+        )),
+        "{t}"
+    );
+
+    // The Mac's TUN deleted: nothing can flow, so up says why and exits 1.
+    fx.mac.ns.ok(&["ip", "link", "del", MAC_TUN]);
+    let up = fx.up.as_mut().unwrap();
+    let status = up.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", up.log());
+    assert!(
+        up.log().contains("the tunnel device stopped"),
+        "{}",
+        up.log()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -929,4 +967,67 @@ fn cli_down_leaves_an_interface_it_did_not_make() {
         err.contains("\"-x\" is not a valid interface name"),
         "{err}"
     );
+}
+
+/// Run as root, netconnect reads a configuration file only if root alone
+/// can change it (as sshd's StrictModes): one line naming the fix
+/// otherwise; a FIFO in its place is refused at once, not waited on.
+#[test]
+fn cli_root_reads_only_a_config_file_only_root_can_change() {
+    require_root();
+    let dir = TempDir::new("cfg-trust");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let p = dir.join("config.toml");
+    let path = p.to_str().unwrap();
+    fs::write(&p, "listen_port = 51820\n").unwrap();
+    let status = |p: &str| {
+        run_bin(&[
+            "--config",
+            p,
+            "status",
+            "--docker-host",
+            "unix:///nonexistent",
+            "--control-socket",
+            "/nonexistent/nc.sock",
+        ])
+    };
+    let one_line_error = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(nonempty_lines(&err).len(), 1, "{err}");
+        err
+    };
+
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = status(path);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains(path),
+        "a root-owned 0644 file was refused: {}",
+        text(&o)
+    );
+
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+    let err = one_line_error(&status(path));
+    assert!(
+        err.contains(&format!(
+            "{path} is writable by group or others (mode 0666)"
+        )) && err.contains(&format!("sudo chmod go-w {path}")),
+        "{err}"
+    );
+
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+    let err = one_line_error(&status(path));
+    assert!(
+        err.contains("is owned by uid 65534, not root")
+            && err.contains(&format!("sudo chown root {path}")),
+        "{err}"
+    );
+
+    let fifo = dir.join("fifo.toml");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let t0 = Instant::now();
+    let err = one_line_error(&status(fifo.to_str().unwrap()));
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
 }
