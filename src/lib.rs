@@ -24,6 +24,7 @@ pub mod progress;
 pub mod routes;
 pub mod service;
 pub mod signals;
+pub mod sockets;
 pub mod status;
 pub mod tunnel;
 pub mod uapi;

@@ -10,13 +10,14 @@
 pub mod snapshot;
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+
+use crate::sockets::{PrivateSocket, SocketError};
 use tokio::sync::Notify;
 use tracing::{debug, Instrument};
 
@@ -37,8 +38,8 @@ pub enum ControlError {
          or give this one another --control-socket"
     )]
     InUse(PathBuf),
-    #[error("cannot create the control socket {path}: {source}")]
-    Bind { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Socket(SocketError),
     #[error("netconnect up is not running (nothing answers on {0})")]
     NotRunning(PathBuf),
     #[error("permission denied on {0}; the control socket is root-only: use sudo")]
@@ -54,8 +55,9 @@ pub trait StatusSource: Send + Sync + 'static {
 
 /// The listening socket; removes its file when dropped.
 pub struct ControlListener {
-    path: PathBuf,
     listener: UnixListener,
+    /// Owns the file and its lock.
+    socket: PrivateSocket,
     /// Notified when a client asks the daemon to stop.
     pub stop: Arc<Notify>,
 }
@@ -64,34 +66,20 @@ impl ControlListener {
     /// Bind at `path`, replacing a stale file left by a crash but never one
     /// a live daemon answers on. Must run inside a tokio runtime.
     pub fn bind(path: &Path) -> Result<Self, ControlError> {
-        let err = |source| ControlError::Bind {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(err)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                    .map_err(err)?;
-            }
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ControlError::InUse(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(err)?;
-        }
-        let listener = UnixListener::bind(path).map_err(err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let socket = crate::sockets::bind_private(path).map_err(|e| match e {
+            SocketError::InUse(p) => ControlError::InUse(p),
+            e => ControlError::Socket(e),
+        })?;
+        let listener = socket.tokio_listener().map_err(ControlError::Socket)?;
         Ok(ControlListener {
-            path: path.to_owned(),
             listener,
+            socket,
             stop: Arc::new(Notify::new()),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.socket.path()
     }
 
     /// Answer clients until the future is dropped; each on its own task.
@@ -112,12 +100,6 @@ impl ControlListener {
                 .instrument(tracing::debug_span!("control_client")),
             );
         }
-    }
-}
-
-impl Drop for ControlListener {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -261,8 +243,8 @@ mod tests {
             !path.exists(),
             "socket file left after the listener dropped"
         );
-        // A stale file (no listener) is replaced.
-        std::fs::write(&path, b"").unwrap();
+        // A stale socket (nothing answers) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let again = ControlListener::bind(&path).unwrap();
         drop(again);
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,12 +1,13 @@
 //! Serving the UAPI on `/var/run/wireguard/IFACE.sock`, where `wg` looks.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+
+use crate::sockets::{PrivateSocket, SocketError};
 use tracing::{debug, warn, Instrument};
 
 use super::protocol::{format_errno, format_get, parse_set, ProtocolError, MAX_LINE};
@@ -27,13 +28,14 @@ pub enum BindError {
         "{0} is served by another running process; stop it first or pick another interface name"
     )]
     InUse(PathBuf),
-    #[error("cannot create the UAPI socket {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Socket(SocketError),
 }
 
 /// The listening socket; removes its file when dropped.
 pub struct UapiListener {
-    path: PathBuf,
+    /// Owns the file and its lock; removes the file when dropped.
+    socket: PrivateSocket,
     listener: UnixListener,
 }
 
@@ -45,31 +47,17 @@ impl UapiListener {
     }
 
     pub fn bind_at(path: PathBuf) -> Result<Self, BindError> {
-        let io_err = |source| BindError::Io {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(io_err)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                    .map_err(io_err)?;
-            }
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-                return Err(BindError::InUse(path));
-            }
-            std::fs::remove_file(&path).map_err(io_err)?;
-        }
-        let listener = UnixListener::bind(&path).map_err(io_err)?;
-        // Root only: the socket hands out private keys.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
-        Ok(UapiListener { path, listener })
+        // Root only, from its first instant: the socket hands out private keys.
+        let socket = crate::sockets::bind_private(&path).map_err(|e| match e {
+            SocketError::InUse(p) => BindError::InUse(p),
+            e => BindError::Socket(e),
+        })?;
+        let listener = socket.tokio_listener().map_err(BindError::Socket)?;
+        Ok(UapiListener { socket, listener })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.socket.path()
     }
 
     /// Accept clients until the task is dropped; each client runs on its own
@@ -94,12 +82,6 @@ impl UapiListener {
                 }
             }
         }
-    }
-}
-
-impl Drop for UapiListener {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
