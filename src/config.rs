@@ -133,9 +133,6 @@ pub struct Loaded {
     pub config: Config,
 }
 
-/// The most a configuration file may hold; a larger one is not ours.
-const MAX_SIZE: u64 = 1 << 20;
-
 /// Read `path`. A missing file is an error only if the user named it.
 /// Run as root, the file and its folder must be root's and writable by no
 /// one else (see [`trust`]).
@@ -167,27 +164,23 @@ enum Read {
     Untrusted(String, String),
 }
 
-/// Opened without blocking (a FIFO put there must not hang a boot-time
-/// daemon), checked on the open descriptor (no swap between check and
-/// read), and read up to [`MAX_SIZE`].
+/// Read as `crate::files` reads (no blocking, a regular file, bounded),
+/// checked on the open descriptor (no swap between check and read).
 fn read_trusted(path: &Path, as_root: bool) -> Result<String, Read> {
-    use std::io::Read as _;
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(Read::Io)?;
-    let meta = file.metadata().map_err(Read::Io)?;
-    if !meta.is_file() {
-        return Err(Read::Untrusted(
-            "not a regular file".into(),
-            format!(
-                "put the configuration in a plain file at {}",
-                path.display()
-            ),
-        ));
-    }
+    use std::os::unix::fs::MetadataExt as _;
+    let (file, meta) = crate::files::open_regular(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            Read::Untrusted(
+                e.to_string(),
+                format!(
+                    "put the configuration in a plain file at {}",
+                    path.display()
+                ),
+            )
+        } else {
+            Read::Io(e)
+        }
+    })?;
     if as_root {
         trust(path, meta.uid(), meta.mode(), false).map_err(|(p, f)| Read::Untrusted(p, f))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -195,17 +188,12 @@ fn read_trusted(path: &Path, as_root: bool) -> Result<String, Read> {
             trust(dir, d.uid(), d.mode(), true).map_err(|(p, f)| Read::Untrusted(p, f))?;
         }
     }
-    if meta.len() > MAX_SIZE {
-        return Err(Read::Untrusted(
-            format!("{} bytes is not a configuration file", meta.len()),
-            format!("keep it under {MAX_SIZE} bytes"),
-        ));
-    }
-    let mut text = String::new();
-    file.take(MAX_SIZE)
-        .read_to_string(&mut text)
-        .map_err(Read::Io)?;
-    Ok(text)
+    crate::files::read_text(file, &meta, crate::files::MAX_TEXT).map_err(|e| {
+        Read::Untrusted(
+            e.to_string(),
+            format!("keep it under {} bytes", crate::files::MAX_TEXT),
+        )
+    })
 }
 
 /// Whether root may trust `path` with owner `uid` and `mode`: root's, and

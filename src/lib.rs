@@ -16,6 +16,7 @@ pub mod device_cmd;
 pub mod docker;
 pub mod doctor;
 pub mod down;
+pub mod files;
 pub mod helper;
 pub mod keys;
 pub mod manual;

@@ -70,8 +70,9 @@ pub trait Files {
 pub struct RealFiles;
 
 impl Files for RealFiles {
+    /// The files are the user's: read as data (see `crate::files`).
     fn read(&self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(path).ok()
+        crate::files::read_small_text(path).ok()
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
