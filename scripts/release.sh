@@ -66,6 +66,7 @@ if [[ -e $OUT ]]; then
 fi
 mkdir -p "$(dirname "$OUT")"
 NEW=$(mktemp -d "$(dirname "$OUT")/.release.XXXXXX")
+chmod 755 "$NEW" # mktemp makes it private; a release is for everyone to read
 trap 'rm -rf "$NEW"' EXIT
 
 # 1. The static Linux helpers, both architectures in one cargo run (the two
