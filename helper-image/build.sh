@@ -1,32 +1,38 @@
 #!/usr/bin/env bash
-# helper-image/build.sh [TAG]: build the VM-side helper image locally, with no
-# registry: a static Linux build of netconnect in a FROM-scratch image.
-# Default TAG: netconnect-helper:<version in Cargo.toml>. Needs cargo and a
-# running Docker engine (the legacy builder is enough).
+# helper-image/build.sh [--arch amd64|arm64] [TAG]: build the VM-side helper
+# image locally, with no registry: a static Linux build of netconnect in a
+# FROM-scratch image. Default TAG: netconnect-helper:<version in Cargo.toml>;
+# default architecture: this machine's. A Mac's Docker VM is linux/arm64 on
+# Apple Silicon, linux/amd64 on Intel. Needs cargo and a running Docker
+# engine (the legacy builder is enough: FROM scratch needs no emulation,
+# even for another architecture). Prints TAG.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=helper-image/static-build.sh
+. "$ROOT/helper-image/static-build.sh"
+ARCH=
+if [[ ${1:-} == --arch ]]; then
+  [[ $# -ge 2 ]] || { echo "build.sh: error: --arch needs a value: amd64 or arm64" >&2; exit 1; }
+  ARCH=$2
+  shift 2
+fi
+[[ -n $ARCH ]] || ARCH=$(host_arch) || { echo "build.sh: error: unsupported architecture $(uname -m); pass --arch amd64 or --arch arm64" >&2; exit 1; }
+helper_target "$ARCH" >/dev/null || { echo "build.sh: error: unknown architecture '$ARCH'; use amd64 or arm64" >&2; exit 1; }
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TAG=${1:-netconnect-helper:$VERSION}
-case $(uname -m) in
-  x86_64) TARGET=x86_64-unknown-linux-gnu ;;
-  aarch64 | arm64) TARGET=aarch64-unknown-linux-gnu ;;
-  *) echo "build.sh: error: unsupported architecture $(uname -m)" >&2; exit 1 ;;
-esac
 
-command -v docker >/dev/null || { echo "build.sh: error: docker not found" >&2; exit 1; }
+command -v docker >/dev/null || { echo "build.sh: error: docker not found; install the Docker engine (apt-get install docker.io)" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "build.sh: error: the Docker engine does not answer (is dockerd running?)" >&2; exit 1; }
 
-# A static glibc build: the image has no libc. The helper resolves names from
-# /etc/hosts itself, so it needs no NSS modules either.
-echo "build.sh: building a static netconnect for $TARGET" >&2
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --locked --target "$TARGET"
+echo "build.sh: building a static netconnect for linux/$ARCH" >&2
+static_build build.sh "$ARCH"
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp "target/$TARGET/release/netconnect" "$ctx/netconnect"
+cp "$(static_binary "$ARCH")" "$ctx/netconnect"
 cp helper-image/Dockerfile "$ctx/Dockerfile"
-echo "build.sh: docker build -t $TAG" >&2
-DOCKER_BUILDKIT=0 docker build --quiet -t "$TAG" "$ctx" >/dev/null
+echo "build.sh: docker build --platform linux/$ARCH -t $TAG" >&2
+DOCKER_BUILDKIT=0 docker build --quiet --platform "linux/$ARCH" -t "$TAG" "$ctx" >/dev/null
 echo "$TAG"

@@ -116,15 +116,51 @@ fn formula_service_and_launchd_plist_agree() {
 }
 
 #[test]
-fn formula_tells_the_one_command_and_installs_the_helper_archive() {
+fn formula_tells_the_one_command_and_installs_the_release_per_architecture() {
     let formula = std::fs::read_to_string(FORMULA).unwrap();
     assert!(formula.contains("sudo brew services start netconnect"));
-    assert!(formula.contains(r#"depends_on "rust" => :build"#));
-    assert!(formula.contains(r#"system "cargo", "install", *std_cargo_args"#));
-    // Where `up` looks for it: ../share/netconnect/ from bin/ (pkgshare).
-    let name = netconnect::up::image::ARCHIVE_NAME;
-    assert!(formula.contains(&format!(
-        r#"pkgshare.install Dir["*.tar.gz"].first => "{name}""#
-    )));
-    assert!(formula.contains(&format!(r#"pkgshare/"{name}""#)));
+    // Nothing is compiled on the Mac: the release tarball is installed.
+    assert!(
+        !formula.contains("depends_on \"rust\""),
+        "the formula builds from source"
+    );
+    assert!(!formula.contains("cargo"), "the formula builds from source");
+    assert!(
+        formula.contains("depends_on macos: :big_sur"),
+        "macOS 11 is the minimum"
+    );
+    // One tarball per Mac architecture (they differ by the helper archive
+    // of the VM), with a url and a sha256 each; scripts/release.sh fills
+    // the sha256 in (tests/release.rs checks them against the artifacts).
+    let version = env!("CARGO_PKG_VERSION");
+    for (block, mac) in [("on_arm do", "arm64"), ("on_intel do", "x86_64")] {
+        let body: Vec<&str> = formula
+            .lines()
+            .skip_while(|l| l.trim() != block)
+            .skip(1)
+            .take_while(|l| l.trim() != "end")
+            .map(str::trim)
+            .collect();
+        assert_eq!(body.len(), 2, "{block}: {body:?}");
+        assert_eq!(
+            body[0],
+            format!(
+                "url \"https://github.com/netconnect-dev/netconnect/releases/download/v{version}/\
+                 netconnect-{version}-macos-{mac}.tar.gz\""
+            )
+        );
+        assert!(body[1].starts_with("sha256 \"") && body[1].len() == "sha256 \"\"".len() + 64);
+    }
+    // Where `up` looks for the helper archive: ../share/netconnect/ from
+    // bin/ (pkgshare), under the name for the VM's architecture.
+    assert!(formula.contains(r#"bin.install "bin/netconnect""#));
+    assert!(formula.contains(r#"pkgshare.install Dir["share/netconnect/*.tar.gz"]"#));
+    let arm = netconnect::up::image::archive_name("arm64");
+    assert_eq!(
+        arm.replace("arm64", "#{vm_arch}"),
+        "netconnect-helper-linux-#{vm_arch}.tar.gz"
+    );
+    assert!(formula
+        .contains(r#"assert_path_exists pkgshare/"netconnect-helper-linux-#{vm_arch}.tar.gz""#));
+    assert!(formula.contains(r#"vm_arch = Hardware::CPU.arm? ? "arm64" : "amd64""#));
 }
