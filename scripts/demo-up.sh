@@ -31,7 +31,11 @@ die() {
   exit 1
 }
 
-mac_nc() { ip netns exec "$NS" "$ROOT/target/release/netconnect" --control-socket "$SOCK" "$@"; }
+# The helper image's static build serves the "Mac" too: one release build.
+# shellcheck source=../helper-image/static-build.sh
+. "$ROOT/helper-image/static-build.sh"
+NC_BIN=""
+mac_nc() { ip netns exec "$NS" "$NC_BIN" --control-socket "$SOCK" "$@"; }
 
 cleanup() {
   set +e
@@ -64,8 +68,9 @@ docker network rm "$NET" >/dev/null 2>&1 || true
 remove_mac_ns "$NS" "$VM_VETH" || true
 
 step "building netconnect and the helper image (first time: a few minutes)"
-(cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
 HELPER_TAG=$("$ROOT/helper-image/build.sh" 2>/dev/null) || die "helper-image/build.sh failed"
+NC_BIN=$(static_binary "$(host_arch)")
+[[ -x $NC_BIN ]] || die "$NC_BIN is missing after helper-image/build.sh"
 echo "    helper image: $HELPER_TAG"
 
 step "building a tiny web server image (busybox, no registry needed)"
