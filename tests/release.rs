@@ -11,7 +11,7 @@
 //!   checksum of the file its url names.
 //!
 //! The release comes from `NETCONNECT_DIST` when set (CI makes it once with
-//! `scripts/release.sh` in its macOS stage and points here), else from
+//! `scripts/release.sh` in its release stage and points here), else from
 //! running `scripts/release.sh target/release-test-dist` now (warm, the
 //! builds are cached). Under CI=true a missing prerequisite fails; outside
 //! CI it skips with what to install.
