@@ -1806,3 +1806,103 @@ fn a_refused_tun_write_drops_the_packet_not_the_device() {
         "one warning, then counting:\n{log}"
     );
 }
+
+/// A cookie reply is authenticated (its cookie is sealed with a key from
+/// the peer's public key and our handshake's mac1) but it is not transport
+/// data or a completed handshake, so WireGuard does not roam on it: a host
+/// that saw one handshake initiation on the path could otherwise send a
+/// cookie reply from its own address and take the peer's traffic.
+///
+/// The test plays the peer's part on a UDP socket: it takes netconnect's
+/// handshake initiation, seals a cookie reply for it exactly as a peer
+/// under load would, and sends that from another port. netconnect's next
+/// initiation must carry a mac2 made with that cookie (so the reply was
+/// accepted, not dropped as garbage) and still go to the first port.
+#[test]
+fn a_cookie_reply_from_elsewhere_does_not_move_the_peer() {
+    use blake2::digest::consts::U16;
+    use blake2::digest::{KeyInit as _, Mac as _};
+    use blake2::{Blake2s256, Blake2sMac, Digest as _};
+    use chacha20poly1305::aead::{Aead as _, Payload};
+    use chacha20poly1305::XChaCha20Poly1305;
+
+    let s = single();
+    let own = KeyPair::generate();
+    let vm = KeyPair::generate();
+    let peer_at: SocketAddr = "127.0.0.1:41001".parse().unwrap();
+    let spoof_at: SocketAddr = "127.0.0.1:41002".parse().unwrap();
+    let peer_sock = bind_udp_in(&s._ns, peer_at);
+    let spoof_sock = bind_udp_in(&s._ns, spoof_at);
+    peer_sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let r = uapi(
+        &s.iface,
+        &format!(
+            "set=1\nprivate_key={}\nlisten_port=41000\npublic_key={}\nendpoint={peer_at}\n\
+             persistent_keepalive_interval=1\nallowed_ip=10.77.0.2/32\n\n",
+            own.private_hex(),
+            vm.public_hex()
+        ),
+    );
+    assert_eq!(r.errno(), Some(0), "{r:?}");
+
+    let initiation = |what: &str| -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, _) = peer_sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} handshake initiation at {peer_at}: {e}"));
+            if n == 148 && buf[0] == 1 {
+                return buf[..n].to_vec();
+            }
+        }
+    };
+    let first = initiation("first");
+
+    // Cookie reply (WireGuard paper §5.4.7): type 3, the initiator's index,
+    // a nonce, and the cookie sealed with XChaCha20-Poly1305 under
+    // HASH("cookie--" || the responder's public key), mac1 as associated data.
+    let vm_public = hex::decode(vm.public_hex()).unwrap();
+    let key = Blake2s256::new()
+        .chain_update(b"cookie--")
+        .chain_update(&vm_public)
+        .finalize();
+    let cookie = [0x5au8; 16];
+    let nonce = [7u8; 24];
+    let sealed = XChaCha20Poly1305::new_from_slice(&key)
+        .unwrap()
+        .encrypt(
+            (&nonce).into(),
+            Payload {
+                msg: &cookie,
+                aad: &first[116..132],
+            },
+        )
+        .unwrap();
+    let mut reply = vec![3u8, 0, 0, 0];
+    reply.extend_from_slice(&first[4..8]);
+    reply.extend_from_slice(&nonce);
+    reply.extend_from_slice(&sealed);
+    assert_eq!(reply.len(), 64);
+    spoof_sock
+        .send_to(&reply, "127.0.0.1:41000")
+        .expect("send the cookie reply");
+
+    // Retransmission after Rekey-Timeout (5 s) comes with mac2 = MAC(cookie, ...).
+    let next = initiation("retransmitted");
+    let mut mac = <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(&cookie).unwrap();
+    mac.update(&next[..132]);
+    assert_eq!(
+        &next[132..148],
+        mac.finalize().into_bytes().as_slice(),
+        "the retransmitted initiation does not carry a mac2 from our cookie: the cookie \
+         reply was not accepted, so this test proves nothing about roaming"
+    );
+    let g = uapi_get(&s.iface);
+    assert_eq!(
+        g.get("endpoint").as_deref(),
+        Some(peer_at.to_string().as_str()),
+        "a cookie reply moved the peer's endpoint: {g:?}"
+    );
+}
