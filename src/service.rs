@@ -43,6 +43,65 @@ pub enum ServiceError {
     HomebrewService,
     #[error("cannot build the launchd plist: {0}")]
     Plist(String),
+    #[error(
+        "{problem}, so a user other than root could replace what root runs at every boot; \
+         {fix}; or make a copy only root can change (sudo install -d -o root -m 755 \
+         /opt/netconnect && sudo install -o root -m 755 {binary} /opt/netconnect/) and run \
+         `sudo /opt/netconnect/netconnect service install`"
+    )]
+    Replaceable {
+        binary: String,
+        problem: String,
+        fix: String,
+    },
+    #[error("cannot check {}: {error}", path.display())]
+    Inspect {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// A LaunchDaemon runs its program as root at every boot: if anyone but
+/// root can change that program (the file itself, a symlink to it, or any
+/// folder on the way to either), they own the machine. Checks the path as
+/// given (its folders, and the link itself) and the file it resolves to
+/// (its folders, and the file), with the config file's rule
+/// ([`crate::config::trust`]): root's, writable by no group or other user,
+/// a sticky folder excepted.
+pub fn check_only_root_can_replace(binary: &Path) -> Result<(), ServiceError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inspect = |path: &Path, e| ServiceError::Inspect {
+        path: path.to_owned(),
+        error: e,
+    };
+    let absolute = std::path::absolute(binary).map_err(|e| inspect(binary, e))?;
+    let real = std::fs::canonicalize(&absolute).map_err(|e| inspect(&absolute, e))?;
+    let mut checked = std::collections::BTreeSet::new();
+    for path in [&absolute, &real] {
+        for p in path.ancestors() {
+            if !checked.insert(p.to_owned()) {
+                continue;
+            }
+            // lstat: a link is checked as a link (whoever owns its folder
+            // can swap it), its target on the canonical pass.
+            let m = std::fs::symlink_metadata(p).map_err(|e| inspect(p, e))?;
+            let is_dir = m.file_type().is_dir();
+            let mode = if m.file_type().is_symlink() {
+                // A link's own mode means nothing; its folder decides.
+                0o755
+            } else {
+                m.mode()
+            };
+            crate::config::trust(p, m.uid(), mode, is_dir).map_err(|(problem, fix)| {
+                ServiceError::Replaceable {
+                    binary: binary.display().to_string(),
+                    problem,
+                    fix,
+                }
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The LaunchDaemon: run `BINARY up` at boot, restart it whenever it
@@ -199,6 +258,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
                 return Err(ServiceError::HomebrewService.into());
             }
             crate::platform::require_root("service install")?;
+            check_only_root_can_replace(&binary)?;
             execute(&plan, &SystemRunner).await?;
             println!("installed and started {LABEL}; logs: {LOG_PATH}");
         }
@@ -286,6 +346,74 @@ mod tests {
             status_command().to_string(),
             "/bin/launchctl print system/dev.netconnect.daemon"
         );
+    }
+
+    /// Run as root (as CI does) each case is made for real; as anyone else,
+    /// every file is theirs, which the check must refuse.
+    #[test]
+    fn install_refuses_a_binary_others_can_replace() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = nix::unistd::geteuid().is_root();
+        let dir = std::env::temp_dir().join(format!("nc-svc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let bin_dir = dir.join("bin");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        let set_mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set_mode(&dir, 0o755);
+        set_mode(&bin_dir, 0o755);
+        let bin = bin_dir.join("netconnect");
+        std::fs::write(&bin, b"#!").unwrap();
+        set_mode(&bin, 0o755);
+        let link = dir.join("netconnect-link");
+        std::os::unix::fs::symlink(&bin, &link).unwrap();
+        let refused = |p: &Path| match check_only_root_can_replace(p) {
+            Err(e @ ServiceError::Replaceable { .. }) => Some(e.to_string()),
+            Err(e) => panic!("{e}"),
+            Ok(()) => None,
+        };
+        if !root {
+            let e = refused(&bin).expect("a binary its user owns must be refused");
+            assert!(e.contains("not root"), "{e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        assert_eq!(refused(&bin), None, "root's 0755 binary in root's folders");
+        assert_eq!(refused(&link), None, "a root link to it");
+
+        set_mode(&bin, 0o775);
+        let e = refused(&bin).expect("group-writable binary");
+        assert!(e.contains("writable by group or others"), "{e}");
+        assert!(
+            e.contains(&format!("sudo chmod go-w {}", bin.display())),
+            "{e}"
+        );
+        // Through a link, the target is checked too.
+        assert!(
+            refused(&link).is_some(),
+            "group-writable target behind a link"
+        );
+        set_mode(&bin, 0o755);
+
+        // A folder on the way that a user owns: they can swap the file.
+        nix::unistd::chown(&bin_dir, Some(65534.into()), None).unwrap();
+        let e = refused(&bin).expect("folder owned by uid 65534");
+        assert!(
+            e.starts_with(&format!(
+                "its folder {} is owned by uid 65534, not root, so a user other than root",
+                bin_dir.display()
+            )),
+            "{e}"
+        );
+        assert!(refused(&link).is_some(), "a link into that folder");
+        nix::unistd::chown(&bin_dir, Some(0.into()), None).unwrap();
+
+        // The link's own folder is writable by others: the link can be swapped.
+        set_mode(&dir, 0o777);
+        assert!(refused(&link).is_some(), "link in a world-writable folder");
+        assert!(refused(&bin).is_some(), "and the binary below it too");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
