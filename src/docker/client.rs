@@ -9,7 +9,7 @@ use bollard::query_parameters::{EventsOptionsBuilder, ListNetworksOptions};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures::Stream;
 use ipnet::IpNet;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::discovery::{Candidate, Source};
 
@@ -25,6 +25,31 @@ pub enum DockerError {
     Api(#[from] bollard::errors::Error),
     #[error("Docker API call timed out after {}s", CALL_TIMEOUT.as_secs())]
     Timeout,
+    #[error(
+        "{path} belongs to uid {found}, but uid {user}'s Docker files name it: as root, \
+         netconnect connects only to a socket of that user or root (use --docker-host to \
+         choose an engine)"
+    )]
+    ForeignSocket { path: String, found: u32, user: u32 },
+}
+
+/// A socket named by `user`'s files must be `user`'s or root's.
+pub fn check_socket_owner(path: &str, user: u32) -> Result<(), DockerError> {
+    use std::os::unix::fs::MetadataExt as _;
+    // Followed links: what counts is who owns what answers.
+    let found = match std::fs::metadata(path) {
+        Ok(m) => m.uid(),
+        // Missing: connecting fails with the usual error.
+        Err(_) => return Ok(()),
+    };
+    if found == user || found == 0 {
+        return Ok(());
+    }
+    Err(DockerError::ForeignSocket {
+        path: path.to_owned(),
+        found,
+        user,
+    })
 }
 
 /// A connected engine and how we found it.
@@ -75,6 +100,10 @@ pub async fn connect(candidates: &[Candidate]) -> Result<Engine, DockerError> {
                 );
                 return Ok(engine);
             }
+            Err(e @ DockerError::ForeignSocket { .. }) => {
+                warn!(error = %e, "engine candidate refused");
+                tried.push(format!("{} ({}): {e}", c.host, c.source.describe()));
+            }
             Err(e) => {
                 debug!(host = %c.host, error = %e, "engine candidate did not answer");
                 tried.push(format!("{} ({}): {e}", c.host, c.source.describe()));
@@ -87,6 +116,9 @@ pub async fn connect(candidates: &[Candidate]) -> Result<Engine, DockerError> {
 async fn try_connect(c: &Candidate) -> Result<Engine, DockerError> {
     let timeout = CALL_TIMEOUT.as_secs();
     let docker = if let Some(path) = c.host.strip_prefix("unix://") {
+        if let Some(user) = c.owner {
+            check_socket_owner(path, user)?;
+        }
         Docker::connect_with_unix(path, timeout, API_DEFAULT_VERSION)?
     } else {
         Docker::connect_with_host(&c.host)?.with_timeout(CALL_TIMEOUT)
@@ -224,6 +256,56 @@ pub fn classify(ev: &EventMessage) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket another user owns, named by a user's context, is refused
+    /// before any connection is made; one of the user's or root's is tried.
+    #[tokio::test]
+    async fn root_connects_only_to_the_users_or_roots_socket() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = std::env::temp_dir().join(format!("nc-sock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Counts connections and closes each at once: not an engine.
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(c);
+            }
+        });
+        let connections = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let me = std::fs::metadata(&path).unwrap().uid();
+        // As root the socket is root's, which any user's files may name;
+        // hand it to a third user to make it foreign.
+        let (found, user) = if me == 0 {
+            nix::unistd::chown(&path, Some(65534.into()), None).unwrap();
+            (65534, 1000)
+        } else {
+            (me, me + 1)
+        };
+        let candidate = |owner| Candidate {
+            host: format!("unix://{}", path.display()),
+            source: Source::Context,
+            owner: Some(owner),
+        };
+        let e = connect(&[candidate(user)]).await.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{} belongs to uid {found}, but uid {user}'s Docker files name it",
+                path.display()
+            )),
+            "{e}"
+        );
+        assert_eq!(connections(), 0, "a connection reached the foreign socket");
+        // Its owner's own socket is tried (and fails only for not being Docker).
+        let e = connect(&[candidate(found)]).await.unwrap_err().to_string();
+        assert!(!e.contains("belongs to uid"), "{e}");
+        assert!(connections() > 0, "the owner's socket was not tried");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use bollard::models::{Ipam, IpamConfig};
 
     fn net(name: &str, driver: &str, scope: &str, subnets: &[&str]) -> Network {

@@ -44,6 +44,10 @@ pub struct Candidate {
     /// A URL as Docker writes them: `unix:///path`, `tcp://host:port`.
     pub host: String,
     pub source: Source,
+    /// For a socket that a user's files named (their context, their
+    /// home): the uid that, besides root, may own it (see
+    /// [`Inputs::owner`]).
+    pub owner: Option<u32>,
 }
 
 /// What discovery looks at, gathered by the caller (from the environment,
@@ -58,6 +62,11 @@ pub struct Inputs {
     pub home: Option<PathBuf>,
     /// `DOCKER_CONFIG` of that user, else `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Run as root on another user's Docker files: that user's uid. Their
+    /// files are their data, so a socket their context or home names must
+    /// be theirs or root's: root does not talk to (and take routes from)
+    /// an engine a third user put at a path the first one named.
+    pub owner: Option<u32>,
 }
 
 /// Reads files under the user's Docker config; a trait so tests can hand in
@@ -155,12 +164,14 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
         return vec![Candidate {
             host: normalize(h),
             source: Source::Flag,
+            owner: None,
         }];
     }
     if let Some(h) = inputs.env_docker_host.as_deref().filter(|h| !h.is_empty()) {
         return vec![Candidate {
             host: normalize(h),
             source: Source::Env,
+            owner: None,
         }];
     }
     let mut out = Vec::new();
@@ -173,6 +184,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
             out.push(Candidate {
                 host,
                 source: Source::Context,
+                owner: inputs.owner,
             });
         }
     }
@@ -194,6 +206,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
                 out.push(Candidate {
                     host: format!("unix://{}", p.display()),
                     source,
+                    owner: inputs.owner,
                 });
             }
         }
@@ -201,6 +214,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
     out.push(Candidate {
         host: "unix:///var/run/docker.sock".into(),
         source: Source::Default,
+        owner: None,
     });
     // A context usually points at one of the well-known sockets: try each once.
     let mut seen = std::collections::HashSet::new();
@@ -346,6 +360,17 @@ mod tests {
                 ("unix:///var/run/docker.sock", Source::Default),
             ]
         );
+        // As root on ann's files: what her files name must be hers (or
+        // root's); the system's default socket is not hers to name.
+        let as_root = Inputs {
+            owner: Some(501),
+            ..home("/Users/ann")
+        };
+        let owners: Vec<Option<u32>> = candidates(&as_root, &tree)
+            .iter()
+            .map(|c| c.owner)
+            .collect();
+        assert_eq!(owners, [Some(501), Some(501), None]);
     }
 
     #[test]

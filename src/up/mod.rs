@@ -673,12 +673,18 @@ pub fn discovery_inputs(flag: Option<String>) -> docker::Inputs {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let invoker = docker::Invoker::from_env(std::path::Path::new("/dev/console"));
     let home = docker::user_home(&invoker, &docker::RealUsers);
+    // The user whose files those are is the home's owner.
+    let owner = (invoker.euid == 0)
+        .then(|| home.as_deref().and_then(|h| std::fs::metadata(h).ok()))
+        .flatten()
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
     docker::Inputs {
         flag,
         env_docker_host: env("DOCKER_HOST"),
         env_docker_context: env("DOCKER_CONTEXT"),
         home,
         docker_config: env("DOCKER_CONFIG").map(PathBuf::from),
+        owner,
     }
 }
 
