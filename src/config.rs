@@ -91,6 +91,9 @@ pub enum LogFormat {
 pub struct NetworkFilter {
     pub include: Vec<Spanned<String>>,
     pub exclude: Vec<Spanned<String>>,
+    /// Public prefixes a Docker network may use and still be routed (see
+    /// `routes::scope`); private ones need no entry.
+    pub allow_public: Vec<Spanned<IpNet>>,
 }
 
 impl NetworkFilter {
@@ -103,6 +106,13 @@ impl NetworkFilter {
             })
         };
         (self.include.is_empty() || hit(&self.include)) && !hit(&self.exclude)
+    }
+
+    pub fn allow_public(&self) -> Vec<IpNet> {
+        self.allow_public
+            .iter()
+            .map(|n| n.get_ref().trunc())
+            .collect()
     }
 }
 
@@ -433,6 +443,7 @@ format = "json"
 [networks]
 include = ["kind*", "app_?"]
 exclude = ["kind-tmp"]
+allow_public = ["198.51.100.0/24", "2001:db8::1/32"]
 [[routes]]
 subnet = "10.96.0.0/12"
 "#,
@@ -446,6 +457,13 @@ subnet = "10.96.0.0/12"
         assert!(!c.networks.allows("app_12"));
         assert!(!c.networks.allows("kind-tmp"));
         assert!(!c.networks.allows("bridge"));
+        assert_eq!(
+            c.networks.allow_public(),
+            [
+                "198.51.100.0/24".parse::<IpNet>().unwrap(),
+                "2001:db8::/32".parse().unwrap()
+            ]
+        );
         assert_eq!(c.routes[0].via(), None);
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::cli::TargetArgs;
 use crate::config::Config;
-use crate::control::snapshot::RouteState;
+use crate::control::snapshot::{RouteState, SkipReason};
 use crate::control::{self, ControlError, Snapshot};
 use crate::vmside::Shadow;
 
@@ -265,14 +265,13 @@ fn routes(s: &Snapshot, installed: &[ipnet::IpNet]) -> Verdict {
 }
 
 fn conflicts(s: &Snapshot) -> Verdict {
-    let skipped: Vec<_> = s
-        .networks
-        .iter()
-        .filter(|r| r.route == RouteState::Skipped)
-        .collect();
-    match skipped.first() {
-        None => ok("no Docker subnet overlaps a route of this machine"),
-        Some(r) => broken(
+    let skipped = |why: SkipReason| {
+        s.networks
+            .iter()
+            .find(|r| r.route == RouteState::Skipped && r.skip_reason == Some(why))
+    };
+    if let Some(r) = skipped(SkipReason::Conflict) {
+        return broken(
             format!(
                 "network {} ({}) is not routed: it overlaps {}",
                 r.name,
@@ -287,8 +286,23 @@ fn conflicts(s: &Snapshot) -> Verdict {
                  exclude in the config file and run `sudo kill -HUP {}`",
                 r.name, s.pid
             ),
-        ),
+        );
     }
+    if let Some(r) = skipped(SkipReason::Public) {
+        return broken(
+            format!(
+                "network {} ({}) is not routed: its subnet holds public addresses",
+                r.name, r.subnet
+            ),
+            format!(
+                "recreate it with a private subnet (10/8, 172.16/12, 192.168/16, 100.64/10, \
+                 fc00::/7), or allow it: add \"{}\" to allow_public under [networks] in the \
+                 config file and run `sudo kill -HUP {}`",
+                r.subnet, s.pid
+            ),
+        );
+    }
+    ok("no Docker subnet overlaps a route of this machine or is public")
 }
 
 /// The verdict, and the VM's DOCKER-USER rules above ours that may drop
@@ -469,6 +483,7 @@ mod tests {
             subnet: subnet.into(),
             route,
             conflicts_with: (route == RouteState::Skipped).then(|| "172.18.0.0/20 via en0".into()),
+            skip_reason: (route == RouteState::Skipped).then_some(SkipReason::Conflict),
             ..Default::default()
         }
     }
@@ -584,6 +599,23 @@ mod tests {
                     "{what}"
                 );
                 assert!(fix.contains("exclude"), "{fix}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_public_subnet_names_the_setting_that_allows_it() {
+        let mut public = net("odd", "8.8.8.0/24", RouteState::Skipped);
+        public.conflicts_with = None;
+        public.skip_reason = Some(SkipReason::Public);
+        match conflicts(&snap(vec![public], Some(1))) {
+            Verdict::Broken { what, fix } => {
+                assert!(what.contains("odd (8.8.8.0/24)"), "{what}");
+                assert!(
+                    fix.contains("add \"8.8.8.0/24\" to allow_public under [networks]"),
+                    "{fix}"
+                );
             }
             v => panic!("{v:?}"),
         }

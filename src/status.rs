@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{StatusArgs, TargetArgs};
 use crate::config::Config;
-use crate::control::snapshot::{EngineState, HelperState, RouteState, Snapshot};
+use crate::control::snapshot::{EngineState, HelperState, RouteState, SkipReason, Snapshot};
 use crate::control::{self, ControlError};
 use crate::docker::{self, Engine};
 
@@ -210,7 +210,7 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
                 "{:w$}  {:ws$}  {}",
                 n.name,
                 n.subnet,
-                route_text(n.route, n.conflicts_with.as_deref())
+                route_text(n.route, n.conflicts_with.as_deref(), n.skip_reason)
             );
         }
     }
@@ -229,15 +229,19 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
                 "{:ws$}  {:15}  {}",
                 r.subnet,
                 r.via.as_deref().unwrap_or("-"),
-                route_text(r.route, r.conflicts_with.as_deref())
+                route_text(r.route, r.conflicts_with.as_deref(), None)
             );
         }
     }
     o
 }
 
-fn route_text(r: RouteState, conflict: Option<&str>) -> String {
+fn route_text(r: RouteState, conflict: Option<&str>, why: Option<SkipReason>) -> String {
     match (r, conflict) {
+        (RouteState::Skipped, _) if why == Some(SkipReason::Public) => format!(
+            "skipped: public addresses (allow with {} in the config file)",
+            crate::routes::scope::ALLOW_KEY
+        ),
         (RouteState::Skipped, Some(c)) => format!("skipped: conflicts with {c}"),
         (RouteState::Excluded, _) => "excluded by config".into(),
         (r, _) => r.as_str().into(),
@@ -287,6 +291,14 @@ mod tests {
                     subnet: "172.18.0.0/16".into(),
                     route: RouteState::Skipped,
                     conflicts_with: Some("172.18.0.0/20 via en0".into()),
+                    skip_reason: Some(SkipReason::Conflict),
+                    ..Default::default()
+                },
+                NetworkRoute {
+                    name: "odd".into(),
+                    subnet: "8.8.8.0/24".into(),
+                    route: RouteState::Skipped,
+                    skip_reason: Some(SkipReason::Public),
                     ..Default::default()
                 },
             ],
@@ -305,6 +317,13 @@ mod tests {
         assert!(t.contains("bridge   172.17.0.0/16  installed"), "{t}");
         assert!(
             t.contains("kind     172.18.0.0/16  skipped: conflicts with 172.18.0.0/20 via en0"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "odd      8.8.8.0/24     skipped: public addresses \
+                 (allow with networks.allow_public in the config file)"
+            ),
             "{t}"
         );
     }

@@ -782,6 +782,9 @@ fn docker_config_exclude_and_sighup_reload() {
     let b = fx.things.network("netb", "10.213.43.128/25", &[]);
     let ca = fx.things.web("weba", Some(&a), Some("10.213.43.2"), &[]);
     let cb = fx.things.web("webb", Some(&b), Some("10.213.43.130"), &[]);
+    // A public subnet (TEST-NET-2): routed only once the file allows it.
+    let c = fx.things.network("netc", "198.51.100.0/24", &[]);
+    let cc = fx.things.web("webc", Some(&c), Some("198.51.100.2"), &[]);
     let cfg = fx.config_path();
     fs::write(&cfg, "[networks]\nexclude = [\"*-netb\"]\n").unwrap();
 
@@ -795,6 +798,13 @@ fn docker_config_exclude_and_sighup_reload() {
     let s = fx.status_json();
     assert_eq!(network_entry(&s, &b)["route"], "excluded");
     assert_eq!(network_entry(&s, &a)["route"], "installed");
+    assert_eq!(network_entry(&s, &c)["route"], "skipped");
+    assert_eq!(network_entry(&s, &c)["skip_reason"], "public");
+    assert_eq!(
+        fx.mac.route_for("198.51.100.0/24"),
+        None,
+        "public subnet routed"
+    );
     assert_eq!(s["config_file"], cfg.to_str().unwrap());
     let o = fx.nc(&["status"], Duration::from_secs(30));
     assert!(
@@ -804,9 +814,21 @@ fn docker_config_exclude_and_sighup_reload() {
         "{}",
         text(&o)
     );
+    assert!(
+        text(&o).lines().any(|l| l.starts_with(&c)
+            && l.ends_with(
+                "skipped: public addresses (allow with networks.allow_public in the config file)"
+            )),
+        "{}",
+        text(&o)
+    );
 
-    // Swap: exclude a instead, SIGHUP.
-    fs::write(&cfg, "[networks]\nexclude = [\"*-neta\"]\n").unwrap();
+    // Swap: exclude a instead, allow the public range, SIGHUP.
+    fs::write(
+        &cfg,
+        "[networks]\nexclude = [\"*-neta\"]\nallow_public = [\"198.51.100.0/24\"]\n",
+    )
+    .unwrap();
     let pid = fx.up().pid();
     send_signal(pid, 1);
     fx.mac
@@ -816,6 +838,10 @@ fn docker_config_exclude_and_sighup_reload() {
         .wait_route("10.213.43.0/25", false, ROUTE_CHANGE)
         .unwrap();
     fx.curl_ok("10.213.43.130", &cb, Duration::from_secs(10));
+    fx.mac
+        .wait_route("198.51.100.0/24", true, ROUTE_CHANGE)
+        .unwrap_or_else(|e| panic!("allow_public did not route it: {e}"));
+    fx.curl_ok("198.51.100.2", &cc, Duration::from_secs(10));
 
     // A bad file: logged with line and column, the last good state stays.
     fs::write(&cfg, "[networks]\nexclude = [\"*-neta\"\n").unwrap();
@@ -834,6 +860,7 @@ fn docker_config_exclude_and_sighup_reload() {
     eprintln!("up's JSON log:\n{log}");
     let mut saw_ready = false;
     let mut saw_place = false;
+    let mut public_lines = 0;
     for l in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
@@ -843,7 +870,17 @@ fn docker_config_exclude_and_sighup_reload() {
             && v["fields"]["error"]
                 .as_str()
                 .is_some_and(|e| e.starts_with(&format!("{}:2:20:", cfg.display())));
+        if msg == "not routing a Docker subnet that holds public addresses" {
+            public_lines += 1;
+            assert_eq!(v["fields"]["network"], c.as_str(), "{l}");
+            assert_eq!(v["fields"]["subnet"], "198.51.100.0/24", "{l}");
+            assert_eq!(v["fields"]["allow_with"], "networks.allow_public", "{l}");
+        }
     }
+    assert_eq!(
+        public_lines, 1,
+        "one line for the public network, not one a sync:\n{log}"
+    );
     assert!(saw_ready, "no 'ready' line in:\n{log}");
     assert!(saw_place, "no reload error with file:line:col in:\n{log}");
 }

@@ -130,6 +130,18 @@ pub struct NetworkRoute {
     pub route: RouteState,
     /// For `skipped`: the route it overlaps, e.g. `172.18.0.0/16 via en0`.
     pub conflicts_with: Option<String>,
+    /// For `skipped`: why.
+    pub skip_reason: Option<SkipReason>,
+}
+
+/// Why a Docker subnet is not routed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// It overlaps a route the machine already has (`conflicts_with`).
+    Conflict,
+    /// It holds public addresses and the config file does not allow it.
+    Public,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

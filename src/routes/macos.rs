@@ -548,7 +548,7 @@ ff02::%en0/32                           link#4                          UmCI    
         let skipped: Vec<String> = p
             .skipped
             .iter()
-            .map(|s| format!("{} / {}", s.subnet, s.conflicts_with))
+            .map(|s| format!("{} / {}", s.subnet, s.conflicts_with().unwrap()))
             .collect();
         assert_eq!(
             skipped,

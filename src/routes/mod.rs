@@ -15,9 +15,10 @@ use ipnet::IpNet;
 
 pub mod macos;
 mod plan;
+pub mod scope;
 
 pub use macos::MacRouter;
-pub use plan::{overlaps, plan, RoutePlan, Skipped, SystemRoute};
+pub use plan::{overlaps, plan, RoutePlan, SkipReason, Skipped, SystemRoute};
 
 /// What `up` needs from an OS's routing: address the tunnel, read the
 /// routes (ours through the tunnel, and the machine's others), add and

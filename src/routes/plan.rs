@@ -25,7 +25,26 @@ impl fmt::Display for SystemRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub subnet: IpNet,
-    pub conflicts_with: SystemRoute,
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// It overlaps a route of the machine's own: the user's network wins.
+    Conflict(SystemRoute),
+    /// A Docker subnet outside the private ranges ([`super::scope`]) that
+    /// the config file does not allow.
+    Public,
+}
+
+impl Skipped {
+    /// The route it overlaps, for a conflict.
+    pub fn conflicts_with(&self) -> Option<&SystemRoute> {
+        match &self.reason {
+            SkipReason::Conflict(r) => Some(r),
+            SkipReason::Public => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +82,7 @@ pub fn plan(
         {
             Some(r) => out.skipped.push(Skipped {
                 subnet,
-                conflicts_with: r.clone(),
+                reason: SkipReason::Conflict(r.clone()),
             }),
             None => {
                 wanted.insert(subnet);
@@ -130,11 +149,11 @@ mod tests {
             vec![
                 Skipped {
                     subnet: "10.8.0.0/24".parse().unwrap(),
-                    conflicts_with: sys("10.0.0.0/8", "utun3")
+                    reason: SkipReason::Conflict(sys("10.0.0.0/8", "utun3"))
                 },
                 Skipped {
                     subnet: "192.168.0.0/16".parse().unwrap(),
-                    conflicts_with: sys("192.168.1.0/24", "en0")
+                    reason: SkipReason::Conflict(sys("192.168.1.0/24", "en0"))
                 },
             ]
         );

@@ -14,7 +14,7 @@ use crate::control::snapshot::{self, NetworkRoute, RouteState, Snapshot};
 use crate::control::StatusSource;
 use crate::docker::{Engine, NetworkInfo};
 use crate::keys::PublicKey;
-use crate::routes::Skipped;
+use crate::routes::{SkipReason, Skipped};
 use crate::tunnel::Device;
 
 #[derive(Default)]
@@ -158,7 +158,14 @@ pub fn route_states(
                 route,
                 conflicts_with: conflict
                     .filter(|_| route == RouteState::Skipped)
-                    .map(|s| s.conflicts_with.to_string()),
+                    .and_then(|s| s.conflicts_with())
+                    .map(|r| r.to_string()),
+                skip_reason: conflict.filter(|_| route == RouteState::Skipped).map(|s| {
+                    match s.reason {
+                        SkipReason::Conflict(_) => snapshot::SkipReason::Conflict,
+                        SkipReason::Public => snapshot::SkipReason::Public,
+                    }
+                }),
             });
         }
     }
@@ -185,7 +192,9 @@ pub fn extra_states(
                 } else {
                     RouteState::NotRouted
                 },
-                conflicts_with: conflict.map(|s| s.conflicts_with.to_string()),
+                conflicts_with: conflict
+                    .and_then(|s| s.conflicts_with())
+                    .map(|r| r.to_string()),
             }
         })
         .collect()
@@ -222,10 +231,10 @@ mod tests {
         ];
         let skipped = vec![Skipped {
             subnet: "172.18.0.0/16".parse().unwrap(),
-            conflicts_with: SystemRoute {
+            reason: SkipReason::Conflict(SystemRoute {
                 destination: "172.18.0.0/20".parse().unwrap(),
                 interface: "en0".into(),
-            },
+            }),
         }];
         let routed: BTreeSet<IpNet> = ["172.17.0.0/16".parse().unwrap()].into();
         let s = route_states(&nets, &filter, &skipped, &routed);

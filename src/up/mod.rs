@@ -30,7 +30,7 @@ use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
 use crate::progress;
-use crate::routes::{self, Skipped};
+use crate::routes::{self, SkipReason, Skipped};
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
 use container::{HelperError, HelperSpec, RunningHelper};
 
@@ -504,19 +504,43 @@ impl Session {
             .filter(|n| self.filter.allows(&n.name))
             .cloned()
             .collect();
-        let mut desired = docker::desired_subnets(&wanted);
-        desired.extend(self.extra.iter().map(|r| r.subnet()));
+        // Only private Docker subnets, unless the config file allows a
+        // public one; its own extra routes are the user's choice.
+        let allow = self.filter.allow_public();
+        let extra: BTreeSet<IpNet> = self.extra.iter().map(|r| r.subnet()).collect();
+        let (mut desired, public): (BTreeSet<IpNet>, BTreeSet<IpNet>) =
+            docker::desired_subnets(&wanted)
+                .into_iter()
+                .partition(|net| routes::scope::allowed(net, &allow) || extra.contains(net));
+        desired.extend(extra);
         let (ours, system) = self.router.current().await?;
-        let plan = routes::plan(&desired, &ours, &system);
+        let mut plan = routes::plan(&desired, &ours, &system);
+        plan.skipped
+            .extend(public.into_iter().map(|subnet| Skipped {
+                subnet,
+                reason: SkipReason::Public,
+            }));
         for s in &plan.skipped {
             if !self.skipped.contains(s) {
-                let net = networks.iter().find(|n| n.subnets.contains(&s.subnet));
-                warn!(
-                    network = net.map(|n| n.name.as_str()).unwrap_or("?"),
-                    subnet = %s.subnet,
-                    conflicts_with = %s.conflicts_with,
-                    "not routing a Docker subnet that overlaps a route this machine already has"
-                );
+                let net = networks
+                    .iter()
+                    .find(|n| n.subnets.contains(&s.subnet))
+                    .map(|n| n.name.as_str())
+                    .unwrap_or("?");
+                match &s.reason {
+                    SkipReason::Conflict(route) => warn!(
+                        network = net,
+                        subnet = %s.subnet,
+                        conflicts_with = %route,
+                        "not routing a Docker subnet that overlaps a route this machine already has"
+                    ),
+                    SkipReason::Public => warn!(
+                        network = net,
+                        subnet = %s.subnet,
+                        allow_with = routes::scope::ALLOW_KEY,
+                        "not routing a Docker subnet that holds public addresses"
+                    ),
+                }
             }
         }
         for net in &plan.remove {
