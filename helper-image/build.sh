@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # helper-image/build.sh [--arch amd64|arm64] [TAG]: build the VM-side helper
-# image locally, with no registry: a static Linux build of netconnect in a
-# FROM-scratch image. Default TAG: netconnect-helper:<version in Cargo.toml>;
+# image locally, with no registry: a static Linux build of netconnect and
+# Debian's iptables for ARCH (both backends; helper-image/iptables-rootfs.sh,
+# which caches the packages under target/) in a FROM-scratch image. Default TAG: netconnect-helper:<version in Cargo.toml>;
 # default architecture: this machine's. A Mac's Docker VM is linux/arm64 on
 # Apple Silicon, linux/amd64 on Intel. Needs cargo and a running Docker
 # engine (the legacy builder is enough: FROM scratch needs no emulation,
@@ -32,6 +33,8 @@ static_build build.sh "$ARCH"
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp "$(static_binary "$ARCH")" "$ctx/netconnect"
+echo "build.sh: Debian's iptables for linux/$ARCH" >&2
+bash "$ROOT/helper-image/iptables-rootfs.sh" "$ARCH" "$ctx/rootfs"
 cp helper-image/Dockerfile "$ctx/Dockerfile"
 echo "build.sh: docker build --platform linux/$ARCH -t $TAG" >&2
 DOCKER_BUILDKIT=0 docker build --quiet --platform "linux/$ARCH" -t "$TAG" "$ctx" >/dev/null

@@ -8,7 +8,8 @@
 # per architecture.
 #
 # The image (tag netconnect-helper:<version>, what `up` looks for) is built
-# by helper-image/build.sh (a static netconnect in a FROM-scratch image),
+# by helper-image/build.sh (a static netconnect and Debian's iptables, both
+# backends, in a FROM-scratch image),
 # then `docker save | gzip`. Default architecture: this machine's; a Mac's
 # Docker VM is linux/arm64 on Apple Silicon, linux/amd64 on Intel. Both
 # build on an x86_64 Linux machine (scripts/setup.sh installs the arm64

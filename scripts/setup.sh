@@ -29,7 +29,12 @@ PACKAGES=(
   python3-venv # the venv that holds zig and cargo-zigbuild (macOS builds)
   gcc-aarch64-linux-gnu # links the static arm64 helper (Apple-silicon VMs)
   libc6-dev-arm64-cross
+  binutils # readelf: helper-image/iptables-rootfs.sh follows NEEDED entries
 )
+# helper-image/iptables-rootfs.sh puts Debian's iptables of each helper
+# architecture into the image with `apt-get download iptables:ARCH`; dpkg
+# must know the foreign one (nothing of it is installed here).
+HELPER_ARCHS=(amd64 arm64)
 
 die() {
   printf '%s: error: %s\n' "$PROG" "$*" >&2
@@ -56,13 +61,21 @@ for p in "${PACKAGES[@]}"; do
   installed "$p" || missing+=("$p")
 done
 
-if ((${#missing[@]})); then
+added_arch=()
+for a in "${HELPER_ARCHS[@]}"; do
+  [[ $a != "$(dpkg --print-architecture)" ]] || continue
+  dpkg --print-foreign-architectures | grep -qx "$a" && continue
+  dpkg --add-architecture "$a" || die "dpkg --add-architecture $a failed; run it by hand and re-run"
+  added_arch+=("$a")
+done
+
+if ((${#missing[@]} + ${#added_arch[@]})); then
   log=$(mktemp /tmp/netconnect-setup.XXXXXX.log)
   apt_opts=(-o DPkg::Lock::Timeout=300 -q)
   export DEBIAN_FRONTEND=noninteractive
   if ! {
     apt-get "${apt_opts[@]}" update &&
-      apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
+      { ((${#missing[@]} == 0)) || apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"; }
   } >"$log" 2>&1; then
     tail -n 20 "$log" | sed 's/^/    | /' >&2
     die "apt-get failed installing ${missing[*]}: see its last lines above (full log: $log); fix that (mirror reachable? package name?) and re-run"
@@ -74,7 +87,8 @@ if ((${#missing[@]})); then
 fi
 
 # Tools we call by name, in case a package installed but PATH is odd.
-for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout; do
+for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout nsenter \
+  iptables-legacy iptables-nft readelf dpkg-deb; do
   command -v "$c" >/dev/null 2>&1 || die "'$c' not on PATH although its package is installed: fix PATH (need /usr/sbin and /usr/bin)"
 done
 

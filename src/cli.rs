@@ -189,6 +189,24 @@ pub struct UpArgs {
     pub vm_address6: std::net::Ipv6Addr,
 }
 
+/// Which WireGuard the helper may run (`netconnect helper --mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HelperMode {
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+impl HelperMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelperMode::Auto => "auto",
+            HelperMode::Kernel => "kernel",
+            HelperMode::Userspace => "userspace",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct HelperArgs {
     /// Public key of the host side (base64).
@@ -208,9 +226,18 @@ pub struct HelperArgs {
     pub vm_address6: std::net::Ipv6Addr,
     #[arg(long, default_value = "fd33:33:33::1")]
     pub host_address6: std::net::Ipv6Addr,
-    /// Where the VM's private key is kept, inside the container.
+    /// Where the VM's private key is kept, inside the container: `up`
+    /// mounts a volume of the container's own there, as the image's root
+    /// is read-only.
     #[arg(long, default_value = "/var/lib/netconnect/vm.key")]
     pub key_file: String,
+    /// kernel: WireGuard in the VM kernel only; without it, print
+    /// `mode=no-kernel-wireguard` and exit 0 (how `up` learns, with no TUN
+    /// device given, that the userspace peer is needed). userspace: the
+    /// userspace peer only (needs /dev/net/tun). auto: kernel, else
+    /// userspace.
+    #[arg(long, value_enum, default_value_t = HelperMode::Auto)]
+    pub mode: HelperMode,
     /// Route SUBNET through GATEWAY inside the VM (extra routes of the
     /// configuration file), as SUBNET=GATEWAY; repeatable.
     #[arg(long = "route", value_parser = parse_vm_route)]

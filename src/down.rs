@@ -5,7 +5,8 @@
 //! It works without a daemon too (after a crash, or to uninstall): the
 //! interface names and extra routes then come from flags and the config
 //! file. The VM side is cleaned by a one-shot container of the helper image
-//! (`helper-cleanup`), which meets dockerd's own iptables as the helper did.
+//! (`helper-cleanup`), which picks the iptables backend that holds Docker's
+//! chains, as the helper did.
 
 use std::net::IpAddr;
 use std::path::Path;

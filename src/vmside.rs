@@ -1,14 +1,16 @@
 //! Looking into and cleaning the VM from outside a running `up`: one-shot
-//! containers of the helper image (same namespaces and capabilities as the
-//! helper, so they meet dockerd's iptables), helper containers by label,
-//! and containers to probe. Used by `down`, `doctor` and `status`.
+//! containers of the helper image (the helper's network namespace and
+//! capabilities, [`container::vm_host_config`], so they see the firewall
+//! the helper wrote, through the same backend choice), helper containers
+//! by label, and containers to probe. Used by `down`, `doctor` and
+//! `status`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
 };
@@ -54,30 +56,19 @@ pub async fn run_oneshot(
     crate::up::image::ensure(docker, image, &crate::up::image::archives(None)).await?;
     let name = format!("netconnect-{}-{vm_interface}", args[0]);
     container::remove(docker, &name).await?;
-    // The helper's own privileges, minus the TUN device it alone needs.
-    let mut body: ContainerCreateBody = crate::up::container::HelperSpec {
-        image: image.to_owned(),
-        name: name.clone(),
-        host_public_key: crate::keys::PublicKey([0; 32]),
-        host_endpoint: String::new(),
-        vm_interface: vm_interface.to_owned(),
-        vm_address: IpAddr::from([0, 0, 0, 0]),
-        host_address: IpAddr::from([0, 0, 0, 0]),
-        vm_address6: std::net::Ipv6Addr::UNSPECIFIED,
-        host_address6: std::net::Ipv6Addr::UNSPECIFIED,
-        routes: vec![],
-        archives: vec![],
-    }
-    .body();
-    body.cmd = Some(args);
-    body.labels = Some(HashMap::from([(
-        ONESHOT_LABEL.to_string(),
-        vm_interface.to_string(),
-    )]));
-    body.host_config = body.host_config.map(|hc| HostConfig {
-        devices: None,
-        ..hc
-    });
+    // The helper's own privileges, without the TUN device and the key's
+    // volume, which only the helper needs, and without a restart policy: a
+    // one-shot that fails has said why, and is read, not run again.
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(args),
+        labels: Some(HashMap::from([(
+            ONESHOT_LABEL.to_string(),
+            vm_interface.to_string(),
+        )])),
+        host_config: Some(container::vm_host_config()),
+        ..Default::default()
+    };
     let created = timed(docker.create_container(
         Some(CreateContainerOptionsBuilder::default().name(&name).build()),
         body,

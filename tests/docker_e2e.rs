@@ -5,8 +5,9 @@
 //! namespace joined to it by veth (10.212.N.0/24) plays the Mac: `up` runs
 //! inside it, and curl/ping from it must reach containers by their IPs.
 //!
-//! Needs root, a running dockerd, `docker`, `curl`, `iptables`, `ip`,
-//! `ping`, `setpriv` and a static busybox (`busybox-static`); the helper
+//! Needs root, a running dockerd, `docker`, `curl`, `iptables` (with
+//! `iptables-legacy` and `iptables-nft`), `nsenter`, `ip`, `ping`,
+//! `setpriv` and a static busybox (`busybox-static`); the helper
 //! image and the busybox test image are built when missing or stale. Tests
 //! never skip: a missing prerequisite is a failure with a one-line message.
 //!
@@ -202,18 +203,27 @@ fn docker_reach_containers_by_ip() {
     }
     assert!(fx.vm.helper_running(), "helper not running");
     assert!(fx.vm.link_exists(), "VM interface {} missing", fx.vm.vm_if);
-    // This kernel has no WireGuard: the helper tried the kernel first, fell
-    // back to its userspace peer, and told `up`, which therefore watches
-    // the container.
+    // This kernel has no WireGuard: a kernel-mode helper (no TUN device)
+    // said so, and `up` ran the userspace one, with the device, which it
+    // therefore watches.
     let (out, err) = fx.vm.helper_logs();
     assert!(
-        err.contains("no WireGuard; running the userspace peer"),
-        "helper did not report its fallback:\n{err}"
+        fx.up()
+            .log()
+            .contains("the VM kernel has no WireGuard; starting the userspace helper"),
+        "up did not report the fallback:\n{}",
+        fx.up().log()
     );
     assert!(
         out.starts_with("mode=userspace\n"),
         "helper stdout: {out:?}"
     );
+    assert!(
+        err.contains("iptables backend chosen") && err.contains("nft"),
+        "the helper did not choose dockerd's backend (nft on this engine):\n{err}"
+    );
+    let id = fx.vm.helper_id().expect("no helper container");
+    assert_least_privilege(&id, true);
     assert!(
         fx.up().log().contains("mode=\"userspace\"") || fx.up().log().contains("mode=userspace"),
         "up did not log the helper's mode\n{}",
@@ -990,7 +1000,10 @@ fn docker_helper_gets_and_shows_no_private_key() {
 }
 
 // ---------------------------------------------------------------------------
-// 10. A dockerd that exited but is not reaped yet (a zombie) is not dockerd
+// 10. A process named dockerd (here a zombie, at a lower pid than the real
+// one) is nothing to the helper: it looks at no process and runs only its
+// image's iptables. (An earlier helper picked the lowest-pid `dockerd` and
+// ran that process's iptables; this test began as that bug's.)
 // ---------------------------------------------------------------------------
 
 /// A zombie process named `dockerd` with a lower pid than the real one, as
@@ -1076,4 +1089,349 @@ fn docker_zombie_dockerd_does_not_confuse_the_helper() {
     let took = fx.curl_ok(&ip0, &c0, Duration::from_secs(14));
     eprintln!("MEASURE: first curl with a zombie dockerd present: {took:?}");
     drop(zombie);
+}
+
+// ---------------------------------------------------------------------------
+// 12. The helper's privileges, and the iptables backend it writes to
+// ---------------------------------------------------------------------------
+
+/// The capabilities the helper image's containers get (`src/up/container.rs`).
+const HELPER_CAPS: [&str; 2] = ["NET_ADMIN", "NET_RAW"];
+/// CAP_NET_ADMIN (12) and CAP_NET_RAW (13) as a `CapEff` mask.
+const HELPER_CAP_MASK: u64 = (1 << 12) | (1 << 13);
+
+/// `docker run` options that give a container what `up` gives the helper
+/// image's containers (network aside).
+fn helper_limits() -> Vec<&'static str> {
+    vec![
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        HELPER_CAPS[0],
+        "--cap-add",
+        HELPER_CAPS[1],
+        "--security-opt",
+        "no-new-privileges",
+        "--read-only",
+        "--tmpfs",
+        "/run:rw,nosuid,nodev,noexec,size=64k",
+    ]
+}
+
+/// The helper container `id` as the engine runs it: capabilities exactly
+/// NET_ADMIN and NET_RAW (in its HostConfig and in its process), no host
+/// PID namespace, no-new-privileges, a read-only root with a tmpfs on
+/// /run and the key's volume, and `/dev/net/tun` only when `tun`.
+fn assert_least_privilege(id: &str, tun: bool) {
+    let text = docker(&["inspect", "--format", "{{json .HostConfig}}", id]);
+    let hc: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(|x| x.trim_start_matches("CAP_").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut caps = strings(&hc["CapAdd"]);
+    caps.sort();
+    assert_eq!(caps, HELPER_CAPS, "CapAdd of the helper: {hc}");
+    assert_eq!(strings(&hc["CapDrop"]), ["ALL"], "CapDrop: {hc}");
+    assert_ne!(hc["PidMode"].as_str(), Some("host"), "PidMode: {hc}");
+    assert_eq!(hc["Privileged"], false, "{hc}");
+    assert!(
+        strings(&hc["SecurityOpt"])
+            .iter()
+            .any(|o| o == "no-new-privileges" || o == "no-new-privileges:true"),
+        "SecurityOpt: {hc}"
+    );
+    assert_eq!(hc["ReadonlyRootfs"], true, "ReadonlyRootfs: {hc}");
+    let tmpfs: Vec<&String> = hc["Tmpfs"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(tmpfs, ["/run"], "Tmpfs: {hc}");
+    let devices: Vec<String> = hc["Devices"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d["PathOnHost"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if tun {
+        assert_eq!(devices, ["/dev/net/tun"], "Devices: {hc}");
+    } else {
+        assert!(devices.is_empty(), "Devices: {hc}");
+    }
+    assert!(
+        hc["Binds"].is_null() || hc["Binds"].as_array().is_some_and(|b| b.is_empty()),
+        "nothing of the VM's filesystem is mounted: {hc}"
+    );
+    let mounts = docker(&["inspect", "--format", "{{json .Mounts}}", id]);
+    let mounts: serde_json::Value = serde_json::from_str(mounts.trim()).unwrap();
+    let volumes: Vec<(&str, &str)> = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["Type"].as_str().unwrap_or(""),
+                m["Destination"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        volumes,
+        [("volume", "/var/lib/netconnect")],
+        "Mounts: {mounts}"
+    );
+
+    // And the process itself: the kernel's view, not only Docker's word.
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", id]);
+    let status = fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in the helper's status:\n{status}"))
+    };
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        let mask = u64::from_str_radix(&field(set), 16).unwrap();
+        assert_eq!(
+            mask, HELPER_CAP_MASK,
+            "{set} {mask:#x} of the helper process, expected NET_ADMIN|NET_RAW"
+        );
+    }
+    assert_eq!(
+        field("NoNewPrivs:"),
+        "1",
+        "the helper process may gain privileges"
+    );
+    // NSpid: its pid in each PID namespace it is in, outermost first; in a
+    // namespace of its own it is 1 in the last.
+    let nspid = field("NSpid:");
+    let pids: Vec<&str> = nspid.split_whitespace().collect();
+    assert!(
+        pids.len() >= 2 && pids.last() == Some(&"1"),
+        "the helper shares the VM's PID namespace (NSpid {nspid:?})"
+    );
+}
+
+/// Both iptables backends run inside the helper image under exactly the
+/// helper's limits (every library and extension they load is in the
+/// image), and iptables-legacy needs NET_RAW: without it, it is refused.
+#[test]
+fn docker_helper_image_runs_both_iptables_backends() {
+    let _session = DockerSession::start();
+    let image = helper_image();
+    let run = |limits: &[&str], bin: &str, args: &[&str]| -> Result<String, String> {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(limits);
+        a.extend(["--entrypoint", bin, &image]);
+        a.extend_from_slice(args);
+        docker_try(&a)
+    };
+    let limits = helper_limits();
+    for fam in ["iptables", "ip6tables"] {
+        for backend in ["legacy", "nft"] {
+            let bin = format!("/usr/sbin/{fam}-{backend}");
+            let out = run(&limits, &bin, &["-w", "5", "-S"])
+                .unwrap_or_else(|e| panic!("{bin} -S in the helper image: {e}"));
+            assert!(
+                out.lines().any(|l| l == "-P FORWARD ACCEPT"),
+                "{bin} -S printed {out:?}"
+            );
+            // A rule with the two extensions the helper's rules use.
+            let ins = run(
+                &limits,
+                &bin,
+                &[
+                    "-w",
+                    "5",
+                    "-I",
+                    "FORWARD",
+                    "-o",
+                    "nc0",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "netconnect",
+                    "-j",
+                    "ACCEPT",
+                ],
+            );
+            assert!(ins.is_ok(), "{bin} -I with conntrack and comment: {ins:?}");
+            let save = format!("{bin}-save");
+            run(&limits, &save, &[]).unwrap_or_else(|e| panic!("{save}: {e}"));
+        }
+    }
+    let mut no_raw = limits.clone();
+    let i = no_raw.iter().position(|o| *o == "NET_RAW").unwrap();
+    no_raw.drain(i - 1..=i);
+    assert!(!no_raw.contains(&"NET_RAW"), "{no_raw:?}");
+    let err = run(&no_raw, "/usr/sbin/iptables-legacy", &["-w", "5", "-S"])
+        .expect_err("iptables-legacy ran without NET_RAW: drop NET_RAW from the helper");
+    assert!(err.contains("Permission denied"), "{err}");
+    run(&no_raw, "/usr/sbin/iptables-nft", &["-w", "5", "-S"])
+        .expect("iptables-nft needs NET_ADMIN only");
+}
+
+/// In a network namespace where `with` (legacy or nft) holds Docker's
+/// chains and `other` holds only chains of its own: the helper writes its
+/// rules to `with` and nothing to `other`, and `helper-cleanup` finds and
+/// removes them there.
+fn backend_choice_in_a_namespace(with: &str, other: &str) {
+    let things = DockerThings::new();
+    // IPv6 on, as in the VM (Docker turns it off in containers): the
+    // helper gives its interface an IPv6 address.
+    let holder = things.run(
+        "ns",
+        &[
+            "--network",
+            "none",
+            "--sysctl",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            BUSYBOX_IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &holder]);
+    let netns = format!("--net=/proc/{}/ns/net", pid.trim());
+    let ns = |bin: String, args: &[&str]| -> String {
+        let mut a = vec!["nsenter".to_string(), netns.clone(), bin];
+        a.extend(args.iter().map(|s| s.to_string()));
+        host_ok(&a)
+    };
+    // Docker's chains, as dockerd lays them out, in `with`...
+    for args in [
+        &["-N", "DOCKER"][..],
+        &["-N", "DOCKER-USER"],
+        &["-A", "DOCKER-USER", "-j", "RETURN"],
+        &["-A", "FORWARD", "-j", "DOCKER-USER"],
+        &["-A", "FORWARD", "-o", "docker0", "-j", "DOCKER"],
+    ] {
+        ns(format!("iptables-{with}"), args);
+    }
+    ns(format!("iptables-{with}"), &["-t", "raw", "-S"]);
+    // ...and `other` in use too, with more lines but none of Docker's.
+    for args in [
+        &["-N", "OTHER"][..],
+        &["-A", "OTHER", "-j", "RETURN"],
+        &["-A", "FORWARD", "-j", "OTHER"],
+        &["-A", "INPUT", "-j", "OTHER"],
+        &["-A", "OUTPUT", "-j", "OTHER"],
+        &["-A", "OTHER", "-p", "tcp", "-j", "RETURN"],
+    ] {
+        ns(format!("iptables-{other}"), args);
+    }
+    ns(format!("iptables-{other}"), &["-t", "raw", "-S"]);
+
+    let iface = "nctbk0";
+    let host_pub = wg_pubkey(&wg_genkey());
+    let net = format!("container:{holder}");
+    let mut args = vec!["--network", &net];
+    args.extend(helper_limits());
+    args.extend(["--device", "/dev/net/tun"]);
+    let image = helper_image();
+    args.extend([
+        image.as_str(),
+        "helper",
+        "--mode",
+        "userspace",
+        "--host-public-key",
+        &host_pub,
+        "--host-endpoint",
+        "127.0.0.1:9",
+        "--interface",
+        iface,
+        "--key-file",
+        "/run/vm.key",
+    ]);
+    let helper = things.run("helper", &args);
+    let t0 = Instant::now();
+    let logs = || {
+        let o = run_timeout(
+            Command::new("docker").args(["logs", &helper]),
+            DOCKER_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    while !logs().0.contains("public_key=") {
+        let state = docker(&["inspect", "--format", "{{.State.Status}}", &helper]);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20) && state.trim() == "running",
+            "the helper is not ready ({}):\n{:?}",
+            state.trim(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = logs().1;
+    assert!(
+        err.contains("iptables backend chosen") && err.contains(with),
+        "the helper did not say it chose {with}:\n{err}"
+    );
+    let saved = |backend: &str| {
+        format!(
+            "{}{}",
+            ns(format!("iptables-{backend}-save"), &[]),
+            ns(format!("ip6tables-{backend}-save"), &[])
+        )
+    };
+    let mine = saved(with);
+    for want in [
+        format!("-A PREROUTING -i {iface} -m comment --comment netconnect -j ACCEPT"),
+        format!("-A DOCKER-USER -i {iface} -m comment --comment netconnect -j ACCEPT"),
+    ] {
+        assert!(
+            mine.lines().any(|l| l == want),
+            "{with} lacks `{want}`:\n{mine}"
+        );
+    }
+    let theirs = saved(other);
+    assert!(
+        !theirs.contains("netconnect"),
+        "rules landed in {other}, which holds none of Docker's chains:\n{theirs}"
+    );
+
+    // `down`'s one-shot, in the same namespace: the same choice.
+    things.remove_container(&helper);
+    let mut args = vec!["run", "--rm", "--network", &net];
+    args.extend(helper_limits());
+    args.extend([image.as_str(), "helper-cleanup", "--interface", iface]);
+    let out = docker(&args);
+    assert!(
+        out.contains("removed rule: iptables -t filter -A DOCKER-USER"),
+        "helper-cleanup output:\n{out}"
+    );
+    let mine = saved(with);
+    assert!(
+        !mine.contains("netconnect"),
+        "helper-cleanup left rules in {with}:\n{mine}"
+    );
+}
+
+#[test]
+fn docker_helper_writes_to_legacy_where_legacy_holds_dockers_chains() {
+    let _session = DockerSession::start();
+    backend_choice_in_a_namespace("legacy", "nft");
+}
+
+#[test]
+fn docker_helper_writes_to_nft_where_nft_holds_dockers_chains() {
+    let _session = DockerSession::start();
+    backend_choice_in_a_namespace("nft", "legacy");
 }

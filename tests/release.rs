@@ -4,7 +4,8 @@
 //!   slice, each an executable for macOS 11 or newer (read with `object`);
 //! - each helper image archive loads into Docker as an image of its
 //!   architecture under the tag `up` looks for, and holds a static Linux
-//!   binary of that architecture;
+//!   binary of that architecture, and Debian's iptables of that
+//!   architecture with every library it needs;
 //! - SHA256SUMS matches the files; each tarball holds exactly what the
 //!   Homebrew formula installs, where `up` looks for the helper archive;
 //! - the generated formula is the committed one with each sha256 set to the
@@ -534,7 +535,108 @@ fn archive_contents(archive: &Path, what: &str) -> (Vec<String>, Vec<u8>) {
             .arg(&rootfs));
     }
     let bin = std::fs::read(rootfs.join("usr/bin/netconnect")).expect("no /usr/bin/netconnect");
+    check_iptables(&rootfs, what);
     (tags, bin)
+}
+
+/// Debian's iptables in a helper image's root (`helper-image/iptables-rootfs.sh`),
+/// checked without running it (an arm64 image cannot run here): both
+/// multi binaries of the image's architecture, the names the helper runs
+/// (`src/helper/firewall.rs`) linked to them, the extensions, and every
+/// library of their ELF NEEDED lists, followed to the end, plus the loader
+/// each names, present in the image. `readelf` reads any architecture.
+fn check_iptables(rootfs: &Path, vm: &str) {
+    let (triplet, machine) = match vm {
+        "arm64" => ("aarch64-linux-gnu", Architecture::Aarch64),
+        "amd64" => ("x86_64-linux-gnu", Architecture::X86_64),
+        other => panic!("no helper architecture {other}"),
+    };
+    for fam in ["iptables", "ip6tables"] {
+        for backend in ["legacy", "nft"] {
+            for suffix in ["", "-save"] {
+                let name = format!("{fam}-{backend}{suffix}");
+                let target = std::fs::read_link(rootfs.join("usr/sbin").join(&name))
+                    .unwrap_or_else(|e| panic!("{vm}: /usr/sbin/{name}: {e}"));
+                assert_eq!(
+                    target,
+                    Path::new(&format!("xtables-{backend}-multi")),
+                    "{vm}: /usr/sbin/{name}"
+                );
+            }
+        }
+    }
+    let ext_dir = rootfs.join(format!("usr/lib/{triplet}/xtables"));
+    let mut queue: Vec<PathBuf> = ["xtables-legacy-multi", "xtables-nft-multi"]
+        .iter()
+        .map(|b| rootfs.join("usr/sbin").join(b))
+        .collect();
+    let exts: Vec<PathBuf> = std::fs::read_dir(&ext_dir)
+        .unwrap_or_else(|e| panic!("{vm}: {}: {e}", ext_dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    for want in [
+        "libxt_comment.so",
+        "libxt_conntrack.so",
+        "libxt_standard.so",
+    ] {
+        assert!(
+            exts.iter().any(|e| e.ends_with(want)),
+            "{vm}: no {want} in {}",
+            ext_dir.display()
+        );
+    }
+    queue.extend(exts);
+    let readelf = |args: &[&str], f: &Path| ok(Command::new("readelf").args(args).arg(f));
+    let mut seen = BTreeSet::new();
+    while let Some(file) = queue.pop() {
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let elf = object::File::parse(&bytes[..]).expect("not an object file");
+        assert_eq!(elf.architecture(), machine, "{vm}: {}", file.display());
+        for line in readelf(&["-d"], &file).lines() {
+            let Some(lib) = line
+                .split_once("(NEEDED)")
+                .and_then(|(_, r)| r.split_once('[')?.1.split_once(']'))
+                .map(|(l, _)| l.to_string())
+            else {
+                continue;
+            };
+            if !seen.insert(lib.clone()) {
+                continue;
+            }
+            let found = [format!("lib/{triplet}"), format!("usr/lib/{triplet}")]
+                .iter()
+                .map(|d| rootfs.join(d).join(&lib))
+                .find(|p| p.is_file());
+            let found = found.unwrap_or_else(|| {
+                panic!(
+                    "{vm}: {} needs {lib}, which the image lacks",
+                    file.display()
+                )
+            });
+            queue.push(found);
+        }
+        for line in readelf(&["-l"], &file).lines() {
+            if let Some(interp) = line
+                .split_once("Requesting program interpreter: ")
+                .and_then(|(_, r)| r.strip_suffix(']'))
+            {
+                // Absolute links resolve inside the image, not here.
+                let mut p = rootfs.join(interp.trim_start_matches('/'));
+                if let Ok(t) = std::fs::read_link(&p) {
+                    p = rootfs.join(t.to_string_lossy().trim_start_matches('/'));
+                }
+                assert!(p.is_file(), "{vm}: the loader {interp} is not in the image");
+            }
+        }
+    }
+    for lib in [
+        "libc.so.6",
+        "libxtables.so.12",
+        "libnftnl.so.11",
+        "libip4tc.so.2",
+    ] {
+        assert!(seen.contains(lib), "{vm}: nothing needs {lib}? {seen:?}");
+    }
 }
 
 /// Loads an archive under the shared tag and puts the tag back as it was

@@ -1,16 +1,19 @@
 //! The VM side of `down` and `doctor`, run in a one-shot container of the
-//! helper image (same namespaces and capabilities as the helper): remove,
-//! or check, what the helper leaves in the VM beyond its own lifetime.
+//! helper image (the helper's network namespace and capabilities, without
+//! its TUN device): remove, or check, what the helper leaves in the VM
+//! beyond its own lifetime.
 //!
 //! Firewall rules are found by their `netconnect` comment and interface in
-//! `iptables -S` of dockerd's own iptables, not rebuilt from today's rule
-//! list, so rules written by an older or newer helper go too.
+//! `iptables -S` of the image's iptables, of the backend that holds
+//! Docker's chains (the helper's own choice, [`firewall::choose`]), not
+//! rebuilt from today's rule list, so rules written by an older or newer
+//! helper go too.
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 
-use super::firewall::{self, DockerIptables, Family};
+use super::firewall::{self, Family, Iptables};
 use crate::cli::VmArgs;
 pub use crate::vmside::Shadow;
 
@@ -142,7 +145,7 @@ pub fn shadowing_rules(text: &str, iface: &str) -> Vec<Shadow> {
     out
 }
 
-fn list(ipt: &DockerIptables, iface: &str) -> Vec<Marked> {
+fn list(ipt: &Iptables, iface: &str) -> Vec<Marked> {
     let mut out = Vec::new();
     for family in [Family::V4, Family::V6] {
         for table in TABLES {
@@ -169,7 +172,7 @@ fn list(ipt: &DockerIptables, iface: &str) -> Vec<Marked> {
 /// Prints one `removed ...` line per thing, then a summary line.
 pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
     crate::platform::validate_interface_name(&args.interface)?;
-    let ipt = DockerIptables::find()?;
+    let ipt = Iptables::detect()?;
     let mut out = std::io::stdout().lock();
     let mut rules = 0;
     for r in list(&ipt, &args.interface) {
@@ -227,8 +230,9 @@ pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
 /// the helper).
 pub async fn check(args: VmArgs) -> anyhow::Result<()> {
     crate::platform::validate_interface_name(&args.interface)?;
-    let ipt = DockerIptables::find()?;
+    let ipt = Iptables::detect()?;
     let mut out = std::io::stdout().lock();
+    writeln!(out, "backend {}", ipt.backend().as_str())?;
     let mut broken = Vec::new();
     if crate::platform::interface_exists(&args.interface) {
         writeln!(out, "ok interface {}", args.interface)?;

@@ -3,14 +3,17 @@
 //! It owns the VM's key pair (the private key is made here and never leaves
 //! the container's filesystem, except into the VM kernel over netlink),
 //! brings up the tunnel interface on the VM's network (the container has
-//! host networking), opens the firewall with dockerd's own iptables, and
-//! prints two lines for `up` to read: `mode=kernel|userspace` and
-//! `public_key=<base64>`.
+//! host networking), opens the firewall with the image's own iptables (the
+//! backend that holds Docker's chains, [`firewall`]), and prints two lines
+//! for `up` to read: `mode=kernel|userspace` and `public_key=<base64>`.
 //!
 //! Where the VM kernel has WireGuard (Docker Desktop's does) the interface
 //! is a kernel one and the helper exits once it is configured ([`kernel`]).
 //! Where it does not, the helper runs the userspace data plane (the same
-//! `Device` as the Mac side) and stays up.
+//! `Device` as the Mac side) and stays up. `up` first runs it with
+//! `--mode kernel` and no TUN device; told `mode=no-kernel-wireguard`, it
+//! runs it again with `--mode userspace` and `/dev/net/tun`, so the device
+//! is in the container only where it is used.
 // On macOS only the constants that `up` shares are used.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
@@ -29,7 +32,7 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use tracing::info;
 
-use crate::cli::HelperArgs;
+use crate::cli::{HelperArgs, HelperMode};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
@@ -65,6 +68,8 @@ fn vm_only(command: &str) -> anyhow::Error {
 pub const PUBLIC_KEY_PREFIX: &str = "public_key=";
 /// The line before it: `mode=kernel` or `mode=userspace`.
 pub const MODE_PREFIX: &str = "mode=";
+/// The one line of `--mode kernel` on a kernel without WireGuard.
+pub const NO_KERNEL_WIREGUARD: &str = "mode=no-kernel-wireguard";
 /// Keeps NAT and Docker Desktop's port forwarding for the UDP flow open, and
 /// lets the VM side (re)start the handshake after either end restarts.
 pub const KEEPALIVE_SECS: u16 = 25;
@@ -81,7 +86,6 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
             .context("--host-public-key is not a WireGuard public key")?,
     );
     let endpoint = resolve(&args.host_endpoint)?;
-    let key = load_or_create_key(Path::new(&args.key_file))?;
 
     let host_ips = vec![
         IpNet::from(args.host_address),
@@ -91,7 +95,11 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         (args.vm_address, args.host_address),
         (IpAddr::V6(args.vm_address6), IpAddr::V6(args.host_address6)),
     ];
-    match kernel::create_link(&args.interface).await {
+    let kernel = match args.mode {
+        HelperMode::Userspace => Err(kernel::KernelError::Unsupported),
+        HelperMode::Kernel | HelperMode::Auto => kernel::create_link(&args.interface).await,
+    };
+    match kernel {
         Ok(()) => {
             let peer = kernel::PeerConfig {
                 public_key: host_key,
@@ -99,19 +107,33 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
                 persistent_keepalive: Some(KEEPALIVE_SECS),
                 allowed_ips: host_ips,
             };
-            if let Err(e) = run_kernel(&args, &key, peer, &pairs).await {
+            let result = match load_or_create_key(Path::new(&args.key_file)) {
+                Ok(key) => run_kernel(&args, &key, peer, &pairs).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 kernel::delete_link(&args.interface).await;
                 return Err(e);
             }
             // The interface stays, configured, with no process of ours.
             return Ok(());
         }
+        Err(kernel::KernelError::Unsupported) if args.mode == HelperMode::Kernel => {
+            info!("the VM kernel has no WireGuard; `up` runs the userspace peer next");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{NO_KERNEL_WIREGUARD}")?;
+            out.flush()?;
+            return Ok(());
+        }
         Err(kernel::KernelError::Unsupported) => {
-            info!("the VM kernel has no WireGuard; running the userspace peer")
+            if args.mode == HelperMode::Auto {
+                info!("the VM kernel has no WireGuard; running the userspace peer");
+            }
         }
         Err(e) => return Err(e.into()),
     }
 
+    let key = load_or_create_key(Path::new(&args.key_file))?;
     let (tun, name) = platform::create_tun(&args.interface, platform::DEFAULT_MTU)?;
     let device = Device::start(&name, tun, 0)?;
     let mut peer = PeerUpdate::new(host_key);
@@ -147,9 +169,9 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
 
     device.initiate_handshakes(false).await;
 
-    let iptables = firewall::DockerIptables::find()?;
+    let iptables = firewall::Iptables::detect()?;
     let added = iptables.ensure(&firewall::rules(&name))?;
-    info!(iface = %name, rules_added = added, %endpoint, "VM side ready (userspace WireGuard)");
+    info!(iface = %name, rules_added = added, backend = iptables.backend().as_str(), %endpoint, "VM side ready (userspace WireGuard)");
     announce(Mode::Userspace, &key)?;
 
     // `up` adds us as its peer only after reading the line above, so our
@@ -244,9 +266,9 @@ async fn run_kernel(
         .await?;
     let endpoint = peer.endpoint;
     kernel::apply(name, kernel::set_device(name, key, None, None, &[peer]))?;
-    let iptables = firewall::DockerIptables::find()?;
+    let iptables = firewall::Iptables::detect()?;
     let added = iptables.ensure(&firewall::rules(name))?;
-    info!(iface = %name, rules_added = added, endpoint = ?endpoint, "VM side ready (kernel WireGuard); the helper exits, the interface stays");
+    info!(iface = %name, rules_added = added, backend = iptables.backend().as_str(), endpoint = ?endpoint, "VM side ready (kernel WireGuard); the helper exits, the interface stays");
     announce(Mode::Kernel, key)
 }
 
@@ -290,8 +312,10 @@ pub fn lookup_hosts(hosts: &str, name: &str) -> Option<IpAddr> {
     found.into_iter().next()
 }
 
-/// The VM key lives in the container's own filesystem (0600), so a
-/// restarted helper keeps its identity; it is never in an argument, the
+/// The VM key lives in the container's own volume (0600; the image's root
+/// is read-only, and `up` mounts an anonymous volume at the key's
+/// directory, removed with the container), so a helper that Docker
+/// restarts keeps its identity; it is never in an argument, the
 /// environment, a label or a log.
 fn load_or_create_key(path: &Path) -> anyhow::Result<Key> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, Mount, MountType, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
@@ -15,8 +16,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
+use crate::cli::HelperMode;
 use crate::docker::client::timed;
-use crate::helper::{Mode, MODE_PREFIX, PUBLIC_KEY_PREFIX};
+use crate::helper::{Mode, MODE_PREFIX, NO_KERNEL_WIREGUARD, PUBLIC_KEY_PREFIX};
 use crate::keys::{Key, PublicKey};
 
 /// Marks our helper containers, so they can be found again (and removed by
@@ -28,6 +30,24 @@ pub const RESTART_RETRIES: i64 = 10;
 /// Bound on the helper reaching "public_key=": it creates an interface and
 /// runs a few iptables commands.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The only capabilities a container of the helper image gets. NET_ADMIN:
+/// links, addresses, routes, WireGuard over netlink, nf_tables. NET_RAW:
+/// iptables-legacy talks to the kernel's x_tables through a raw socket
+/// (libiptc's `socket(AF_INET, SOCK_RAW, IPPROTO_RAW)`; without NET_RAW it
+/// fails with "can't initialize iptables table `filter': Permission
+/// denied", checked on Engine 20.10), and which backend is needed is known
+/// only inside the container, after it has looked at both.
+pub const CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_RAW"];
+/// Where the helper keeps its key (`netconnect helper --key-file`): an
+/// anonymous volume of the container's own, since the root is read-only.
+/// Unlike a tmpfs it survives Docker restarting the container after a
+/// crash, which keeps the key, so the tunnel resumes without `up`; it goes
+/// with the container ([`remove`] removes volumes too).
+pub const KEY_DIR: &str = "/var/lib/netconnect";
+/// The one writable place besides the key's: `/run`, for the xtables lock
+/// (`iptables -w` opens `/run/xtables.lock`; legacy refuses to run without
+/// it). Private to the container, see `helper::firewall`.
+pub const RUN_TMPFS: (&str, &str) = ("/run", "rw,nosuid,nodev,noexec,size=64k,mode=0755");
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
@@ -81,16 +101,21 @@ pub struct HelperSpec {
 }
 
 impl HelperSpec {
-    /// The container: host network (the tunnel interface must live in the
-    /// VM's own namespace, next to Docker's bridges), host PID namespace (to
-    /// find dockerd and use its iptables), every capability dropped but:
-    /// NET_ADMIN (interface, addresses, firewall), SYS_ADMIN and SYS_CHROOT
-    /// (setns into dockerd's mount namespace), SYS_PTRACE (open another
-    /// process's namespace files). `/dev/net/tun` is for the userspace data
-    /// plane. `--privileged` is refused on some engines and is far more.
-    pub fn body(&self) -> ContainerCreateBody {
+    /// The helper container for `mode`: [`Mode::Kernel`] runs `--mode
+    /// kernel` with no TUN device (it configures a kernel interface and
+    /// exits, or reports `mode=no-kernel-wireguard`); [`Mode::Userspace`]
+    /// runs the userspace peer and gets `/dev/net/tun`, the only container
+    /// that does. Both: [`vm_host_config`], plus the key's volume and a
+    /// bounded restart policy.
+    pub fn body(&self, mode: Mode) -> ContainerCreateBody {
+        let helper_mode = match mode {
+            Mode::Kernel => HelperMode::Kernel,
+            Mode::Userspace => HelperMode::Userspace,
+        };
         let mut cmd = vec![
             "helper".to_string(),
+            "--mode".into(),
+            helper_mode.as_str().into(),
             "--host-public-key".into(),
             self.host_public_key.to_base64(),
             "--host-endpoint".into(),
@@ -105,10 +130,34 @@ impl HelperSpec {
             self.vm_address6.to_string(),
             "--host-address6".into(),
             self.host_address6.to_string(),
+            "--key-file".into(),
+            format!("{KEY_DIR}/vm.key"),
         ];
         for (net, gw) in &self.routes {
             cmd.extend(["--route".to_string(), format!("{net}={gw}")]);
         }
+        let mut hc = vm_host_config();
+        hc.mounts = Some(vec![Mount {
+            target: Some(KEY_DIR.into()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }]);
+        if mode == Mode::Userspace {
+            hc.devices = Some(vec![DeviceMapping {
+                path_on_host: Some("/dev/net/tun".into()),
+                path_in_container: Some("/dev/net/tun".into()),
+                cgroup_permissions: Some("rwm".into()),
+            }]);
+        }
+        // A crashed or killed userspace helper is restarted by Docker at
+        // once; its key survives in its volume, so the tunnel resumes with
+        // no word from `up`. Bounded, and a clean exit (kernel mode, no
+        // kernel WireGuard, or the host gone for good) is not restarted,
+        // so an orphan cannot run on.
+        hc.restart_policy = Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::ON_FAILURE),
+            maximum_retry_count: Some(RESTART_RETRIES),
+        });
         ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: Some(cmd),
@@ -116,35 +165,34 @@ impl HelperSpec {
                 LABEL.to_string(),
                 self.vm_interface.clone(),
             )])),
-            host_config: Some(HostConfig {
-                network_mode: Some("host".into()),
-                pid_mode: Some("host".into()),
-                cap_drop: Some(vec!["ALL".into()]),
-                cap_add: Some(
-                    ["NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
-                devices: Some(vec![DeviceMapping {
-                    path_on_host: Some("/dev/net/tun".into()),
-                    path_in_container: Some("/dev/net/tun".into()),
-                    cgroup_permissions: Some("rwm".into()),
-                }]),
-                // A name the static helper can resolve without DNS.
-                extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
-                // A crashed or killed userspace helper is restarted by
-                // Docker at once; its key file survives in the container's
-                // filesystem, so the tunnel resumes with no word from `up`.
-                // Bounded, and a clean exit (kernel mode, or the host gone
-                // for good) is not restarted, so an orphan cannot run on.
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::ON_FAILURE),
-                    maximum_retry_count: Some(RESTART_RETRIES),
-                }),
-                ..Default::default()
-            }),
+            host_config: Some(hc),
             ..Default::default()
         }
+    }
+}
+
+/// What every container of the helper image gets (the helper and the
+/// one-shots of `down` and `doctor`): the VM's network namespace (the
+/// tunnel interface must live next to Docker's bridges, and the firewall
+/// rules are that namespace's), [`CAPABILITIES`] and nothing else,
+/// `no-new-privileges`, a read-only root with a small tmpfs on `/run`.
+/// Not the VM's PID namespace: the helper runs only its image's binaries
+/// and looks at no other process. `--privileged` is refused on some
+/// engines and is far more.
+pub fn vm_host_config() -> HostConfig {
+    HostConfig {
+        network_mode: Some("host".into()),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(CAPABILITIES.map(String::from).to_vec()),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            RUN_TMPFS.0.to_string(),
+            RUN_TMPFS.1.to_string(),
+        )])),
+        // A name the static helper can resolve without DNS.
+        extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
+        ..Default::default()
     }
 }
 
@@ -158,9 +206,61 @@ pub struct RunningHelper {
     pub mode: Mode,
 }
 
-/// Remove any helper of the same name, start a new one and wait for its
-/// key. The image must be there ([`super::image::ensure`]).
-pub async fn start(docker: &Docker, spec: &HelperSpec) -> Result<RunningHelper, HelperError> {
+/// What the helper's output told `up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// Ready: its public key, and how it runs.
+    Ready(PublicKey, Mode),
+    /// `--mode kernel` found no WireGuard in the VM kernel.
+    NoKernelWireGuard,
+}
+
+/// Start the helper and wait for its key. `known` is what an earlier start
+/// in this `up` learned: without it (or when it was [`Mode::Kernel`]) a
+/// kernel-mode helper goes first, with no TUN device; if the kernel has no
+/// WireGuard, a userspace helper with `/dev/net/tun` follows (one more
+/// short-lived container, on the first start only: `up` passes
+/// [`Mode::Userspace`] from then on). The image must be there
+/// ([`super::image::ensure`]).
+pub async fn start(
+    docker: &Docker,
+    spec: &HelperSpec,
+    known: Option<Mode>,
+) -> Result<RunningHelper, HelperError> {
+    if known != Some(Mode::Userspace) {
+        match start_one(docker, spec, Mode::Kernel).await? {
+            (id, Announcement::Ready(vm_public_key, mode)) => {
+                return Ok(RunningHelper {
+                    id,
+                    vm_public_key,
+                    mode,
+                })
+            }
+            (_, Announcement::NoKernelWireGuard) => {
+                tracing::info!("the VM kernel has no WireGuard; starting the userspace helper, with /dev/net/tun")
+            }
+        }
+    }
+    match start_one(docker, spec, Mode::Userspace).await? {
+        (id, Announcement::Ready(vm_public_key, mode)) => Ok(RunningHelper {
+            id,
+            vm_public_key,
+            mode,
+        }),
+        (id, Announcement::NoKernelWireGuard) => Err(HelperError::Exited(format!(
+            "a userspace helper said {NO_KERNEL_WIREGUARD}: {}",
+            output(docker, &id).await
+        ))),
+    }
+}
+
+/// Remove any helper of the same name, start `spec.body(mode)`, and wait
+/// for its announcement.
+async fn start_one(
+    docker: &Docker,
+    spec: &HelperSpec,
+    mode: Mode,
+) -> Result<(String, Announcement), HelperError> {
     remove(docker, &spec.name).await?;
     let created = timed(
         docker.create_container(
@@ -169,24 +269,19 @@ pub async fn start(docker: &Docker, spec: &HelperSpec) -> Result<RunningHelper, 
                     .name(&spec.name)
                     .build(),
             ),
-            spec.body(),
+            spec.body(mode),
         ),
     )
     .await?;
     timed(docker.start_container(&created.id, None)).await?;
-    let key = tokio::time::timeout(READY_TIMEOUT, read_key(docker, &created.id)).await;
-    match key {
-        Ok(Ok((k, mode))) => Ok(RunningHelper {
-            id: created.id,
-            vm_public_key: k,
-            mode,
-        }),
+    match tokio::time::timeout(READY_TIMEOUT, read_announcement(docker, &created.id)).await {
+        Ok(Ok(found)) => Ok((created.id, found)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(HelperError::NotReady(output(docker, &created.id).await)),
     }
 }
 
-async fn read_key(docker: &Docker, id: &str) -> Result<(PublicKey, Mode), HelperError> {
+async fn read_announcement(docker: &Docker, id: &str) -> Result<Announcement, HelperError> {
     let mut logs = docker.logs(
         id,
         Some(
@@ -210,16 +305,19 @@ async fn read_key(docker: &Docker, id: &str) -> Result<(PublicKey, Mode), Helper
 }
 
 /// The helper's announcement: `mode=…` (absent from older helpers: then
-/// userspace) and `public_key=…`.
-pub fn parse_announcement(out: &str) -> Option<(PublicKey, Mode)> {
+/// userspace) and `public_key=…`, or [`NO_KERNEL_WIREGUARD`] alone.
+pub fn parse_announcement(out: &str) -> Option<Announcement> {
     let mut mode = Mode::Userspace;
     for line in out.lines() {
+        if line.trim() == NO_KERNEL_WIREGUARD {
+            return Some(Announcement::NoKernelWireGuard);
+        }
         if line.trim() == format!("{MODE_PREFIX}kernel") {
             mode = Mode::Kernel;
         }
         if let Some(k) = line.strip_prefix(PUBLIC_KEY_PREFIX) {
             if let Ok(k) = Key::from_base64(k.trim()) {
-                return Some((PublicKey::from(&k), mode));
+                return Some(Announcement::Ready(PublicKey::from(&k), mode));
             }
         }
     }
@@ -265,10 +363,18 @@ pub async fn is_running(docker: &Docker, id: &str) -> bool {
 }
 
 pub async fn remove(docker: &Docker, name: &str) -> Result<(), HelperError> {
-    match timed(docker.remove_container(
-        name,
-        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-    ))
+    match timed(
+        docker.remove_container(
+            name,
+            // v: the key's anonymous volume goes with its container.
+            Some(
+                RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        ),
+    )
     .await
     {
         Ok(()) => Ok(()),
@@ -284,9 +390,8 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), HelperError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn helper_container_has_least_privilege_and_no_secret() {
-        let spec = HelperSpec {
+    fn spec() -> HelperSpec {
+        HelperSpec {
             image: "netconnect-helper:test".into(),
             name: "netconnect-helper-netconnect0".into(),
             host_public_key: PublicKey([7; 32]),
@@ -298,38 +403,111 @@ mod tests {
             host_address6: "fd33:33:33::1".parse().unwrap(),
             archives: vec![],
             routes: vec![],
-        };
-        let body = spec.body();
-        let hc = body.host_config.as_ref().unwrap();
-        assert_eq!(hc.network_mode.as_deref(), Some("host"));
-        assert_eq!(hc.privileged, None);
-        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        }
+    }
+
+    #[test]
+    fn helper_container_has_least_privilege_and_no_secret() {
+        for mode in [Mode::Kernel, Mode::Userspace] {
+            let body = spec().body(mode);
+            let hc = body.host_config.as_ref().unwrap();
+            assert_eq!(hc.network_mode.as_deref(), Some("host"));
+            assert_eq!(hc.pid_mode, None, "the VM's PID namespace is not needed");
+            assert_eq!(hc.privileged, None);
+            assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+            assert_eq!(hc.cap_add.clone().unwrap(), vec!["NET_ADMIN", "NET_RAW"]);
+            assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
+            assert_eq!(hc.readonly_rootfs, Some(true));
+            // Writable: /run (a tmpfs, for the xtables lock) and the key's
+            // own volume; nothing from the VM's filesystem is mounted.
+            let tmpfs = hc.tmpfs.clone().unwrap();
+            assert_eq!(tmpfs.keys().collect::<Vec<_>>(), ["/run"]);
+            assert!(tmpfs["/run"].contains("size="), "{tmpfs:?}");
+            let mounts = hc.mounts.clone().unwrap();
+            assert_eq!(mounts.len(), 1);
+            assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
+            assert_eq!(mounts[0].source, None, "an anonymous volume");
+            assert_eq!(mounts[0].target.as_deref(), Some(KEY_DIR));
+            assert_eq!(hc.binds, None);
+            // Only public material travels to the container.
+            assert_eq!(body.env, None);
+            let rp = hc.restart_policy.clone().unwrap();
+            assert_eq!(rp.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+            assert_eq!(rp.maximum_retry_count, Some(RESTART_RETRIES));
+            let cmd = body.cmd.unwrap().join(" ");
+            assert!(cmd.contains(&PublicKey([7; 32]).to_base64()), "{cmd}");
+            assert!(!cmd.to_lowercase().contains("private"), "{cmd}");
+            assert!(
+                cmd.contains(&format!("--key-file {KEY_DIR}/vm.key")),
+                "{cmd}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_userspace_helper_gets_the_tun_device() {
+        let kernel = spec().body(Mode::Kernel);
+        let hc = kernel.host_config.unwrap();
+        assert_eq!(hc.devices, None, "a kernel-mode helper needs no device");
+        assert!(kernel
+            .cmd
+            .unwrap()
+            .join(" ")
+            .starts_with("helper --mode kernel "));
+
+        let user = spec().body(Mode::Userspace);
+        let devices = user.host_config.unwrap().devices.unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].path_on_host.as_deref(), Some("/dev/net/tun"));
         assert_eq!(
-            hc.cap_add.clone().unwrap(),
-            vec!["NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE"]
+            devices[0].path_in_container.as_deref(),
+            Some("/dev/net/tun")
         );
-        // Only public material travels to the container.
-        assert_eq!(body.env, None);
-        let rp = hc.restart_policy.clone().unwrap();
-        assert_eq!(rp.name, Some(RestartPolicyNameEnum::ON_FAILURE));
-        assert_eq!(rp.maximum_retry_count, Some(RESTART_RETRIES));
-        let cmd = body.cmd.unwrap().join(" ");
-        assert!(cmd.contains(&PublicKey([7; 32]).to_base64()), "{cmd}");
-        assert!(!cmd.to_lowercase().contains("private"), "{cmd}");
+        assert!(user
+            .cmd
+            .unwrap()
+            .join(" ")
+            .starts_with("helper --mode userspace "));
+    }
+
+    /// The argument list the host builds is one the helper's own CLI
+    /// accepts, mode and key file included.
+    #[test]
+    fn the_helper_cli_parses_the_command_up_builds() {
+        use clap::Parser as _;
+        for (mode, want) in [
+            (Mode::Kernel, HelperMode::Kernel),
+            (Mode::Userspace, HelperMode::Userspace),
+        ] {
+            let mut argv = vec!["netconnect".to_string()];
+            argv.extend(spec().body(mode).cmd.unwrap());
+            let cli = crate::cli::Cli::try_parse_from(&argv).unwrap();
+            let crate::cli::Command::Helper(args) = cli.command else {
+                panic!("not the helper command: {argv:?}")
+            };
+            assert_eq!(args.mode, want);
+            assert_eq!(args.key_file, format!("{KEY_DIR}/vm.key"));
+            assert_eq!(args.interface, "netconnect0");
+        }
     }
 
     #[test]
     fn announcements_give_key_and_mode() {
         let k = Key::from_bytes([3; 32]);
         let pk = PublicKey::from(&k.public_key());
+        let ready = |m| Some(Announcement::Ready(pk, m));
         let line = format!("public_key={}\n", k.public_key().to_base64());
-        assert_eq!(parse_announcement(&line), Some((pk, Mode::Userspace)));
+        assert_eq!(parse_announcement(&line), ready(Mode::Userspace));
         let kernel = format!("mode=kernel\n{line}");
-        assert_eq!(parse_announcement(&kernel), Some((pk, Mode::Kernel)));
+        assert_eq!(parse_announcement(&kernel), ready(Mode::Kernel));
         let user = format!("mode=userspace\n{line}");
-        assert_eq!(parse_announcement(&user), Some((pk, Mode::Userspace)));
+        assert_eq!(parse_announcement(&user), ready(Mode::Userspace));
         // Half a line (the log stream cut mid-key) is not a key yet.
         assert_eq!(parse_announcement(&line[..30]), None);
         assert_eq!(parse_announcement("mode=kernel\n"), None);
+        assert_eq!(
+            parse_announcement("mode=no-kernel-wireguard\n"),
+            Some(Announcement::NoKernelWireGuard)
+        );
     }
 }

@@ -173,6 +173,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         spec,
         vm_addresses: [args.vm_address, IpAddr::V6(args.vm_address6)],
         helper: None,
+        vm_mode: None,
         routed: BTreeSet::new(),
         skipped: Vec::new(),
         liveness: probe::Liveness::new(Instant::now()),
@@ -223,6 +224,11 @@ struct Session {
     spec: HelperSpec,
     vm_addresses: [IpAddr; 2],
     helper: Option<RunningHelper>,
+    /// How the VM side ran last: once a kernel-mode helper found no
+    /// WireGuard in the VM kernel, later helpers start in userspace mode
+    /// straight away (the kernel does not gain the module meanwhile, and
+    /// recovery stays one container start).
+    vm_mode: Option<crate::helper::Mode>,
     routed: BTreeSet<IpNet>,
     skipped: Vec<Skipped>,
     /// The VM peer's rx counter, followed once a second.
@@ -448,7 +454,8 @@ impl Session {
         self.handshake = None;
         image::ensure(&self.engine.docker, &self.spec.image, &self.spec.archives).await?;
         let starting = progress::step("Starting the VM-side helper");
-        let started = container::start(&self.engine.docker, &self.spec).await?;
+        let started = container::start(&self.engine.docker, &self.spec, self.vm_mode).await?;
+        self.vm_mode = Some(started.mode);
         info!(target: progress::TARGET, container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
         starting.done(format!(
             "VM-side helper running ({} WireGuard)",

@@ -2106,13 +2106,23 @@ pub mod docker {
                 "the Docker e2e tests must run as root; run e.g. `sudo -E cargo test`".into(),
             );
         }
-        let missing: Vec<&str> = ["docker", "ip", "curl", "ping", "iptables", "setpriv"]
-            .into_iter()
-            .filter(|t| find_in_path(t).is_none())
-            .collect();
+        let missing: Vec<&str> = [
+            "docker",
+            "ip",
+            "curl",
+            "ping",
+            "iptables",
+            "iptables-legacy",
+            "iptables-nft",
+            "nsenter",
+            "setpriv",
+        ]
+        .into_iter()
+        .filter(|t| find_in_path(t).is_none())
+        .collect();
         if !missing.is_empty() {
             return Err(format!(
-                "missing tool(s) {}: install with `apt-get install -y docker.io curl iproute2 iputils-ping iptables util-linux`",
+                "missing tool(s) {}: install with `apt-get install -y docker.io curl iproute2 iputils-ping iptables util-linux` (or run scripts/setup.sh)",
                 missing.join(", ")
             ));
         }
@@ -2474,7 +2484,8 @@ pub mod docker {
         ]) {
             if let Some((id, iface)) = l.split_once(' ') {
                 if stem_of_dead(iface) {
-                    let _ = docker_try(&["rm", "-f", id]);
+                    // -v: the helper's key volume goes with it.
+                    let _ = docker_try(&["rm", "-f", "-v", id]);
                 }
             }
         }
@@ -2914,8 +2925,26 @@ pub mod docker {
             name
         }
 
+        /// `docker run -d --name NAME --label ... ARGS...` (ARGS: options,
+        /// image, command); returns NAME. Removed, with its volumes, on drop.
+        pub fn run(&self, tag: &str, args: &[&str]) -> String {
+            let name = Self::name(tag);
+            self.containers.lock().unwrap().push(name.clone());
+            let mut all: Vec<String> = vec![
+                "run".into(),
+                "-d".into(),
+                "--name".into(),
+                name.clone(),
+                "--label".into(),
+                Self::label(),
+            ];
+            all.extend(args.iter().map(|s| s.to_string()));
+            docker(&all);
+            name
+        }
+
         pub fn remove_container(&self, name: &str) {
-            docker(&["rm", "-f", name]);
+            docker(&["rm", "-f", "-v", name]);
             self.containers.lock().unwrap().retain(|n| n != name);
         }
     }
@@ -2923,7 +2952,7 @@ pub mod docker {
     impl Drop for DockerThings {
         fn drop(&mut self) {
             for c in self.containers.lock().unwrap().drain(..) {
-                let _ = docker_try(&["rm", "-f", &c]);
+                let _ = docker_try(&["rm", "-f", "-v", &c]);
             }
             for n in self.networks.lock().unwrap().drain(..) {
                 let _ = docker_try(&["network", "rm", &n]);
@@ -3007,7 +3036,7 @@ pub mod docker {
         }
 
         pub fn cleanup(&self) {
-            let _ = docker_try(&["rm", "-f", &self.helper_name()]);
+            let _ = docker_try(&["rm", "-f", "-v", &self.helper_name()]);
             delete_netconnect_rules(&self.vm_if);
             if self.link_exists() {
                 let _ = run_timeout(
