@@ -104,7 +104,7 @@ pub struct TargetArgs {
     pub helper_image: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct VmArgs {
     /// Tunnel interface in the VM.
     #[arg(long, default_value = "netconnect0")]
@@ -123,6 +123,77 @@ pub fn parse_vm_route(s: &str) -> Result<(ipnet::IpNet, std::net::IpAddr), Strin
     let net: ipnet::IpNet = net.parse().map_err(|e| format!("{net:?}: {e}"))?;
     let gw: std::net::IpAddr = gw.parse().map_err(|e| format!("{gw:?}: {e}"))?;
     Ok((net.trunc(), gw))
+}
+
+/// How the host asks the helper image for something: the value of one of
+/// its subcommands, rendered to the argv its container runs. The host
+/// never writes the helper's flags by hand; a test parses each rendering
+/// back with this CLI and must get the same value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HelperCommand {
+    Helper(HelperArgs),
+    Cleanup(VmArgs),
+    Check(VmArgs),
+}
+
+impl HelperCommand {
+    /// The subcommand's name, as clap spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HelperCommand::Helper(_) => "helper",
+            HelperCommand::Cleanup(_) => "helper-cleanup",
+            HelperCommand::Check(_) => "helper-check",
+        }
+    }
+
+    /// The container's command: subcommand and flags, every field written
+    /// out (no reliance on defaults that could differ between a host and
+    /// an image of another version).
+    pub fn argv(&self) -> Vec<String> {
+        let mut a = vec![self.name().to_string()];
+        let mut flag = |name: &str, value: String| {
+            a.push(format!("--{name}"));
+            a.push(value);
+        };
+        match self {
+            HelperCommand::Helper(h) => {
+                // Destructured whole, so a new field fails to compile here
+                // until it is rendered.
+                let HelperArgs {
+                    host_public_key,
+                    host_endpoint,
+                    interface,
+                    vm_address,
+                    host_address,
+                    vm_address6,
+                    host_address6,
+                    key_file,
+                    mode,
+                    routes,
+                } = h;
+                flag("mode", mode.as_str().into());
+                flag("host-public-key", host_public_key.clone());
+                flag("host-endpoint", host_endpoint.clone());
+                flag("interface", interface.clone());
+                flag("vm-address", vm_address.to_string());
+                flag("host-address", host_address.to_string());
+                flag("vm-address6", vm_address6.to_string());
+                flag("host-address6", host_address6.to_string());
+                flag("key-file", key_file.clone());
+                for (net, gw) in routes {
+                    flag("route", format!("{net}={gw}"));
+                }
+            }
+            HelperCommand::Cleanup(v) | HelperCommand::Check(v) => {
+                let VmArgs { interface, routes } = v;
+                flag("interface", interface.clone());
+                for (net, gw) in routes {
+                    flag("route", format!("{net}={gw}"));
+                }
+            }
+        }
+        a
+    }
 }
 
 #[derive(Debug, Args)]
@@ -207,7 +278,7 @@ impl HelperMode {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct HelperArgs {
     /// Public key of the host side (base64).
     #[arg(long)]
@@ -254,4 +325,56 @@ pub struct DeviceArgs {
     /// MTU of the TUN interface.
     #[arg(long, default_value_t = crate::platform::DEFAULT_MTU, value_parser = clap::value_parser!(u16).range(1280..=65515))]
     pub mtu: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command the host sends the helper image, parsed back by this
+    /// CLI, is the value it was rendered from; values unlike the defaults,
+    /// so a flag left out shows.
+    #[test]
+    fn helper_commands_render_and_parse_back() {
+        let routes = vec![
+            (
+                "10.244.0.0/16".parse().unwrap(),
+                "172.18.0.2".parse().unwrap(),
+            ),
+            ("fd10::/64".parse().unwrap(), "fc00::2".parse().unwrap()),
+        ];
+        let vm = VmArgs {
+            interface: "nc-vm1".into(),
+            routes: routes.clone(),
+        };
+        let commands = [
+            HelperCommand::Helper(HelperArgs {
+                host_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+                host_endpoint: "host.docker.internal:51820".into(),
+                interface: "nc-vm1".into(),
+                vm_address: "10.40.0.2".parse().unwrap(),
+                host_address: "10.40.0.1".parse().unwrap(),
+                vm_address6: "fd40::2".parse().unwrap(),
+                host_address6: "fd40::1".parse().unwrap(),
+                key_file: "/keys/vm.key".into(),
+                mode: HelperMode::Userspace,
+                routes,
+            }),
+            HelperCommand::Cleanup(vm.clone()),
+            HelperCommand::Check(vm),
+        ];
+        for c in commands {
+            let argv = c.argv();
+            let cli =
+                Cli::try_parse_from(std::iter::once("netconnect".to_string()).chain(argv.clone()))
+                    .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let back = match cli.command {
+                Command::Helper(a) => HelperCommand::Helper(a),
+                Command::HelperCleanup(a) => HelperCommand::Cleanup(a),
+                Command::HelperCheck(a) => HelperCommand::Check(a),
+                other => panic!("{argv:?} parsed as {other:?}"),
+            };
+            assert_eq!(back, c, "{argv:?}");
+        }
+    }
 }

@@ -12,11 +12,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::TargetArgs;
+use crate::cli::{HelperCommand, TargetArgs, VmArgs};
 use crate::config::Config;
 use crate::control::snapshot::{RouteState, SkipReason};
 use crate::control::{self, ControlError, Snapshot};
-use crate::vmside::Shadow;
+use crate::docker::vmside::Shadow;
 
 /// WireGuard re-handshakes every 2 minutes while packets flow, and the VM
 /// side sends a keepalive every 25 s: older than this means no VM peer.
@@ -121,14 +121,15 @@ async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
         return false;
     }
     // 3. helper image
-    let image = match crate::vmside::image_present(&engine.docker, &target.helper_image).await {
-        Ok(true) => ok(format!("{} present", target.helper_image)),
-        Ok(false) => broken(
-            format!("{} is not in the engine", target.helper_image),
-            "build it with helper-image/build.sh (or `docker load -i <archive>`)",
-        ),
-        Err(e) => broken(e.to_string(), "check the engine: docker info"),
-    };
+    let image =
+        match crate::docker::vmside::image_present(&engine.docker, &target.helper_image).await {
+            Ok(true) => ok(format!("{} present", target.helper_image)),
+            Ok(false) => broken(
+                format!("{} is not in the engine", target.helper_image),
+                "build it with helper-image/build.sh (or `docker load -i <archive>`)",
+            ),
+            Err(e) => broken(e.to_string(), "check the engine: docker info"),
+        };
     if !l.say("helper image", image) {
         return false;
     }
@@ -193,7 +194,7 @@ fn root() -> Verdict {
 async fn helper(s: &Snapshot, docker: &bollard::Docker) -> Verdict {
     let name = &s.helper.container;
     let running = match &s.helper.id {
-        Some(id) => crate::up::container::is_running(docker, id).await,
+        Some(id) => crate::docker::vmside::container::is_running(docker, id).await,
         None => false,
     };
     if running {
@@ -312,29 +313,32 @@ async fn vm_firewall(
     docker: &bollard::Docker,
     s: &Snapshot,
 ) -> (Verdict, Vec<Shadow>) {
-    let args = vec![
-        "helper-check".to_string(),
-        "--interface".into(),
-        target.vm_interface.clone(),
-    ];
-    let o =
-        match crate::vmside::run_oneshot(docker, &target.helper_image, &target.vm_interface, args)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                let v = broken(
-                    format!("cannot look into the VM: {e}"),
-                    "check the engine: docker info",
-                );
-                return (v, Vec::new());
-            }
-        };
+    let command = HelperCommand::Check(VmArgs {
+        interface: target.vm_interface.clone(),
+        routes: Vec::new(),
+    });
+    let o = match crate::docker::vmside::run_oneshot(
+        docker,
+        &target.helper_image,
+        &target.vm_interface,
+        &command,
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            let v = broken(
+                format!("cannot look into the VM: {e}"),
+                "check the engine: docker info",
+            );
+            return (v, Vec::new());
+        }
+    };
     let shadows = o.output.lines().filter_map(Shadow::parse).collect();
     (firewall_verdict(&o, s), shadows)
 }
 
-fn firewall_verdict(o: &crate::vmside::Oneshot, s: &Snapshot) -> Verdict {
+fn firewall_verdict(o: &crate::docker::vmside::Oneshot, s: &Snapshot) -> Verdict {
     match o {
         o if o.exit_code == 0 => ok("tunnel interface and firewall rules in place"),
         o => {
@@ -367,7 +371,7 @@ async fn probe(
         .filter(|r| r.route == RouteState::Installed)
         .filter_map(|r| r.subnet.parse().ok())
         .collect();
-    let addrs = match crate::vmside::container_addresses(docker).await {
+    let addrs = match crate::docker::vmside::container_addresses(docker).await {
         Ok(a) => a,
         Err(e) => return broken(e.to_string(), "check the engine: docker info"),
     };

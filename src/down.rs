@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::cli::TargetArgs;
+use crate::cli::{HelperCommand, TargetArgs, VmArgs};
 use crate::config::Config;
 use crate::control::{self, ControlError, Snapshot};
 
@@ -52,23 +52,19 @@ pub async fn run(mut target: TargetArgs, socket: &Path, config: &Config) -> anyh
     let engine = crate::status::connect(&target).await.context(
         "cannot reach the Docker engine to clean the VM side; start it and run `netconnect down` again",
     )?;
-    for h in crate::vmside::helpers(&engine.docker, &target.vm_interface).await? {
-        crate::up::container::remove(&engine.docker, &h.id).await?;
+    for h in crate::docker::vmside::helpers(&engine.docker, &target.vm_interface).await? {
+        crate::docker::vmside::container::remove(&engine.docker, &h.id).await?;
         println!("removed helper container {}", h.name);
     }
-    let mut args = vec![
-        "helper-cleanup".to_string(),
-        "--interface".into(),
-        target.vm_interface.clone(),
-    ];
-    for (net, gw) in &routes {
-        args.extend(["--route".into(), format!("{net}={gw}")]);
-    }
-    let out = crate::vmside::run_oneshot(
+    let command = HelperCommand::Cleanup(VmArgs {
+        interface: target.vm_interface.clone(),
+        routes: routes.clone(),
+    });
+    let out = crate::docker::vmside::run_oneshot(
         &engine.docker,
         &target.helper_image,
         &target.vm_interface,
-        args,
+        &command,
     )
     .await
     .context("cleaning the VM side")?;

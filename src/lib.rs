@@ -4,9 +4,10 @@
 //! plane; [`uapi`] serves the `wg` configuration socket over it; [`platform`]
 //! holds what differs between macOS and Linux; [`cli`] is the command line.
 //! Operating it: [`control`] (the daemon's socket), [`config`] (the file),
-//! [`status`], [`doctor`], [`down`], [`vmside`] (one-shot looks into the VM)
-//! and [`manual`] (completions, man page); [`progress`] is what the first
-//! `up` draws on a terminal.
+//! [`status`], [`doctor`], [`down`] and [`manual`] (completions, man
+//! page); [`progress`] is what the first `up` draws on a terminal.
+//! [`docker`] is the engine, and through it the VM side: the helper
+//! container and the one-shots that look into the VM ([`docker::vmside`]).
 
 pub mod cli;
 pub mod command;
@@ -30,4 +31,3 @@ pub mod status;
 pub mod tunnel;
 pub mod uapi;
 pub mod up;
-pub mod vmside;

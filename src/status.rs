@@ -68,7 +68,7 @@ pub async fn offline(target: &TargetArgs, socket: &Path, config: &Config) -> Sna
         version: engine.server_version.clone(),
         api_version: engine.api_version.clone(),
     });
-    if let Ok(h) = crate::vmside::helpers(&engine.docker, &target.vm_interface).await {
+    if let Ok(h) = crate::docker::vmside::helpers(&engine.docker, &target.vm_interface).await {
         if let Some(h) = h.first() {
             snap.helper.state = h.state.clone();
             snap.helper.container = h.name.clone();

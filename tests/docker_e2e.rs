@@ -1095,7 +1095,7 @@ fn docker_zombie_dockerd_does_not_confuse_the_helper() {
 // 12. The helper's privileges, and the iptables backend it writes to
 // ---------------------------------------------------------------------------
 
-/// The capabilities the helper image's containers get (`src/up/container.rs`).
+/// The capabilities the helper image's containers get (`src/docker/vmside/container.rs`).
 const HELPER_CAPS: [&str; 2] = ["NET_ADMIN", "NET_RAW"];
 /// CAP_NET_ADMIN (12) and CAP_NET_RAW (13) as a `CapEff` mask.
 const HELPER_CAP_MASK: u64 = (1 << 12) | (1 << 13);

@@ -155,7 +155,7 @@ fn formula_tells_the_one_command_and_installs_the_release_per_architecture() {
     // bin/ (pkgshare), under the name for the VM's architecture.
     assert!(formula.contains(r#"bin.install "bin/netconnect""#));
     assert!(formula.contains(r#"pkgshare.install Dir["share/netconnect/*.tar.gz"]"#));
-    let arm = netconnect::up::image::archive_name("arm64");
+    let arm = netconnect::docker::vmside::image::archive_name("arm64");
     assert_eq!(
         arm.replace("arm64", "#{vm_arch}"),
         "netconnect-helper-linux-#{vm_arch}.tar.gz"

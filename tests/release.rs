@@ -382,7 +382,7 @@ fn release_tarballs_hold_what_the_formula_installs_where_up_looks() {
         let inside: BTreeSet<String> = files.iter().map(|f| f[top.len()..].to_string()).collect();
         let helper = format!(
             "share/netconnect/{}",
-            netconnect::up::image::archive_name(vm)
+            netconnect::docker::vmside::image::archive_name(vm)
         );
         for want in [
             "bin/netconnect",
@@ -426,14 +426,18 @@ fn release_tarballs_hold_what_the_formula_installs_where_up_looks() {
         // `up` of the unpacked binary, on that VM, picks it; on the other
         // VM it finds none (and says which architecture is missing).
         let exe = root.join("bin/netconnect");
-        let candidates = netconnect::up::image::default_archives(&exe);
+        let candidates = netconnect::docker::vmside::image::default_archives(&exe);
         assert_eq!(
-            netconnect::up::image::choose_archive(Some(vm), &candidates, Path::is_file),
+            netconnect::docker::vmside::image::choose_archive(Some(vm), &candidates, Path::is_file),
             Ok(root.join(&helper))
         );
         let other = MACS.iter().map(|m| m.1).find(|a| *a != vm).unwrap();
-        let e = netconnect::up::image::choose_archive(Some(other), &candidates, Path::is_file)
-            .unwrap_err();
+        let e = netconnect::docker::vmside::image::choose_archive(
+            Some(other),
+            &candidates,
+            Path::is_file,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains(&format!("linux/{other}")), "{e}");
         // Man pages are roff, completions name the command.
         let man = std::fs::read_to_string(root.join("share/man/man8/netconnect.8")).unwrap();

@@ -1,9 +1,10 @@
-//! The Docker engine: finding it ([`discovery`]) and following its networks
-//! ([`client`]).
+//! The Docker engine: finding it ([`discovery`]), following its networks
+//! ([`client`]), and the VM side reached through it ([`vmside`]).
 
 pub mod client;
 pub mod discovery;
 pub mod local;
+pub mod vmside;
 
 pub use client::{
     classify, connect, desired_subnets, events, networks, Change, DockerError, Engine, NetworkInfo,

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use super::firewall::{self, Family, Iptables};
 use crate::cli::VmArgs;
-pub use crate::vmside::Shadow;
+pub use crate::docker::vmside::Shadow;
 
 const TABLES: [&str; 4] = ["raw", "filter", "nat", "mangle"];
 

@@ -7,8 +7,6 @@
 //! anything missed; when the event stream ends (dockerd or the VM
 //! restarted) it reconnects with backoff and re-runs the helper.
 
-pub mod container;
-pub mod image;
 pub mod live;
 pub mod probe;
 
@@ -26,13 +24,13 @@ use tracing::{info, warn, Instrument as _};
 use crate::cli::UpArgs;
 use crate::config::{self, ExtraRoute, NetworkFilter};
 use crate::control::{snapshot::TunnelState, ControlListener};
+use crate::docker::vmside::{container, image, HelperError, HelperSpec, RunningHelper};
 use crate::docker::{self, Change, Engine};
 use crate::keys::{Key, PublicKey};
 use crate::platform;
 use crate::progress;
 use crate::routes::{self, SkipReason, Skipped};
 use crate::tunnel::{Device, DeviceUpdate, PeerUpdate};
-use container::{HelperError, HelperSpec, RunningHelper};
 
 /// How often the full state is compared with Docker even without events.
 const RESYNC: Duration = Duration::from_secs(15);

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
-use crate::cli::HelperMode;
+use crate::cli::{HelperArgs, HelperCommand, HelperMode};
 use crate::docker::client::timed;
 use crate::helper::{Mode, MODE_PREFIX, NO_KERNEL_WIREGUARD, PUBLIC_KEY_PREFIX};
 use crate::keys::{Key, PublicKey};
@@ -105,6 +105,26 @@ impl HelperSpec {
     /// kernel` with no TUN device (it configures a kernel interface and
     /// exits, or reports `mode=no-kernel-wireguard`); [`Mode::Userspace`]
     /// runs the userspace peer and gets `/dev/net/tun`, the only container
+    /// The helper's command line for `mode`, as a value.
+    pub fn command(&self, mode: HelperMode) -> HelperCommand {
+        HelperCommand::Helper(HelperArgs {
+            host_public_key: self.host_public_key.to_base64(),
+            host_endpoint: self.host_endpoint.clone(),
+            interface: self.vm_interface.clone(),
+            vm_address: self.vm_address,
+            host_address: self.host_address,
+            vm_address6: self.vm_address6,
+            host_address6: self.host_address6,
+            key_file: format!("{KEY_DIR}/vm.key"),
+            mode,
+            routes: self.routes.clone(),
+        })
+    }
+
+    /// The helper container for `mode`: [`Mode::Kernel`] runs `--mode
+    /// kernel` with no TUN device (it configures a kernel interface and
+    /// exits, or reports `mode=no-kernel-wireguard`); [`Mode::Userspace`]
+    /// runs the userspace peer and gets `/dev/net/tun`, the only container
     /// that does. Both: [`vm_host_config`], plus the key's volume and a
     /// bounded restart policy.
     pub fn body(&self, mode: Mode) -> ContainerCreateBody {
@@ -112,30 +132,7 @@ impl HelperSpec {
             Mode::Kernel => HelperMode::Kernel,
             Mode::Userspace => HelperMode::Userspace,
         };
-        let mut cmd = vec![
-            "helper".to_string(),
-            "--mode".into(),
-            helper_mode.as_str().into(),
-            "--host-public-key".into(),
-            self.host_public_key.to_base64(),
-            "--host-endpoint".into(),
-            self.host_endpoint.clone(),
-            "--interface".into(),
-            self.vm_interface.clone(),
-            "--vm-address".into(),
-            self.vm_address.to_string(),
-            "--host-address".into(),
-            self.host_address.to_string(),
-            "--vm-address6".into(),
-            self.vm_address6.to_string(),
-            "--host-address6".into(),
-            self.host_address6.to_string(),
-            "--key-file".into(),
-            format!("{KEY_DIR}/vm.key"),
-        ];
-        for (net, gw) in &self.routes {
-            cmd.extend(["--route".to_string(), format!("{net}={gw}")]);
-        }
+        let cmd = self.command(helper_mode).argv();
         let mut hc = vm_host_config();
         hc.mounts = Some(vec![Mount {
             target: Some(KEY_DIR.into()),
@@ -396,13 +393,21 @@ mod tests {
             name: "netconnect-helper-netconnect0".into(),
             host_public_key: PublicKey([7; 32]),
             host_endpoint: "host.docker.internal:51820".into(),
-            vm_interface: "netconnect0".into(),
-            vm_address: "10.33.33.2".parse().unwrap(),
-            host_address: "10.33.33.1".parse().unwrap(),
-            vm_address6: "fd33:33:33::2".parse().unwrap(),
-            host_address6: "fd33:33:33::1".parse().unwrap(),
+            // None of the CLI's defaults, so that a flag left out of the
+            // rendering shows in the round trip.
+            vm_interface: "nc-vm1".into(),
+            vm_address: "10.40.0.2".parse().unwrap(),
+            host_address: "10.40.0.1".parse().unwrap(),
+            vm_address6: "fd40::2".parse().unwrap(),
+            host_address6: "fd40::1".parse().unwrap(),
             archives: vec![],
-            routes: vec![],
+            routes: vec![
+                (
+                    "10.244.0.0/16".parse().unwrap(),
+                    "172.18.0.2".parse().unwrap(),
+                ),
+                ("fd10::/64".parse().unwrap(), "fc00::2".parse().unwrap()),
+            ],
         }
     }
 
@@ -485,9 +490,7 @@ mod tests {
             let crate::cli::Command::Helper(args) = cli.command else {
                 panic!("not the helper command: {argv:?}")
             };
-            assert_eq!(args.mode, want);
-            assert_eq!(args.key_file, format!("{KEY_DIR}/vm.key"));
-            assert_eq!(args.interface, "netconnect0");
+            assert_eq!(HelperCommand::Helper(args), spec().command(want));
         }
     }
 

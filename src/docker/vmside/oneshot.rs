@@ -17,9 +17,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
+use crate::cli::HelperCommand;
 use crate::docker::client::timed;
+use crate::docker::vmside::container::{self, HelperError, LABEL};
 use crate::docker::DockerError;
-use crate::up::container::{self, HelperError, LABEL};
 
 /// Bound on a one-shot command (a few iptables calls).
 const ONESHOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,18 +51,23 @@ pub async fn run_oneshot(
     docker: &Docker,
     image: &str,
     vm_interface: &str,
-    args: Vec<String>,
+    command: &HelperCommand,
 ) -> Result<Oneshot, HelperError> {
     // Load the shipped archive if the image is missing, as `up` does.
-    crate::up::image::ensure(docker, image, &crate::up::image::archives(None)).await?;
-    let name = format!("netconnect-{}-{vm_interface}", args[0]);
+    crate::docker::vmside::image::ensure(
+        docker,
+        image,
+        &crate::docker::vmside::image::archives(None),
+    )
+    .await?;
+    let name = format!("netconnect-{}-{vm_interface}", command.name());
     container::remove(docker, &name).await?;
     // The helper's own privileges, without the TUN device and the key's
     // volume, which only the helper needs, and without a restart policy: a
     // one-shot that fails has said why, and is read, not run again.
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
-        cmd: Some(args),
+        cmd: Some(command.argv()),
         labels: Some(HashMap::from([(
             ONESHOT_LABEL.to_string(),
             vm_interface.to_string(),
