@@ -498,7 +498,8 @@ enum Route {
 }
 
 /// One step of taking a datagram in, as data: boringtun decides, the caller
-/// does the I/O.
+/// does the I/O. Keeping this free of sockets and the TUN lets the fuzz
+/// targets (`crate::fuzzing`) drive the real receive path.
 enum Step<'a> {
     Stop,
     /// A handshake answer or a queued packet, to `to` (else the endpoint).
@@ -779,6 +780,92 @@ impl Shared {
                 _ => {}
             }
         }
+    }
+}
+
+/// The receive path without a socket or a TUN: a device's state and the
+/// steps of `Shared::receive`, with the I/O handed back as data. The fuzz
+/// targets (`crate::fuzzing`) feed it datagrams; nothing else uses it.
+pub(crate) struct Receiver {
+    state: State,
+    dst: Vec<u8>,
+}
+
+/// What receiving one datagram did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Sent back to the network (`None`: no address to send to, dropped).
+    Send {
+        to: Option<SocketAddr>,
+        bytes: Vec<u8>,
+    },
+    /// Written to the TUN.
+    Tun { packet: Vec<u8>, source: IpAddr },
+    /// Decrypted, then dropped: the source is not the peer's.
+    NotAllowed(IpAddr),
+}
+
+impl Receiver {
+    /// A device configured by `update`, as [`Device::apply`] would leave it
+    /// (the listening port and mark, which need a socket, are ignored).
+    pub(crate) fn new(update: &DeviceUpdate) -> Receiver {
+        let mut state = State::new();
+        if let Some(key) = &update.private_key {
+            state.set_private_key(key);
+        }
+        for p in &update.peers {
+            state.update_peer(p);
+        }
+        Receiver {
+            state,
+            dst: vec![0u8; OUT_BUF],
+        }
+    }
+
+    pub(crate) fn receive(&mut self, datagram: &[u8], from: SocketAddr) -> Vec<Received> {
+        let (peer, roams) = match self.state.route_datagram(datagram, from) {
+            Route::Peer { peer, roams } => (peer, roams),
+            Route::Cookie(c, len) => {
+                return vec![Received::Send {
+                    to: Some(from),
+                    bytes: c[..len].to_vec(),
+                }]
+            }
+            Route::Drop => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        let mut input: &[u8] = datagram;
+        loop {
+            match decap_step(
+                &peer,
+                from,
+                datagram.len(),
+                roams,
+                &mut input,
+                &mut self.dst,
+            ) {
+                Step::Stop => return out,
+                Step::Send(bytes, to) => out.push(Received::Send {
+                    to: to.or_else(|| peer.endpoint()),
+                    bytes: bytes.to_vec(),
+                }),
+                Step::Deliver(packet, source) => {
+                    out.push(if self.state.admits(&peer, source) {
+                        Received::Tun {
+                            packet: packet.to_vec(),
+                            source,
+                        }
+                    } else {
+                        Received::NotAllowed(source)
+                    });
+                    return out;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn endpoint(&self, peer: &PublicKey) -> Option<SocketAddr> {
+        self.state.peers.get(&peer.0).and_then(|p| p.endpoint())
     }
 }
 
