@@ -249,6 +249,19 @@ const PEER_NETS: [&str; 2] = ["10.9.0.0/24", "fd09::/64"];
 /// allowed IPs; a decrypted packet from elsewhere is refused; the peer's
 /// endpoint only ever moves to an address the peer really used.
 pub fn datagram(data: &[u8]) {
+    datagram_run(data);
+}
+
+/// What a `datagram` program reached: packets written to the TUN, and
+/// decrypted packets refused. A test keeps the seeds reaching both, so
+/// that the properties above are never vacuous.
+#[derive(Debug, Default)]
+struct Reached {
+    tun: usize,
+    refused: usize,
+}
+
+fn datagram_run(data: &[u8]) -> Reached {
     use boringtun::noise::{Tunn, TunnResult};
     use boringtun::x25519;
 
@@ -281,6 +294,7 @@ pub fn datagram(data: &[u8]) {
     let mut last_from_peer: Option<Vec<u8>> = None;
     let mut to_peer: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; 65536 + 148];
+    let mut reached = Reached::default();
 
     let mut ops = data.iter().copied();
     let mut steps = 0;
@@ -303,7 +317,14 @@ pub fn datagram(data: &[u8]) {
                 let len = ops.next().unwrap_or(0) as usize;
                 let d: Vec<u8> = ops.by_ref().take(len).collect();
                 let got = receiver.receive(&d, attacker);
-                check_received(got, &nets, &sent_inner, &peer_addrs, &mut Vec::new());
+                check_received(
+                    got,
+                    &nets,
+                    &sent_inner,
+                    &peer_addrs,
+                    &mut Vec::new(),
+                    &mut reached,
+                );
             }
             2 => {
                 let (pos, xor) = (ops.next().unwrap_or(0), ops.next().unwrap_or(0));
@@ -313,7 +334,14 @@ pub fn datagram(data: &[u8]) {
                         *b ^= xor;
                     }
                     let got = receiver.receive(&d, attacker);
-                    check_received(got, &nets, &sent_inner, &peer_addrs, &mut Vec::new());
+                    check_received(
+                        got,
+                        &nets,
+                        &sent_inner,
+                        &peer_addrs,
+                        &mut Vec::new(),
+                        &mut reached,
+                    );
                 }
             }
             3 => {
@@ -343,7 +371,14 @@ pub fn datagram(data: &[u8]) {
         }
         for d in from_peer {
             let got = receiver.receive(&d, at);
-            check_received(got, &nets, &sent_inner, &peer_addrs, &mut to_peer);
+            check_received(
+                got,
+                &nets,
+                &sent_inner,
+                &peer_addrs,
+                &mut to_peer,
+                &mut reached,
+            );
             last_from_peer = Some(d);
         }
         let ep = receiver.endpoint(&peer_pk);
@@ -352,6 +387,7 @@ pub fn datagram(data: &[u8]) {
             "the endpoint moved to {ep:?}, where the peer never was"
         );
     }
+    reached
 }
 
 /// What the receive path did with one datagram, checked; answers to the
@@ -362,6 +398,7 @@ fn check_received(
     sent_inner: &[Vec<u8>],
     peer_addrs: &[SocketAddr],
     to_peer: &mut Vec<Vec<u8>>,
+    reached: &mut Reached,
 ) {
     use crate::tunnel::Received;
     for r in got {
@@ -372,6 +409,7 @@ fn check_received(
                 }
             }
             Received::Tun { packet, source } => {
+                reached.tun += 1;
                 assert!(
                     nets.iter().any(|n| n.contains(&source)),
                     "TUN write from {source}, outside the peer's allowed IPs"
@@ -381,10 +419,13 @@ fn check_received(
                     "TUN write of a packet the peer never sent"
                 );
             }
-            Received::NotAllowed(source) => assert!(
-                !nets.iter().any(|n| n.contains(&source)),
-                "refused {source}, which is the peer's"
-            ),
+            Received::NotAllowed(source) => {
+                reached.refused += 1;
+                assert!(
+                    !nets.iter().any(|n| n.contains(&source)),
+                    "refused {source}, which is the peer's"
+                );
+            }
         }
     }
 }
@@ -877,6 +918,16 @@ mod tests {
                 "fuzz/Cargo.toml lacks the target {name}"
             );
         }
+    }
+
+    /// The seed sends a packet, which waits for the handshake it starts,
+    /// then two more from the peer's allowed IPs (v4, v6) and two from
+    /// outside them.
+    #[test]
+    fn the_datagram_seed_reaches_the_tun_and_the_allowed_ips_check() {
+        let seed = std::fs::read(fuzz_dir().join("seeds/datagram/handshake-and-data")).unwrap();
+        let r = super::datagram_run(&seed);
+        assert_eq!((r.tun, r.refused), (3, 2), "{r:?}");
     }
 
     #[test]
