@@ -18,6 +18,8 @@ pub mod docker;
 pub mod doctor;
 pub mod down;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod helper;
 pub mod keys;
 pub mod manual;

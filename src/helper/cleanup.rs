@@ -61,7 +61,7 @@ pub fn marked_rules(text: &str, family: Family, table: &'static str, iface: &str
 }
 
 /// The words of an `iptables -S` line; a quoted comment is one word.
-fn words(line: &str) -> Vec<String> {
+pub(crate) fn words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut quoted = false;

@@ -239,13 +239,21 @@ impl Mode {
     }
 }
 
-/// The lines `up` reads: the mode, then the public key (not a secret).
 fn announce(mode: Mode, key: &Key) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{MODE_PREFIX}{}", mode.as_str())?;
-    writeln!(out, "{PUBLIC_KEY_PREFIX}{}", key.public_key().to_base64())?;
+    out.write_all(announcement(mode, &PublicKey::from(&key.public_key())).as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// The lines `up` reads (`crate::up::container::parse_announcement`): the
+/// mode, then the public key (not a secret).
+pub fn announcement(mode: Mode, public_key: &PublicKey) -> String {
+    format!(
+        "{MODE_PREFIX}{}\n{PUBLIC_KEY_PREFIX}{}\n",
+        mode.as_str(),
+        public_key.to_base64()
+    )
 }
 
 /// Kernel WireGuard: configure the link made by [`kernel::create_link`],

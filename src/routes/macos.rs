@@ -141,7 +141,8 @@ pub fn parse_netstat(text: &str) -> Vec<NetstatRoute> {
             continue;
         }
         let Some((g, f, n)) = cols else { continue };
-        if fields.len() <= n {
+        // Columns are wherever the header put them, Netif not always last.
+        if fields.len() <= g.max(f).max(n) {
             continue;
         }
         let (dest, flags) = (fields[0], fields[f]);
@@ -568,6 +569,17 @@ ff02::%en0/32                           link#4                          UmCI    
         );
         assert_eq!(dests(&rows), ["172.30.0.0/16 UC en7"]);
         assert!(parse_netstat("").is_empty());
+    }
+
+    /// Found by the netstat fuzz target (fuzz/seeds/netstat/short-row-
+    /// netif-first): a header with Netif before Flags, then a row long
+    /// enough for Netif but not for Flags, indexed past its end.
+    #[test]
+    fn a_row_shorter_than_a_column_after_netif_is_skipped() {
+        let rows = parse_netstat(
+            "Internet:\nDestination Netif Gateway Flags\n10.1/16 en0 link#4\n10.2/16 en1 link#5 UCS\n",
+        );
+        assert_eq!(dests(&rows), ["10.2.0.0/16 UCS en1"]);
     }
 
     #[tokio::test]

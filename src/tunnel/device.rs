@@ -123,25 +123,10 @@ impl Device {
     /// Must be called inside a tokio runtime.
     pub fn start(name: &str, tun: Tun, listen_port: u16) -> Result<Device, ConfigError> {
         let (failed_tx, failed_rx) = watch::channel(None);
-        let placeholder = x25519::PublicKey::from([0u8; 32]);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             tun,
-            state: RwLock::new(State {
-                private_key: None,
-                secret: None,
-                public: None,
-                limiter: Arc::new(RateLimiter::new(&placeholder, HANDSHAKE_RATE_LIMIT)),
-                listen_port: 0,
-                fwmark: 0,
-                socket: None,
-                socket_dual: false,
-                socket_task: None,
-                peers: HashMap::new(),
-                by_index: HashMap::new(),
-                allowed: AllowedIps::default(),
-                next_index: 1,
-            }),
+            state: RwLock::new(State::new()),
             failed: failed_tx,
             tun_refused: std::sync::atomic::AtomicU64::new(0),
         });
@@ -327,6 +312,25 @@ impl Drop for Device {
 }
 
 impl State {
+    fn new() -> State {
+        let placeholder = x25519::PublicKey::from([0u8; 32]);
+        State {
+            private_key: None,
+            secret: None,
+            public: None,
+            limiter: Arc::new(RateLimiter::new(&placeholder, HANDSHAKE_RATE_LIMIT)),
+            listen_port: 0,
+            fwmark: 0,
+            socket: None,
+            socket_dual: false,
+            socket_task: None,
+            peers: HashMap::new(),
+            by_index: HashMap::new(),
+            allowed: AllowedIps::default(),
+            next_index: 1,
+        }
+    }
+
     fn set_private_key(&mut self, key: &Key) {
         if key.is_zero() {
             self.private_key = None;
@@ -404,6 +408,67 @@ impl State {
         }
     }
 
+    /// Which peer a datagram is for, decided before any decryption from
+    /// its receiver index (or, for an initiation, the sender's static key).
+    fn route_datagram(&self, datagram: &[u8], from: SocketAddr) -> Route {
+        let index = match Tunn::parse_incoming_packet(datagram) {
+            Ok(Packet::HandshakeInit(ref init)) => {
+                let (Some(secret), Some(public)) = (&self.secret, &self.public) else {
+                    return Route::Drop;
+                };
+                // Check mac1 and the handshake rate before the costly
+                // Diffie-Hellman that reveals who is calling.
+                let mut cookie = [0u8; 64];
+                match self
+                    .limiter
+                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
+                {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(c)) => {
+                        let len = c.len();
+                        let mut out = [0u8; 64];
+                        out[..len].copy_from_slice(c);
+                        return Route::Cookie(out, len);
+                    }
+                    Err(_) => return Route::Drop,
+                }
+                return match parse_handshake_anon(secret, public, init) {
+                    Ok(half) => match self.peers.get(&half.peer_static_public) {
+                        Some(p) => Route::Peer {
+                            peer: p.clone(),
+                            roams: true,
+                        },
+                        None => {
+                            debug!(%from, "handshake from an unknown key, dropped");
+                            Route::Drop
+                        }
+                    },
+                    Err(_) => Route::Drop,
+                };
+            }
+            Ok(Packet::HandshakeResponse(p)) => (p.receiver_idx, true),
+            Ok(Packet::PacketCookieReply(p)) => (p.receiver_idx, false),
+            Ok(Packet::PacketData(p)) => (p.receiver_idx, true),
+            Err(_) => return Route::Drop,
+        };
+        let (index, roams) = index;
+        match self.by_index.get(&(index >> 8)) {
+            Some(p) => Route::Peer {
+                peer: p.clone(),
+                roams,
+            },
+            None => Route::Drop,
+        }
+    }
+
+    /// Whether `peer` may send from `source`: WireGuard's cryptokey routing,
+    /// the check that stops a peer from spoofing another's addresses.
+    fn admits(&self, peer: &Arc<Peer>, source: IpAddr) -> bool {
+        self.allowed
+            .lookup(source)
+            .is_some_and(|p| Arc::ptr_eq(p, peer))
+    }
+
     fn allocate_index(&mut self) -> u32 {
         // 24 bits; skip indices still in use after a wrap.
         loop {
@@ -430,6 +495,65 @@ enum Route {
     /// Under handshake load: answer with this cookie reply instead.
     Cookie([u8; 64], usize),
     Drop,
+}
+
+/// One step of taking a datagram in, as data: boringtun decides, the caller
+/// does the I/O. Keeping this free of sockets and the TUN lets the fuzz
+/// targets (`crate::fuzzing`) drive the real receive path.
+enum Step<'a> {
+    Stop,
+    /// A handshake answer or a queued packet, to `to` (else the endpoint).
+    Send(&'a [u8], Option<SocketAddr>),
+    /// A decrypted packet and its source, still to be checked against the
+    /// peer's allowed IPs.
+    Deliver(&'a [u8], IpAddr),
+}
+
+/// Decrypt `input` (the datagram on the first call, then empty, which asks
+/// boringtun for packets it queued during a handshake) and count what
+/// authenticated; `len` is the datagram's length, `roams` its [`Route`]'s.
+fn decap_step<'a>(
+    peer: &Peer,
+    from: SocketAddr,
+    len: usize,
+    roams: bool,
+    input: &mut &[u8],
+    dst: &'a mut [u8],
+) -> Step<'a> {
+    let result = match peer.tunn.lock().as_mut() {
+        Some(t) => t.decapsulate(Some(from.ip()), input, dst),
+        None => return Step::Stop,
+    };
+    let first = !input.is_empty();
+    *input = &[];
+    match result {
+        TunnResult::Done => {
+            if first {
+                peer.authenticated(from, len, roams);
+            }
+            Step::Stop
+        }
+        TunnResult::Err(e) => {
+            log_decap_error(peer, e);
+            Step::Stop
+        }
+        // A handshake answer, or packets queued while it ran: the caller
+        // keeps asking until the queue is empty.
+        TunnResult::WriteToNetwork(out) => {
+            if first {
+                peer.authenticated(from, len, roams);
+            }
+            Step::Send(out, roams.then_some(from))
+        }
+        TunnResult::WriteToTunnelV4(packet, addr) => {
+            peer.authenticated(from, len, roams);
+            Step::Deliver(packet, IpAddr::V4(addr))
+        }
+        TunnResult::WriteToTunnelV6(packet, addr) => {
+            peer.authenticated(from, len, roams);
+            Step::Deliver(packet, IpAddr::V6(addr))
+        }
+    }
 }
 
 impl Shared {
@@ -580,8 +704,8 @@ impl Shared {
     }
 
     async fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, dst: &mut [u8]) {
-        let n = datagram.len();
-        let (peer, roams) = match self.route_datagram(datagram, from) {
+        let route = self.state.read().route_datagram(datagram, from);
+        let (peer, roams) = match route {
             Route::Peer { peer, roams } => (peer, roams),
             Route::Cookie(c, len) => {
                 let _ = socket
@@ -593,39 +717,11 @@ impl Shared {
         };
         let mut input: &[u8] = datagram;
         loop {
-            let result = match peer.tunn.lock().as_mut() {
-                Some(t) => t.decapsulate(Some(from.ip()), input, dst),
-                None => return,
-            };
-            let first = !input.is_empty();
-            input = &[];
-            match result {
-                TunnResult::Done => {
-                    if first {
-                        peer.authenticated(from, n, roams);
-                    }
-                    return;
-                }
-                TunnResult::Err(e) => {
-                    log_decap_error(&peer, e);
-                    return;
-                }
-                // A handshake answer, or packets queued while it ran:
-                // keep asking until the queue is empty.
-                TunnResult::WriteToNetwork(out) => {
-                    if first {
-                        peer.authenticated(from, n, roams);
-                    }
-                    send(&peer, Some(socket), out, roams.then_some(from)).await;
-                }
-                TunnResult::WriteToTunnelV4(packet, addr) => {
-                    peer.authenticated(from, n, roams);
-                    self.deliver(&peer, packet, IpAddr::V4(addr)).await;
-                    return;
-                }
-                TunnResult::WriteToTunnelV6(packet, addr) => {
-                    peer.authenticated(from, n, roams);
-                    self.deliver(&peer, packet, IpAddr::V6(addr)).await;
+            match decap_step(&peer, from, datagram.len(), roams, &mut input, &mut *dst) {
+                Step::Stop => return,
+                Step::Send(out, to) => send(&peer, Some(socket), out, to).await,
+                Step::Deliver(packet, source) => {
+                    self.deliver(&peer, packet, source).await;
                     return;
                 }
             }
@@ -633,13 +729,7 @@ impl Shared {
     }
 
     async fn deliver(&self, peer: &Arc<Peer>, packet: &[u8], source: IpAddr) {
-        let allowed = {
-            let st = self.state.read();
-            st.allowed
-                .lookup(source)
-                .is_some_and(|p| Arc::ptr_eq(p, peer))
-        };
-        if !allowed {
+        if !self.state.read().admits(peer, source) {
             debug!(peer = %peer.public_key, src = %source, "source not in peer's allowed IPs, dropped");
             return;
         }
@@ -656,58 +746,6 @@ impl Shared {
                     debug!(iface = %self.name, error = %e, "the TUN refused a packet; dropped");
                 }
             }
-        }
-    }
-
-    fn route_datagram(&self, datagram: &[u8], from: SocketAddr) -> Route {
-        let st = self.state.read();
-        let index = match Tunn::parse_incoming_packet(datagram) {
-            Ok(Packet::HandshakeInit(ref init)) => {
-                let (Some(secret), Some(public)) = (&st.secret, &st.public) else {
-                    return Route::Drop;
-                };
-                // Check mac1 and the handshake rate before the costly
-                // Diffie-Hellman that reveals who is calling.
-                let mut cookie = [0u8; 64];
-                match st
-                    .limiter
-                    .verify_packet(Some(from.ip()), datagram, &mut cookie)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(c)) => {
-                        let len = c.len();
-                        let mut out = [0u8; 64];
-                        out[..len].copy_from_slice(c);
-                        return Route::Cookie(out, len);
-                    }
-                    Err(_) => return Route::Drop,
-                }
-                return match parse_handshake_anon(secret, public, init) {
-                    Ok(half) => match st.peers.get(&half.peer_static_public) {
-                        Some(p) => Route::Peer {
-                            peer: p.clone(),
-                            roams: true,
-                        },
-                        None => {
-                            debug!(%from, "handshake from an unknown key, dropped");
-                            Route::Drop
-                        }
-                    },
-                    Err(_) => Route::Drop,
-                };
-            }
-            Ok(Packet::HandshakeResponse(p)) => (p.receiver_idx, true),
-            Ok(Packet::PacketCookieReply(p)) => (p.receiver_idx, false),
-            Ok(Packet::PacketData(p)) => (p.receiver_idx, true),
-            Err(_) => return Route::Drop,
-        };
-        let (index, roams) = index;
-        match st.by_index.get(&(index >> 8)) {
-            Some(p) => Route::Peer {
-                peer: p.clone(),
-                roams,
-            },
-            None => Route::Drop,
         }
     }
 
@@ -742,6 +780,92 @@ impl Shared {
                 _ => {}
             }
         }
+    }
+}
+
+/// The receive path without a socket or a TUN: a device's state and the
+/// steps of `Shared::receive`, with the I/O handed back as data. The fuzz
+/// targets (`crate::fuzzing`) feed it datagrams; nothing else uses it.
+pub(crate) struct Receiver {
+    state: State,
+    dst: Vec<u8>,
+}
+
+/// What receiving one datagram did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Sent back to the network (`None`: no address to send to, dropped).
+    Send {
+        to: Option<SocketAddr>,
+        bytes: Vec<u8>,
+    },
+    /// Written to the TUN.
+    Tun { packet: Vec<u8>, source: IpAddr },
+    /// Decrypted, then dropped: the source is not the peer's.
+    NotAllowed(IpAddr),
+}
+
+impl Receiver {
+    /// A device configured by `update`, as [`Device::apply`] would leave it
+    /// (the listening port and mark, which need a socket, are ignored).
+    pub(crate) fn new(update: &DeviceUpdate) -> Receiver {
+        let mut state = State::new();
+        if let Some(key) = &update.private_key {
+            state.set_private_key(key);
+        }
+        for p in &update.peers {
+            state.update_peer(p);
+        }
+        Receiver {
+            state,
+            dst: vec![0u8; OUT_BUF],
+        }
+    }
+
+    pub(crate) fn receive(&mut self, datagram: &[u8], from: SocketAddr) -> Vec<Received> {
+        let (peer, roams) = match self.state.route_datagram(datagram, from) {
+            Route::Peer { peer, roams } => (peer, roams),
+            Route::Cookie(c, len) => {
+                return vec![Received::Send {
+                    to: Some(from),
+                    bytes: c[..len].to_vec(),
+                }]
+            }
+            Route::Drop => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        let mut input: &[u8] = datagram;
+        loop {
+            match decap_step(
+                &peer,
+                from,
+                datagram.len(),
+                roams,
+                &mut input,
+                &mut self.dst,
+            ) {
+                Step::Stop => return out,
+                Step::Send(bytes, to) => out.push(Received::Send {
+                    to: to.or_else(|| peer.endpoint()),
+                    bytes: bytes.to_vec(),
+                }),
+                Step::Deliver(packet, source) => {
+                    out.push(if self.state.admits(&peer, source) {
+                        Received::Tun {
+                            packet: packet.to_vec(),
+                            source,
+                        }
+                    } else {
+                        Received::NotAllowed(source)
+                    });
+                    return out;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn endpoint(&self, peer: &PublicKey) -> Option<SocketAddr> {
+        self.state.peers.get(&peer.0).and_then(|p| p.endpoint())
     }
 }
 

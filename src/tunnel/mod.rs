@@ -23,3 +23,4 @@ mod sys;
 pub use allowed_ips::AllowedIps;
 pub use config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 pub use device::{libc_errno, ConfigError, Device, Tun};
+pub(crate) use device::{Received, Receiver};

@@ -4,6 +4,7 @@
 
 pub mod protocol;
 mod server;
+pub(crate) use server::{handle, Configure};
 
 pub use protocol::{format_get, parse_set, ProtocolError, MAX_LINE};
 pub use server::{socket_path, UapiListener, SOCKET_DIR};

@@ -4,14 +4,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
 
 use crate::sockets::{PrivateSocket, SocketError};
 use tracing::{debug, warn, Instrument};
 
 use super::protocol::{format_errno, format_get, parse_set, ProtocolError, MAX_LINE};
-use crate::tunnel::Device;
+use crate::tunnel::{ConfigError, Device, DeviceStatus, DeviceUpdate};
 
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
@@ -69,7 +69,7 @@ impl UapiListener {
                     let device = device.clone();
                     tokio::spawn(
                         async move {
-                            if let Err(e) = handle(stream, &device).await {
+                            if let Err(e) = handle(stream, &*device).await {
                                 debug!(error = %e, "uapi client");
                             }
                         }
@@ -82,6 +82,26 @@ impl UapiListener {
                 }
             }
         }
+    }
+}
+
+/// What a UAPI connection needs of the device: a trait so that the framing
+/// can be driven with no TUN or socket behind it (`crate::fuzzing`).
+pub(crate) trait Configure {
+    fn name(&self) -> &str;
+    fn status(&self) -> DeviceStatus;
+    fn apply(&self, update: &DeviceUpdate) -> Result<(), ConfigError>;
+}
+
+impl Configure for Device {
+    fn name(&self) -> &str {
+        Device::name(self)
+    }
+    fn status(&self) -> DeviceStatus {
+        Device::status(self)
+    }
+    fn apply(&self, update: &DeviceUpdate) -> Result<(), ConfigError> {
+        Device::apply(self, update)
     }
 }
 
@@ -123,8 +143,13 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
         })
 }
 
-async fn handle(stream: UnixStream, device: &Device) -> io::Result<()> {
-    let (r, mut w) = stream.into_split();
+/// Serve one client: transactions until it hangs up or sends a bad one.
+pub(crate) async fn handle<S, D>(stream: S, device: &D) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite,
+    D: Configure + ?Sized,
+{
+    let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
     let mut buf = Vec::with_capacity(128);
     loop {
@@ -159,10 +184,10 @@ async fn handle(stream: UnixStream, device: &Device) -> io::Result<()> {
     }
 }
 
-async fn set<R: tokio::io::AsyncBufRead + Unpin>(
+async fn set<R: tokio::io::AsyncBufRead + Unpin, D: Configure + ?Sized>(
     r: &mut R,
     buf: &mut Vec<u8>,
-    device: &Device,
+    device: &D,
 ) -> Result<String, ProtocolError> {
     let mut lines = Vec::new();
     let mut total = 0usize;
