@@ -559,9 +559,10 @@ pub fn iptables(data: &[u8]) {
 /// announcement is found after any log noise that cannot be taken for it,
 /// whatever the noise; a `shadow` line reads back as itself.
 pub fn helper_lines(data: &[u8]) {
+    use crate::docker::vmside::container::{parse_announcement, Announcement};
+    use crate::docker::vmside::Shadow;
+    use crate::helper::NO_KERNEL_WIREGUARD;
     use crate::helper::{announcement, Mode, MODE_PREFIX, PUBLIC_KEY_PREFIX};
-    use crate::up::container::parse_announcement;
-    use crate::vmside::Shadow;
     let text = text(data);
     let _ = parse_announcement(&text);
     for line in text.lines() {
@@ -572,7 +573,11 @@ pub fn helper_lines(data: &[u8]) {
     let kernel = format!("{MODE_PREFIX}kernel");
     let noise: String = text
         .lines()
-        .filter(|l| !l.starts_with(PUBLIC_KEY_PREFIX) && l.trim() != kernel)
+        .filter(|l| {
+            !l.starts_with(PUBLIC_KEY_PREFIX)
+                && l.trim() != kernel
+                && l.trim() != NO_KERNEL_WIREGUARD
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     let mut key = [0u8; 32];
@@ -582,7 +587,11 @@ pub fn helper_lines(data: &[u8]) {
     let key = PublicKey(key);
     for mode in [Mode::Kernel, Mode::Userspace] {
         let all = noise.clone() + &announcement(mode, &key);
-        assert_eq!(parse_announcement(&all), Some((key, mode)), "{all:?}");
+        assert_eq!(
+            parse_announcement(&all),
+            Some(Announcement::Ready(key, mode)),
+            "{all:?}"
+        );
     }
 }
 
@@ -604,13 +613,18 @@ fn parts(data: &[u8]) -> (&[u8], &[u8]) {
 pub fn docker_networks(data: &[u8]) {
     use crate::docker::client::{desired_subnets, NetworkInfo};
     use crate::routes::macos::{parse_netstat, split_routes};
+    use crate::routes::scope::{is_private, partition};
     use crate::routes::{overlaps, plan};
     let (json, table) = parts(data);
     let Ok(list) = serde_json::from_slice::<Vec<bollard::models::Network>>(json) else {
         return;
     };
     let infos: Vec<NetworkInfo> = list.iter().map(NetworkInfo::from_model).collect();
-    let desired = desired_subnets(&infos);
+    let docker = desired_subnets(&infos);
+    // As `up` does: only private subnets (none allowed by a config file).
+    let (desired, public) = partition(docker.clone(), &[], &BTreeSet::new());
+    assert!(desired.iter().all(is_private) && !public.iter().any(is_private));
+    assert_eq!(desired.len() + public.len(), docker.len());
     let (ours, system) = split_routes(&parse_netstat(&text(table)), UTUN);
     let p = plan(&desired, &ours, &system);
     let clashes = |net: &IpNet| {
@@ -634,8 +648,9 @@ pub fn docker_networks(data: &[u8]) {
     }
     for s in &p.skipped {
         assert!(desired.iter().any(|d| d.trunc() == s.subnet));
-        assert!(s.conflicts_with.destination.prefix_len() > 0);
-        assert!(overlaps(&s.conflicts_with.destination, &s.subnet));
+        let route = s.conflicts_with().expect("plan skips only for a conflict");
+        assert!(route.destination.prefix_len() > 0);
+        assert!(overlaps(&route.destination, &s.subnet));
     }
     let after: BTreeSet<IpNet> = ours
         .difference(&p.remove.iter().copied().collect())

@@ -246,7 +246,7 @@ fn announce(mode: Mode, key: &Key) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lines `up` reads (`crate::up::container::parse_announcement`): the
+/// The lines `up` reads (`crate::docker::vmside::container::parse_announcement`): the
 /// mode, then the public key (not a secret).
 pub fn announcement(mode: Mode, public_key: &PublicKey) -> String {
     format!(

@@ -8,6 +8,8 @@
 //! hostile. Extra routes the config file names are the user's own choice
 //! and never pass through here.
 
+use std::collections::BTreeSet;
+
 use ipnet::IpNet;
 
 /// RFC 1918, RFC 6598 shared address space (100.64.0.0/10, which CGNAT and
@@ -36,6 +38,18 @@ pub fn is_private(net: &IpNet) -> bool {
 /// prefix the config file allows.
 pub fn allowed(net: &IpNet, allow: &[IpNet]) -> bool {
     is_private(net) || allow.iter().any(|a| a.contains(net))
+}
+
+/// Docker's desired subnets split into those `up` may route and the public
+/// ones it skips; `extra` (the config file's own routes) always pass.
+pub fn partition(
+    docker: BTreeSet<IpNet>,
+    allow: &[IpNet],
+    extra: &BTreeSet<IpNet>,
+) -> (BTreeSet<IpNet>, BTreeSet<IpNet>) {
+    docker
+        .into_iter()
+        .partition(|net| allowed(net, allow) || extra.contains(net))
 }
 
 #[cfg(test)]

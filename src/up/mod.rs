@@ -513,10 +513,8 @@ impl Session {
         // public one; its own extra routes are the user's choice.
         let allow = self.filter.allow_public();
         let extra: BTreeSet<IpNet> = self.extra.iter().map(|r| r.subnet()).collect();
-        let (mut desired, public): (BTreeSet<IpNet>, BTreeSet<IpNet>) =
-            docker::desired_subnets(&wanted)
-                .into_iter()
-                .partition(|net| routes::scope::allowed(net, &allow) || extra.contains(net));
+        let (mut desired, public) =
+            routes::scope::partition(docker::desired_subnets(&wanted), &allow, &extra);
         desired.extend(extra);
         let (ours, system) = self.router.current().await?;
         let mut plan = routes::plan(&desired, &ours, &system);
