@@ -27,16 +27,20 @@ use crate::tunnel::{ConfigError, DeviceStatus, DeviceUpdate, PeerStatus, PeerUpd
 /// A target: panics when its property fails.
 pub type Target = fn(&[u8]);
 
-/// Every target by name: the cargo-fuzz binary, the seed folder and the
-/// test below all use this name.
+/// Every target by name, with the VM helper's own ([`crate::helper::FUZZ_TARGETS`],
+/// Linux-only as the helper is): the cargo-fuzz binary, the seed folder and
+/// the tests use this name.
+pub fn targets() -> impl Iterator<Item = (&'static str, Target)> {
+    TARGETS.iter().chain(crate::helper::FUZZ_TARGETS).copied()
+}
+
+/// The targets of parsers built on every OS.
 pub const TARGETS: &[(&str, Target)] = &[
     ("uapi_set", uapi_set),
     ("uapi", uapi),
     ("datagram", datagram),
     ("config", config),
     ("netstat", netstat),
-    #[cfg(target_os = "linux")]
-    ("iptables", iptables),
     ("helper_lines", helper_lines),
     ("docker_networks", docker_networks),
     ("docker_context", docker_context),
@@ -44,7 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
 
 /// Parsers of text see what `from_utf8_lossy` makes of the bytes, as the
 /// readers of command output and container logs do.
-fn text(data: &[u8]) -> Cow<'_, str> {
+pub(crate) fn text(data: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(data)
 }
 
@@ -509,52 +513,6 @@ pub fn netstat(data: &[u8]) {
     }
 }
 
-/// `iptables -S` words as the parser splits them, quoted back.
-#[cfg(target_os = "linux")]
-fn render_words(tokens: &[String]) -> String {
-    tokens
-        .iter()
-        .map(|w| {
-            if w.is_empty() || w.contains(char::is_whitespace) {
-                format!("\"{w}\"")
-            } else {
-                w.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `iptables -S` and `iptables -v -S DOCKER-USER` as `down` and `doctor`
-/// read them: a rule found as ours carries our comment and interface and
-/// its words survive a quote/split round trip (`down` deletes by them);
-/// a shadowing rule drops, and its `helper-check` line reads back as
-/// itself.
-#[cfg(target_os = "linux")]
-pub fn iptables(data: &[u8]) {
-    use crate::helper::cleanup::{marked_rules, shadowing_rules, words, Shadow};
-    use crate::helper::firewall::{Family, COMMENT};
-    let text = text(data);
-    for m in marked_rules(&text, Family::V4, "filter", "nc0") {
-        assert_eq!(m.tokens[0], "-A");
-        let has = |a: &str, b: &str| m.tokens.windows(2).any(|w| w[0] == a && w[1] == b);
-        assert!(has("--comment", COMMENT));
-        assert!(has("-i", "nc0") || has("-o", "nc0"));
-        assert_eq!(
-            words(&render_words(&m.tokens)),
-            m.tokens,
-            "words round trip"
-        );
-    }
-    for s in shadowing_rules(&text, "nc0") {
-        let w = words(&s.rule);
-        assert!(w
-            .windows(2)
-            .any(|w| w[0] == "-j" && (w[1] == "DROP" || w[1] == "REJECT")));
-        assert_eq!(Shadow::parse(&s.line()), Some(s.clone()), "shadow line");
-    }
-}
-
 /// The helper's lines as `up` and `doctor` read them from its output: the
 /// announcement is found after any log noise that cannot be taken for it,
 /// whatever the noise; a `shadow` line reads back as itself.
@@ -708,7 +666,7 @@ pub fn docker_context(data: &[u8]) {
 /// input; its worth is that it runs on every CI run at the cost of the
 /// test binary CI builds anyway.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -890,9 +848,8 @@ mod tests {
         }
     }
 
-    fn run(name: &str) {
-        let target = super::TARGETS
-            .iter()
+    pub(crate) fn run(name: &str) {
+        let target = super::targets()
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("no target {name}"))
             .1;
@@ -927,7 +884,7 @@ mod tests {
     #[test]
     fn every_target_is_a_cargo_fuzz_binary() {
         let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
-        for (name, _) in super::TARGETS {
+        for (name, _) in super::targets() {
             assert!(
                 manifest.contains(&format!("name = \"{name}\"")),
                 "fuzz/Cargo.toml lacks the target {name}"
@@ -964,11 +921,6 @@ mod tests {
     #[test]
     fn fuzz_netstat() {
         run("netstat");
-    }
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn fuzz_iptables() {
-        run("iptables");
     }
     #[test]
     fn fuzz_helper_lines() {

@@ -22,7 +22,18 @@ pub mod cleanup;
 #[cfg(target_os = "linux")]
 pub mod firewall;
 #[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(target_os = "linux")]
 pub mod kernel;
+
+/// The helper's fuzz targets (`crate::fuzzing` runs them with its own).
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub const FUZZ_TARGETS: &[(&str, crate::fuzzing::Target)] = &[("iptables", fuzzing::iptables)];
+#[cfg(not(target_os = "linux"))]
+#[doc(hidden)]
+pub const FUZZ_TARGETS: &[(&str, crate::fuzzing::Target)] = &[];
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
