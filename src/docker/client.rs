@@ -235,7 +235,11 @@ pub fn events(docker: &Docker) -> impl Stream<Item = Result<EventMessage, bollar
 pub enum Change {
     Networks,
     ContainerStarted(String),
-    ContainerDied(String),
+    /// A container stopped; `exit_code` as the event reports it.
+    ContainerDied {
+        id: String,
+        exit_code: Option<i64>,
+    },
     Other,
 }
 
@@ -248,7 +252,15 @@ pub fn classify(ev: &EventMessage) -> Change {
     match (ev.typ, ev.action.as_deref()) {
         (Some(EventMessageTypeEnum::NETWORK), Some("create" | "destroy")) => Change::Networks,
         (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
-        (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => Change::ContainerDied(id),
+        (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => Change::ContainerDied {
+            exit_code: ev
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get("exitCode"))
+                .and_then(|c| c.parse().ok()),
+            id,
+        },
         _ => Change::Other,
     }
 }
@@ -256,6 +268,36 @@ pub fn classify(ev: &EventMessage) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_die_event_carries_its_exit_code() {
+        let ev: EventMessage = serde_json::from_str(
+            r#"{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"0","name":"h"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            classify(&ev),
+            Change::ContainerDied {
+                id: "abc".into(),
+                exit_code: Some(0)
+            }
+        );
+        let ev: EventMessage = serde_json::from_str(
+            r#"{"Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"exitCode":"137"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            classify(&ev),
+            Change::ContainerDied {
+                exit_code: Some(137),
+                ..
+            }
+        ));
+        let ev: EventMessage =
+            serde_json::from_str(r#"{"Type":"network","Action":"destroy","Actor":{"ID":"n"}}"#)
+                .unwrap();
+        assert_eq!(classify(&ev), Change::Networks);
+    }
 
     /// A socket another user owns, named by a user's context, is refused
     /// before any connection is made; one of the user's or root's is tried.

@@ -306,7 +306,7 @@ mod tests {
         let peer = PeerConfig {
             public_key: PublicKey([9; 32]),
             endpoint: Some("192.168.65.254:51820".parse().unwrap()),
-            persistent_keepalive: Some(25),
+            persistent_keepalive: Some(0),
             allowed_ips: vec!["10.33.33.1/32".parse().unwrap()],
         };
         let msg = set_device("netconnect0", &private, None, None, &[peer]);
@@ -319,7 +319,8 @@ mod tests {
                 WireguardPeerAttribute::PublicKey([9; 32]),
                 WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
                 WireguardPeerAttribute::Endpoint("192.168.65.254:51820".parse().unwrap()),
-                WireguardPeerAttribute::PersistentKeepalive(25),
+                // Zero clears a keepalive an older helper left.
+                WireguardPeerAttribute::PersistentKeepalive(0),
                 WireguardPeerAttribute::AllowedIps(vec![WireguardAllowedIp(vec![
                     WireguardAllowedIpAttr::Family(WireguardAddressFamily::Ipv4),
                     WireguardAllowedIpAttr::IpAddr("10.33.33.1".parse().unwrap()),

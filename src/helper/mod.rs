@@ -81,9 +81,13 @@ pub const PUBLIC_KEY_PREFIX: &str = "public_key=";
 pub const MODE_PREFIX: &str = "mode=";
 /// The one line of `--mode kernel` on a kernel without WireGuard.
 pub const NO_KERNEL_WIREGUARD: &str = "mode=no-kernel-wireguard";
-/// Keeps NAT and Docker Desktop's port forwarding for the UDP flow open, and
-/// lets the VM side (re)start the handshake after either end restarts.
-pub const KEEPALIVE_SECS: u16 = 25;
+/// No persistent keepalive, on purpose: an idle tunnel carries nothing, so
+/// an idle Mac and an idle VM sleep (Docker Desktop's Resource Saver). The
+/// VM side speaks first when it starts (the host learns its address, NAT
+/// learns the flow); when a flow has expired, traffic from the Mac goes
+/// unanswered and `up` runs the helper again, which speaks first again.
+/// Zero, not absent: the kernel keeps a peer's old value otherwise.
+pub const KEEPALIVE_SECS: u16 = 0;
 /// Fast handshake retries at start, one a second, before WireGuard's own
 /// 5-second retry timer takes over.
 const HANDSHAKE_RETRIES: usize = 30;
@@ -149,7 +153,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     let device = Device::start(&name, tun, 0)?;
     let mut peer = PeerUpdate::new(host_key);
     peer.endpoint = Some(endpoint);
-    peer.persistent_keepalive = Some(KEEPALIVE_SECS);
+    peer.persistent_keepalive = None;
     peer.replace_allowed_ips = true;
     peer.allowed_ips = host_ips;
     device.apply(&DeviceUpdate {
@@ -204,17 +208,20 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
             }
             device.initiate_handshakes(true).await;
         }
-        // With our 25 s keepalive a live tunnel rekeys every two minutes;
-        // no handshake for HOST_GONE means `up` is gone without removing us
-        // (a crash, a Mac that never woke). Exit cleanly: the restart
-        // policy only restarts failures, so nothing lingers in the VM.
+        // A tunnel in use rekeys every two minutes; no handshake for
+        // HOST_GONE means a long quiet spell or an `up` gone without
+        // removing us (a crash, a Mac that never woke). Exit cleanly (0):
+        // the restart policy only restarts failures, so nothing lingers in
+        // the VM, and `up` starts a helper again when traffic needs one.
+        // Sleeps until the deadline, not on a tick.
         let started = std::time::SystemTime::now();
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
             let last = handshaken().unwrap_or(started);
-            if last.elapsed().unwrap_or_default() > HOST_GONE {
+            let idle = last.elapsed().unwrap_or_default();
+            if idle > HOST_GONE {
                 return;
             }
+            tokio::time::sleep(HOST_GONE - idle + std::time::Duration::from_secs(1)).await;
         }
     };
     let result = tokio::select! {
@@ -284,11 +291,35 @@ async fn run_kernel(
         .configure(pairs, platform::DEFAULT_MTU as u32)
         .await?;
     let endpoint = peer.endpoint;
+    let host = pairs.first().map(|p| p.1);
     kernel::apply(name, kernel::set_device(name, key, None, None, &[peer]))?;
+    // Speak first: one datagram to the host's tunnel address makes the
+    // kernel start the handshake, so the host learns where we are (it
+    // cannot know: Docker Desktop NATs the VM) with no keepalive after.
+    if let Some(host) = host {
+        speak_first(host);
+    }
     let iptables = firewall::Iptables::detect()?;
     let added = iptables.ensure(&firewall::rules(name))?;
     info!(iface = %name, rules_added = added, backend = iptables.backend().as_str(), endpoint = ?endpoint, "VM side ready (kernel WireGuard); the helper exits, the interface stays");
     announce(Mode::Kernel, key)
+}
+
+/// One empty UDP datagram to the discard port of `host` through the tunnel;
+/// what matters is that the kernel needs a session to send it. A failure
+/// is only logged: `up` re-runs the helper when traffic goes unanswered.
+#[cfg(target_os = "linux")]
+fn speak_first(host: IpAddr) {
+    let any: IpAddr = if host.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let sent = std::net::UdpSocket::bind(SocketAddr::new(any, 0))
+        .and_then(|s| s.send_to(&[], SocketAddr::new(host, 9)));
+    if let Err(e) = sent {
+        tracing::warn!(%host, error = %e, "could not start the handshake with the host side");
+    }
 }
 
 /// `HOST:PORT` with HOST an IP or a name. Names are looked up in

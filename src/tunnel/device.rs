@@ -99,6 +99,17 @@ struct Shared {
     /// Decrypted packets the TUN refused (interface down, a packet the
     /// kernel will not take): dropped, as a router drops, and counted.
     tun_refused: std::sync::atomic::AtomicU64,
+    /// Armed by [`Device::offered`]: the next packet from the TUN that a
+    /// peer takes wakes it.
+    offered: Offered,
+}
+
+/// One flag and one wakeup: the send path pays a relaxed load per batch
+/// while nobody waits, and `up` sleeps until traffic wants an answer.
+#[derive(Default)]
+struct Offered {
+    armed: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
 }
 
 struct State {
@@ -129,6 +140,7 @@ impl Device {
             state: RwLock::new(State::new()),
             failed: failed_tx,
             tun_refused: std::sync::atomic::AtomicU64::new(0),
+            offered: Offered::default(),
         });
         {
             let mut st = shared.state.write();
@@ -241,6 +253,20 @@ impl Device {
                 send(&peer, socket.as_deref(), out, None).await;
             }
         }
+    }
+
+    /// Resolves at the next packet from the TUN that is routed to a peer
+    /// (sent, or queued behind a handshake). Packets that no peer takes
+    /// (the host's own multicast chatter) do not count. Cancel-safe; a
+    /// packet before the call does not count either, so nothing stale
+    /// wakes an idle daemon.
+    pub async fn offered(&self) {
+        let o = &self.shared.offered;
+        let notified = o.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        o.armed.store(true, Ordering::Release);
+        notified.await;
     }
 
     /// A consistent picture of the device, for `wg show` and `status`.
@@ -624,6 +650,12 @@ impl Shared {
                 }
                 (st.socket.clone(), st.socket_dual)
             };
+            if self.offered.armed.load(Ordering::Relaxed)
+                && route[..count].iter().any(Option::is_some)
+                && self.offered.armed.swap(false, Ordering::AcqRel)
+            {
+                self.offered.notify.notify_waiters();
+            }
             out.clear();
             for i in 0..count {
                 let Some(peer) = route[i].take() else {

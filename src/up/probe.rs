@@ -1,10 +1,16 @@
-//! Is the VM side still there? An idle tunnel carries nothing but the VM's
-//! keepalive every 25 s, so waiting for silence takes close to a minute. We
-//! ask instead: once the VM has been quiet for [`PROBE_AFTER`], `up` sends
-//! an ICMP echo to the VM's tunnel address through the tunnel, once a
-//! second. Any packet back proves the whole path (our WireGuard, the VM's
-//! peer, its kernel). [`PROBES`] unanswered probes mean the peer is gone
-//! and the helper is re-run, a few seconds after the VM went away.
+//! Is the VM side still there? Asked only when it matters: when traffic
+//! goes into the tunnel and nothing comes back. An idle tunnel carries
+//! nothing at all (no keepalive from either side), so silence proves
+//! nothing and costs nothing; unanswered traffic is the one sign users feel.
+//!
+//! WireGuard's own rule suspects a peer after data sent and nothing received
+//! for Keepalive-Timeout + Rekey-Timeout (15 s). `up` asks sooner: when
+//! [`ANSWER_WITHIN`] passes after traffic was offered with no packet from
+//! the VM, it sends an ICMP echo to the VM's tunnel address through the
+//! tunnel, once a second. Any packet back proves the whole path (our
+//! WireGuard, the VM's peer, its kernel). [`PROBES`] unanswered probes mean
+//! the peer is gone and the helper is re-run, about four seconds after the
+//! first unanswered packet.
 //!
 //! The replies reach our TUN and the host kernel drops them: no socket
 //! waits for them, and nothing but the byte counter needs them.
@@ -12,8 +18,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-/// Quiet time before the first probe.
-pub const PROBE_AFTER: Duration = Duration::from_secs(2);
+/// How long traffic may go unanswered before the first probe.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// Probes without an answer before the VM side counts as gone.
 pub const PROBES: u32 = 3;
 /// A new helper gets this long for its first handshake before probes can
@@ -22,53 +28,84 @@ pub const GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Heard from recently, or still in its grace period without a probe due.
-    Alive,
-    /// Quiet: send a probe now.
+    /// A packet came back: stop watching.
+    Answered,
+    /// Still unanswered: send a probe now, look again at [`Liveness::next_check`].
     Probe,
-    /// Quiet through [`PROBES`] probes: re-run the helper.
+    /// Unanswered through [`PROBES`] probes: re-run the helper.
     Gone,
 }
 
-/// Follows the VM peer's receive counter; one [`Liveness::observe`] a second.
+/// Follows the VM peer's receive counter while traffic waits for an answer;
+/// idle otherwise.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    rx: u64,
-    heard: Instant,
     started: Instant,
-    unanswered: u32,
+    watch: Option<Watch>,
+}
+
+#[derive(Debug, Clone)]
+struct Watch {
+    /// The VM peer's rx counter when the traffic was seen.
+    rx: u64,
+    /// When it was seen.
+    since: Instant,
+    next: Instant,
+    probes: u32,
 }
 
 impl Liveness {
     /// A new VM peer, started `now`.
     pub fn new(now: Instant) -> Liveness {
         Liveness {
-            rx: 0,
-            heard: now,
             started: now,
-            unanswered: 0,
+            watch: None,
         }
     }
 
-    /// How long the VM has been silent.
-    pub fn quiet(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.heard)
+    /// Traffic went into the tunnel at `now`, when the VM peer's counter
+    /// stood at `rx`. Already watching: the earlier traffic still counts.
+    pub fn offered(&mut self, rx: u64, now: Instant) {
+        if self.watch.is_none() {
+            self.watch = Some(Watch {
+                rx,
+                since: now,
+                next: now + ANSWER_WITHIN,
+                probes: 0,
+            });
+        }
     }
 
-    pub fn observe(&mut self, rx: u64, now: Instant) -> Verdict {
-        if rx != self.rx {
-            self.rx = rx;
-            self.heard = now;
-            self.unanswered = 0;
-            return Verdict::Alive;
+    pub fn watching(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// When to call [`Liveness::check`]; `None` while idle.
+    pub fn next_check(&self) -> Option<Instant> {
+        self.watch.as_ref().map(|w| w.next)
+    }
+
+    /// How long the traffic being watched has gone unanswered.
+    pub fn unanswered(&self, now: Instant) -> Duration {
+        self.watch
+            .as_ref()
+            .map_or(Duration::ZERO, |w| now.saturating_duration_since(w.since))
+    }
+
+    pub fn check(&mut self, rx: u64, now: Instant) -> Verdict {
+        let Some(w) = &mut self.watch else {
+            return Verdict::Answered;
+        };
+        if rx != w.rx {
+            self.watch = None;
+            return Verdict::Answered;
         }
-        if self.quiet(now) < PROBE_AFTER {
-            return Verdict::Alive;
-        }
-        if self.unanswered >= PROBES && now.saturating_duration_since(self.started) >= GRACE {
+        if w.probes >= PROBES && now.saturating_duration_since(self.started) >= GRACE {
+            self.watch = None;
             return Verdict::Gone;
         }
-        self.unanswered += 1;
+        w.probes = (w.probes + 1).min(PROBES);
+        w.next = now + ANSWER_WITHIN;
         Verdict::Probe
     }
 }
@@ -182,25 +219,46 @@ mod tests {
     }
 
     #[test]
-    fn quiet_peer_is_probed_then_given_up() {
+    fn an_idle_tunnel_is_never_probed() {
+        let t0 = Instant::now();
+        let l = Liveness::new(t0);
+        assert!(!l.watching());
+        assert_eq!(l.next_check(), None);
+    }
+
+    #[test]
+    fn unanswered_traffic_is_probed_then_given_up() {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
         let mut l = Liveness::new(t0);
-        assert_eq!(l.observe(100, s(1)), Verdict::Alive);
-        assert_eq!(l.observe(100, s(2)), Verdict::Alive);
-        // 2 s quiet: probe, once a second.
-        assert_eq!(l.observe(100, s(3)), Verdict::Probe);
-        assert_eq!(l.observe(100, s(4)), Verdict::Probe);
-        // An answer resets it.
-        assert_eq!(l.observe(164, s(5)), Verdict::Alive);
-        assert_eq!(l.observe(164, s(6)), Verdict::Alive);
-        assert_eq!(l.observe(164, s(7)), Verdict::Probe);
-        assert_eq!(l.observe(164, s(8)), Verdict::Probe);
-        assert_eq!(l.observe(164, s(9)), Verdict::Probe);
-        // Three unanswered probes, past the grace period: gone, 5 s after
-        // the last packet.
-        assert_eq!(l.observe(164, s(10)), Verdict::Gone);
-        assert_eq!(l.quiet(s(10)), Duration::from_secs(5));
+        // Traffic at 20 s; the VM answers within the second: back to idle.
+        l.offered(100, s(20));
+        assert_eq!(l.next_check(), Some(s(21)));
+        assert_eq!(l.check(164, s(21)), Verdict::Answered);
+        assert!(!l.watching());
+        // Traffic at 30 s, and more at 30.5 s: the first counts.
+        l.offered(164, s(30));
+        l.offered(164, s(30) + Duration::from_millis(500));
+        assert_eq!(l.next_check(), Some(s(31)));
+        assert_eq!(l.check(164, s(31)), Verdict::Probe);
+        assert_eq!(l.next_check(), Some(s(32)));
+        assert_eq!(l.check(164, s(32)), Verdict::Probe);
+        assert_eq!(l.check(164, s(33)), Verdict::Probe);
+        // Three unanswered probes: gone, 4 s after the first unanswered packet.
+        assert_eq!(l.unanswered(s(34)), Duration::from_secs(4));
+        assert_eq!(l.check(164, s(34)), Verdict::Gone);
+        assert!(!l.watching());
+    }
+
+    #[test]
+    fn an_answer_to_a_probe_ends_the_watch() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut l = Liveness::new(t0);
+        l.offered(0, s(12));
+        assert_eq!(l.check(0, s(13)), Verdict::Probe);
+        assert_eq!(l.check(92, s(14)), Verdict::Answered);
+        assert_eq!(l.next_check(), None);
     }
 
     #[test]
@@ -208,9 +266,10 @@ mod tests {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
         let mut l = Liveness::new(t0);
+        l.offered(0, t0);
         for n in 1..10 {
-            assert_ne!(l.observe(0, s(n)), Verdict::Gone, "at {n} s");
+            assert_eq!(l.check(0, s(n)), Verdict::Probe, "at {n} s");
         }
-        assert_eq!(l.observe(0, s(10)), Verdict::Gone);
+        assert_eq!(l.check(0, s(10)), Verdict::Gone);
     }
 }

@@ -1,0 +1,1066 @@
+//! The daemon's event loop, once `up`'s setup has made the tunnel. It keeps
+//! three things equal to what Docker says: the tunnel's VM peer (the helper
+//! container and its key), the routes through the tunnel (one per Docker
+//! network subnet) and the peer's allowed IPs (the VM's tunnel addresses
+//! plus exactly those subnets).
+//!
+//! Nothing here runs on a clock while nothing happens. What wakes it:
+//! - Docker events: a network created or removed (one list request, then
+//!   the routes), the helper container dying; a broken stream means the
+//!   engine restarted: reconnect with backoff, re-run the helper, resync.
+//! - The routing table's change notices: a route someone else deleted is
+//!   put back, with no request to Docker (the networks are remembered).
+//! - Traffic into the tunnel: when it goes unanswered the VM side is
+//!   probed and, if gone, re-run ([`super::probe`]).
+//! - SIGHUP (reload the file), shutdown, the device failing.
+//!
+//! Timers run only while something is pending: a helper start to retry, an
+//! answer to wait for, the first handshake to announce.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt as _;
+use ipnet::IpNet;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::live;
+use super::ports::{EngineApi, RouteEvents, TunnelApi};
+use super::probe;
+use super::UpContext;
+use crate::config::{self, ExtraRoute, NetworkFilter};
+use crate::docker::vmside::{HelperError, HelperSpec, RunningHelper};
+use crate::docker::{self, Change, NetworkInfo};
+use crate::progress;
+use crate::routes::{self, Router, SkipReason, Skipped, WatchEvent};
+use crate::tunnel::{DeviceUpdate, PeerUpdate};
+
+/// The longest wait between attempts to reach the engine again.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(16);
+/// A helper that failed to start is tried again after this long.
+const HELPER_RETRY: Duration = Duration::from_secs(2);
+/// An event stream that ends sooner than this after connecting counts as
+/// failing, and the next reconnect waits longer.
+const STABLE: Duration = Duration::from_secs(10);
+/// How often the first handshake is looked for, until it happens.
+const ANNOUNCE_POLL: Duration = Duration::from_millis(200);
+
+pub struct Session<E, T, R, W> {
+    pub engine: E,
+    pub tunnel: T,
+    pub router: R,
+    pub watch: W,
+    pub spec: HelperSpec,
+    pub vm_addresses: [IpAddr; 2],
+    pub helper: Option<RunningHelper>,
+    /// The helper exited by itself after a quiet spell (the userspace peer
+    /// does when no handshake came for a long time): started again when
+    /// traffic needs it, not at once, so an idle VM may sleep.
+    pub parked: bool,
+    /// How the VM side ran last: once a kernel-mode helper found no
+    /// WireGuard in the VM kernel, later helpers start in userspace mode
+    /// straight away (the kernel does not gain the module meanwhile, and
+    /// recovery stays one container start).
+    pub vm_mode: Option<crate::helper::Mode>,
+    /// The engine's networks as last listed.
+    pub networks: Vec<NetworkInfo>,
+    pub routed: BTreeSet<IpNet>,
+    pub skipped: Vec<Skipped>,
+    pub liveness: probe::Liveness,
+    pub probe_seq: u16,
+    /// Which networks to route, and extra routes (configuration file).
+    pub filter: NetworkFilter,
+    pub extra: Vec<ExtraRoute>,
+    /// The file as last read, to tell which reloaded keys need a restart.
+    pub file: config::Config,
+    pub ctx: UpContext,
+    pub view: Arc<live::View>,
+    /// Whether "traffic can flow" was said.
+    pub announced: bool,
+    /// Until then, on a terminal: the wait for the first handshake.
+    pub handshake: Option<progress::Step>,
+    /// SIGHUP: reload the configuration file.
+    pub reload: BoxStream<'static, ()>,
+}
+
+/// Why `up` ends when its tunnel is gone.
+pub fn tunnel_stopped(reason: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the tunnel device stopped ({reason}); routes and the helper were removed, start netconnect up again"
+    )
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> {
+    pub async fn run(
+        &mut self,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+    ) -> anyhow::Result<()> {
+        let mut backoff = Duration::ZERO;
+        let mut watching_routes = true;
+        loop {
+            // (Re)establish the VM side and the routes; a missing image is
+            // the one failure a retry cannot fix.
+            match self.ensure_helper().await {
+                Err(e @ (HelperError::NoImage { .. } | HelperError::Load { .. })) => {
+                    return Err(e.into())
+                }
+                Err(e) => warn!(error = %e, "helper not running; will retry"),
+                Ok(()) => {}
+            }
+            self.sync_routes().await;
+            let connected = Instant::now();
+            let mut events = self.engine.events();
+            loop {
+                let check_at = self.liveness.next_check();
+                let want_offered = self.parked || (self.helper.is_some() && check_at.is_none());
+                tokio::select! {
+                    sig = &mut shutdown => {
+                        info!(signal = sig, "shutting down");
+                        return Ok(());
+                    }
+                    // The TUN stopped working: nothing flows any more, so say
+                    // why and exit non-zero, which launchd answers by
+                    // starting us afresh.
+                    reason = self.tunnel.failed() => {
+                        return Err(tunnel_stopped(&reason));
+                    }
+                    ev = self.watch.next(), if watching_routes => match ev {
+                        Some(WatchEvent::Routes) => self.apply_routes().await,
+                        Some(WatchEvent::InterfaceGone) => {
+                            let name = self.router.interface().to_owned();
+                            return Err(tunnel_stopped(&format!("interface {name} is gone")));
+                        }
+                        None => {
+                            warn!("the routing table's change notices stopped; routes are compared only at Docker events from now on");
+                            watching_routes = false;
+                        }
+                    },
+                    Some(()) = self.reload.next() => {
+                        self.reload();
+                        if let Err(e) = self.ensure_helper().await {
+                            warn!(error = %e, "helper not running; will retry");
+                        }
+                        self.sync_routes().await;
+                    }
+                    _ = tokio::time::sleep(ANNOUNCE_POLL), if !self.announced && self.helper.is_some() => {
+                        self.announce_when_ready();
+                    }
+                    ev = events.next() => match ev {
+                        Some(Ok(ch)) => self.on_change(ch).await,
+                        Some(Err(e)) => {
+                            warn!(error = %e, "Docker event stream failed; reconnecting");
+                            break;
+                        }
+                        None => {
+                            warn!("Docker event stream ended; reconnecting");
+                            break;
+                        }
+                    },
+                    // A helper that failed to start is retried soon.
+                    _ = tokio::time::sleep(HELPER_RETRY), if self.helper.is_none() && !self.parked => {
+                        if let Err(e) = self.ensure_helper().await {
+                            warn!(error = %e, "helper not running; will retry");
+                        }
+                    }
+                    () = self.tunnel.offered(), if want_offered => self.on_traffic().await,
+                    _ = tokio::time::sleep_until(Instant::from_std(check_at.unwrap_or_else(now))), if check_at.is_some() => {
+                        self.check_vm_alive().await;
+                    }
+                }
+            }
+            // The engine went away: the VM (and our helper) may be gone too.
+            drop(events);
+            self.helper = None;
+            self.parked = false;
+            self.view.helper_running(None);
+            backoff = if connected.elapsed() < STABLE {
+                (backoff * 2).clamp(Duration::from_secs(1), BACKOFF_MAX)
+            } else {
+                Duration::ZERO
+            };
+            tokio::select! {
+                e = async {
+                    tokio::time::sleep(backoff).await;
+                    self.engine.reconnect().await.clone()
+                } => self.view.set_engine(&e),
+                sig = &mut shutdown => {
+                    info!(signal = sig, "shutting down");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn on_change(&mut self, ch: Change) {
+        match ch {
+            Change::Networks => self.sync_routes().await,
+            // A kernel-mode helper exits by design.
+            Change::ContainerDied { id, exit_code }
+                if self.is_helper(&id) && !self.kernel_mode() =>
+            {
+                if self.engine.is_running_or_restarting(&id).await {
+                    info!("the VM-side helper stopped and Docker restarted it");
+                } else if exit_code == Some(0) {
+                    info!("the VM-side helper stopped after a long quiet spell; it starts again when traffic needs it");
+                    self.helper = None;
+                    self.parked = true;
+                    self.view.helper_running(None);
+                } else {
+                    warn!(exit_code, "the VM-side helper stopped; starting it again");
+                    self.helper = None;
+                    self.view.helper_running(None);
+                    if let Err(e) = self.ensure_helper().await {
+                        warn!(error = %e, "helper restart failed; will retry");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Traffic went into the tunnel: start the VM side if it was parked,
+    /// else wait for an answer.
+    async fn on_traffic(&mut self) {
+        if self.parked {
+            self.parked = false;
+            info!("traffic for the VM side; starting the helper again");
+            if let Err(e) = self.ensure_helper().await {
+                warn!(error = %e, "helper not running; will retry");
+            }
+            return;
+        }
+        let rx = self.vm_rx();
+        self.liveness.offered(rx, now());
+    }
+
+    fn vm_rx(&self) -> u64 {
+        self.helper
+            .as_ref()
+            .and_then(|h| self.tunnel.peer(&h.vm_public_key))
+            .map_or(0, |p| p.rx_bytes)
+    }
+
+    /// Traffic has waited for an answer: probe the VM (see [`probe`]), and
+    /// when the probes go unanswered forget the helper and run a new one.
+    /// This catches what no container event reports: a kernel interface
+    /// deleted, a VM paused or restarted under a still-answering engine, a
+    /// frozen helper.
+    async fn check_vm_alive(&mut self) {
+        if self.helper.is_none() {
+            self.liveness = probe::Liveness::new(now());
+            return;
+        }
+        let rx = self.vm_rx();
+        let at = now();
+        let unanswered = self.liveness.unanswered(at);
+        match self.liveness.check(rx, at) {
+            probe::Verdict::Answered => {}
+            probe::Verdict::Probe => {
+                self.probe_seq = self.probe_seq.wrapping_add(1);
+                let id = std::process::id() as u16;
+                if let Some(packet) = probe::echo(
+                    self.spec.host_address,
+                    self.spec.vm_address,
+                    id,
+                    self.probe_seq,
+                ) {
+                    self.tunnel.inject(&packet).await;
+                }
+            }
+            probe::Verdict::Gone => {
+                warn!(
+                    unanswered_ms = unanswered.as_millis() as u64,
+                    probes = probe::PROBES,
+                    "traffic to the VM side went unanswered, and so did probes; starting the helper again"
+                );
+                self.helper = None;
+                self.view.helper_running(None);
+                if let Err(e) = self.ensure_helper().await {
+                    warn!(error = %e, "helper not running; will retry");
+                }
+            }
+        }
+    }
+
+    fn kernel_mode(&self) -> bool {
+        self.helper
+            .as_ref()
+            .is_some_and(|h| h.mode == crate::helper::Mode::Kernel)
+    }
+
+    fn is_helper(&self, id: &str) -> bool {
+        self.helper.as_ref().is_some_and(|h| h.id == id)
+    }
+
+    pub async fn ensure_helper(&mut self) -> Result<(), HelperError> {
+        if self.parked {
+            return Ok(());
+        }
+        if let Some(h) = &self.helper {
+            // A kernel interface needs no process; traffic judges it.
+            if h.mode == crate::helper::Mode::Kernel || self.engine.is_running(&h.id).await {
+                return Ok(());
+            }
+        }
+        // A spinner for a helper that is gone would wait for nothing.
+        self.handshake = None;
+        self.engine.ensure_image(&self.spec).await?;
+        let starting = progress::step("Starting the VM-side helper");
+        let started = self.engine.start_helper(&self.spec, self.vm_mode).await?;
+        self.vm_mode = Some(started.mode);
+        info!(target: progress::TARGET, container = %&started.id[..12.min(started.id.len())], vm_key = %started.vm_public_key, mode = started.mode.as_str(), "VM-side helper running");
+        starting.done(format!(
+            "VM-side helper running ({} WireGuard)",
+            started.mode.as_str()
+        ));
+        let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
+        self.view
+            .helper_running(Some((&started.id, started.vm_public_key)));
+        if !self.announced {
+            info!(target: progress::TARGET, "waiting for the first handshake with the VM side");
+            self.handshake = Some(progress::step(
+                "Waiting for the first handshake with the VM side",
+            ));
+        }
+        self.helper = Some(started);
+        self.liveness = probe::Liveness::new(now());
+        self.configure_peer(new_key);
+        Ok(())
+    }
+
+    /// The VM peer: its key, and allowed IPs = its tunnel addresses plus the
+    /// routed subnets, nothing wider. A new key replaces the old peer.
+    fn configure_peer(&self, replace: bool) {
+        let Some(h) = &self.helper else { return };
+        let mut peer = PeerUpdate::new(h.vm_public_key);
+        peer.replace_allowed_ips = true;
+        peer.allowed_ips = self
+            .vm_addresses
+            .iter()
+            .map(|a| IpNet::from(*a))
+            .chain(self.routed.iter().copied())
+            .collect();
+        let update = DeviceUpdate {
+            replace_peers: replace,
+            peers: vec![peer],
+            ..Default::default()
+        };
+        if let Err(e) = self.tunnel.apply(&update) {
+            warn!(error = %e, "configuring the VM peer failed");
+        }
+    }
+
+    /// List the networks (one request to Docker), then the routes.
+    async fn sync_routes(&mut self) {
+        match self.engine.networks().await {
+            Ok(n) => self.networks = n,
+            Err(e) => {
+                warn!(error = %e, "listing Docker networks failed; will retry at the next event");
+                return;
+            }
+        }
+        self.apply_routes().await;
+    }
+
+    /// Make the routes match the networks as last listed.
+    async fn apply_routes(&mut self) {
+        if let Err(e) = self.try_apply_routes().await {
+            warn!(error = %e, "route sync failed; will retry at the next change");
+        }
+    }
+
+    async fn try_apply_routes(&mut self) -> anyhow::Result<()> {
+        let networks = &self.networks;
+        let wanted: Vec<docker::NetworkInfo> = networks
+            .iter()
+            .filter(|n| self.filter.allows(&n.name))
+            .cloned()
+            .collect();
+        // Only private Docker subnets, unless the config file allows a
+        // public one; its own extra routes are the user's choice.
+        let allow = self.filter.allow_public();
+        let extra: BTreeSet<IpNet> = self.extra.iter().map(|r| r.subnet()).collect();
+        let (mut desired, public) =
+            routes::scope::partition(docker::desired_subnets(&wanted), &allow, &extra);
+        desired.extend(extra);
+        let (ours, system) = self.router.current().await?;
+        let mut plan = routes::plan(&desired, &ours, &system);
+        plan.skipped
+            .extend(public.into_iter().map(|subnet| Skipped {
+                subnet,
+                reason: SkipReason::Public,
+            }));
+        for s in &plan.skipped {
+            if !self.skipped.contains(s) {
+                let net = networks
+                    .iter()
+                    .find(|n| n.subnets.contains(&s.subnet))
+                    .map(|n| n.name.as_str())
+                    .unwrap_or("?");
+                match &s.reason {
+                    SkipReason::Conflict(route) => warn!(
+                        network = net,
+                        subnet = %s.subnet,
+                        conflicts_with = %route,
+                        "not routing a Docker subnet that overlaps a route this machine already has"
+                    ),
+                    SkipReason::Public => warn!(
+                        network = net,
+                        subnet = %s.subnet,
+                        allow_with = routes::scope::ALLOW_KEY,
+                        "not routing a Docker subnet that holds public addresses"
+                    ),
+                }
+            }
+        }
+        for net in &plan.remove {
+            self.router.remove(*net).await?;
+            info!(subnet = %net, "route removed");
+        }
+        for net in &plan.add {
+            self.router.add(*net).await?;
+            let name = networks
+                .iter()
+                .find(|n| n.subnets.contains(net))
+                .map(|n| n.name.as_str());
+            let name = name.or_else(|| {
+                self.extra
+                    .iter()
+                    .any(|r| r.subnet() == *net)
+                    .then_some("(config route)")
+            });
+            info!(network = name.unwrap_or("?"), subnet = %net, "route added");
+        }
+        let skipped: BTreeSet<IpNet> = plan.skipped.iter().map(|s| s.subnet).collect();
+        let routed: BTreeSet<IpNet> = desired.difference(&skipped).copied().collect();
+        self.skipped = plan.skipped;
+        if routed != self.routed {
+            self.routed = routed;
+            self.configure_peer(false);
+        }
+        self.view.set_routes(
+            live::route_states(&self.networks, &self.filter, &self.skipped, &self.routed),
+            live::extra_states(&self.extra, &self.skipped, &self.routed),
+        );
+        Ok(())
+    }
+
+    /// SIGHUP: re-read the configuration file. Network filters and extra
+    /// routes apply now (a changed VM-side route re-runs the helper); other
+    /// keys at the next start. A bad file changes nothing.
+    fn reload(&mut self) {
+        let loaded = match config::load(&self.ctx.config_path, self.ctx.config_explicit) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "configuration not reloaded; keeping the last good one");
+                return;
+            }
+        };
+        let c = loaded.config.clone();
+        let restart_only = |c: &config::Config| config::Config {
+            networks: Default::default(),
+            routes: Vec::new(),
+            log: Default::default(),
+            ..c.clone()
+        };
+        if restart_only(&c) != restart_only(&self.file) {
+            warn!(
+                "tunnel, engine or interface settings changed; they take effect at the next start"
+            );
+        }
+        self.filter = c.networks.clone();
+        self.extra = c.routes.clone();
+        let vm = super::vm_routes(&self.extra);
+        if vm != self.spec.routes {
+            info!("VM-side routes changed; starting the helper again");
+            self.spec.routes = vm;
+            self.helper = None;
+            self.parked = false;
+            self.view.helper_running(None);
+        }
+        self.file = c;
+        self.view.set_config_file(super::config_name(&loaded));
+        info!(
+            file = %self.ctx.config_path.display(),
+            exists = loaded.path.is_some(),
+            "configuration reloaded"
+        );
+    }
+
+    /// One line when the first handshake completes: traffic can flow.
+    fn announce_when_ready(&mut self) {
+        let Some(h) = &self.helper else { return };
+        let ready = self
+            .tunnel
+            .peer(&h.vm_public_key)
+            .is_some_and(|p| p.handshaken);
+        if ready {
+            self.announced = true;
+            info!(
+                target: progress::TARGET,
+                routes = self.routed.len(),
+                "ready: traffic can flow; containers are reachable by IP"
+            );
+            if let Some(step) = self.handshake.take() {
+                let took = progress::took(step.elapsed());
+                step.done(format!("Handshake with the VM side ({took})"));
+            }
+            progress::line(format!(
+                "Ready: traffic can flow; {} subnet(s) routed through {} (Ctrl-C stops and removes them)",
+                self.routed.len(),
+                self.tunnel.name()
+            ));
+            progress::finish();
+        }
+    }
+
+    /// Remove the helper container, whose VM-side tunnel is useless without
+    /// us, and every route we added. The caller then closes the device.
+    pub async fn teardown(mut self, helper_remove_timeout: Duration) {
+        // A wait for a handshake that will not come ends here, not under
+        // the shutdown's log lines.
+        self.handshake = None;
+        match tokio::time::timeout(
+            helper_remove_timeout,
+            self.engine.remove_helper(&self.spec.name),
+        )
+        .await
+        {
+            Ok(Ok(())) => info!("VM-side helper removed"),
+            Ok(Err(e)) => warn!(error = %e, "removing the helper container failed"),
+            Err(_) => warn!("Docker did not remove the helper container in time"),
+        }
+        match self.router.current().await {
+            Ok((ours, _)) => {
+                for net in ours {
+                    if let Err(e) = self.router.remove(net).await {
+                        warn!(error = %e, "removing a route at shutdown failed");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "listing routes at shutdown failed"),
+        }
+    }
+}
+
+/// The loop with fake engine, tunnel, router and route notices, under
+/// tokio's paused clock: an hour passes in milliseconds, and every request
+/// the session makes is counted.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+    use super::*;
+    use crate::docker::{DockerError, Engine};
+    use crate::helper::Mode;
+    use crate::keys::PublicKey;
+    use crate::routes::SystemRoute;
+    use crate::tunnel::ConfigError;
+    use crate::up::ports::PeerSeen;
+
+    #[derive(Default)]
+    struct EngineLog {
+        networks: AtomicUsize,
+        events: AtomicUsize,
+        starts: AtomicUsize,
+        inspects: AtomicUsize,
+        reconnects: AtomicUsize,
+        removes: AtomicUsize,
+        /// What `is_running` and `is_running_or_restarting` answer.
+        running: AtomicBool,
+    }
+
+    impl EngineLog {
+        fn requests(&self) -> usize {
+            self.networks.load(SeqCst)
+                + self.starts.load(SeqCst)
+                + self.inspects.load(SeqCst)
+                + self.reconnects.load(SeqCst)
+        }
+    }
+
+    struct FakeEngine {
+        log: Arc<EngineLog>,
+        nets: Arc<Mutex<Vec<NetworkInfo>>>,
+        /// One receiver per `events()` call; none left: a stream that ends.
+        streams: Arc<Mutex<Vec<UnboundedReceiver<Change>>>>,
+        engine: Engine,
+    }
+
+    impl EngineApi for FakeEngine {
+        async fn networks(&self) -> Result<Vec<NetworkInfo>, DockerError> {
+            self.log.networks.fetch_add(1, SeqCst);
+            Ok(self.nets.lock().unwrap().clone())
+        }
+        fn events(&self) -> BoxStream<'static, Result<Change, String>> {
+            self.log.events.fetch_add(1, SeqCst);
+            match self.streams.lock().unwrap().pop() {
+                Some(rx) => tokio_stream(rx).map(Ok).boxed(),
+                None => futures::stream::empty().boxed(),
+            }
+        }
+        async fn ensure_image(&self, _: &HelperSpec) -> Result<(), HelperError> {
+            Ok(())
+        }
+        async fn start_helper(
+            &self,
+            _: &HelperSpec,
+            _: Option<Mode>,
+        ) -> Result<RunningHelper, HelperError> {
+            let n = self.log.starts.fetch_add(1, SeqCst) + 1;
+            Ok(RunningHelper {
+                id: format!("helper{n}"),
+                vm_public_key: PublicKey([n as u8; 32]),
+                mode: Mode::Userspace,
+            })
+        }
+        async fn is_running(&self, _: &str) -> bool {
+            self.log.inspects.fetch_add(1, SeqCst);
+            self.log.running.load(SeqCst)
+        }
+        async fn is_running_or_restarting(&self, _: &str) -> bool {
+            self.log.inspects.fetch_add(1, SeqCst);
+            self.log.running.load(SeqCst)
+        }
+        async fn remove_helper(&self, _: &str) -> Result<(), HelperError> {
+            self.log.removes.fetch_add(1, SeqCst);
+            Ok(())
+        }
+        async fn reconnect(&mut self) -> &Engine {
+            self.log.reconnects.fetch_add(1, SeqCst);
+            &self.engine
+        }
+    }
+
+    fn tokio_stream<T: Send + 'static>(
+        rx: UnboundedReceiver<T>,
+    ) -> impl futures::Stream<Item = T> + Send {
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+    }
+
+    #[derive(Default)]
+    struct FakeTunnel {
+        rx: AtomicU64,
+        handshaken: AtomicBool,
+        peer_reads: AtomicUsize,
+        injected: AtomicUsize,
+        applied: Mutex<Vec<DeviceUpdate>>,
+        offered: tokio::sync::Notify,
+    }
+
+    impl TunnelApi for Arc<FakeTunnel> {
+        fn name(&self) -> &str {
+            "nc-test"
+        }
+        fn peer(&self, _: &PublicKey) -> Option<PeerSeen> {
+            self.peer_reads.fetch_add(1, SeqCst);
+            Some(PeerSeen {
+                rx_bytes: self.rx.load(SeqCst),
+                handshaken: self.handshaken.load(SeqCst),
+            })
+        }
+        fn apply(&self, update: &DeviceUpdate) -> Result<(), ConfigError> {
+            self.applied.lock().unwrap().push(update.clone());
+            Ok(())
+        }
+        async fn inject(&self, _: &[u8]) -> bool {
+            self.injected.fetch_add(1, SeqCst);
+            true
+        }
+        async fn failed(&self) -> String {
+            std::future::pending().await
+        }
+        async fn offered(&self) {
+            self.offered.notified().await
+        }
+    }
+
+    #[derive(Default, Clone)]
+    struct FakeRouter {
+        ours: Arc<Mutex<BTreeSet<IpNet>>>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Router for FakeRouter {
+        type Error = std::io::Error;
+        fn interface(&self) -> &str {
+            "nc-test"
+        }
+        async fn configure(&self, _: &[(IpAddr, IpAddr)], _: u32) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        async fn current(&self) -> Result<(BTreeSet<IpNet>, Vec<SystemRoute>), Self::Error> {
+            self.reads.fetch_add(1, SeqCst);
+            Ok((self.ours.lock().unwrap().clone(), Vec::new()))
+        }
+        async fn add(&self, net: IpNet) -> Result<(), Self::Error> {
+            self.ours.lock().unwrap().insert(net);
+            Ok(())
+        }
+        async fn remove(&self, net: IpNet) -> Result<(), Self::Error> {
+            self.ours.lock().unwrap().remove(&net);
+            Ok(())
+        }
+    }
+
+    struct FakeWatch(UnboundedReceiver<WatchEvent>);
+
+    impl RouteEvents for FakeWatch {
+        async fn next(&mut self) -> Option<WatchEvent> {
+            self.0.recv().await
+        }
+    }
+
+    /// The test's hands on a session's world.
+    struct World {
+        log: Arc<EngineLog>,
+        nets: Arc<Mutex<Vec<NetworkInfo>>>,
+        streams: Arc<Mutex<Vec<UnboundedReceiver<Change>>>>,
+        events: Mutex<Option<UnboundedSender<Change>>>,
+        tunnel: Arc<FakeTunnel>,
+        router: FakeRouter,
+        watch: UnboundedSender<WatchEvent>,
+    }
+
+    impl World {
+        fn send(&self, ch: Change) {
+            let events = self.events.lock().unwrap();
+            events.as_ref().unwrap().send(ch).unwrap();
+        }
+        /// The engine goes away: the stream ends. Later streams are `next`.
+        fn end_stream(&self, next: Vec<UnboundedReceiver<Change>>) {
+            self.events.lock().unwrap().take();
+            self.streams.lock().unwrap().extend(next);
+        }
+        fn routes(&self) -> BTreeSet<IpNet> {
+            self.router.ours.lock().unwrap().clone()
+        }
+        /// The session has answered every message sent so far.
+        async fn settle(&self) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn network(name: &str, subnet: &str) -> NetworkInfo {
+        NetworkInfo {
+            id: name.into(),
+            name: name.into(),
+            driver: "bridge".into(),
+            scope: "local".into(),
+            subnets: vec![subnet.parse().unwrap()],
+            gateways: vec![],
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    type TestSession = Session<FakeEngine, Arc<FakeTunnel>, FakeRouter, FakeWatch>;
+
+    fn session() -> (TestSession, World) {
+        let log = Arc::new(EngineLog::default());
+        log.running.store(true, SeqCst);
+        let nets = Arc::new(Mutex::new(vec![network("bridge", "172.17.0.0/16")]));
+        let (events, first) = unbounded_channel();
+        let streams = Arc::new(Mutex::new(vec![first]));
+        let tunnel = Arc::new(FakeTunnel::default());
+        tunnel.handshaken.store(true, SeqCst);
+        let router = FakeRouter::default();
+        let (watch, watch_rx) = unbounded_channel();
+        let docker = bollard::Docker::connect_with_http(
+            "http://192.0.2.1:9",
+            1,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let engine = Engine {
+            docker,
+            host: "unix:///nonexistent.sock".into(),
+            source: crate::docker::Source::Flag,
+            server_version: "0".into(),
+            api_version: "1.41".into(),
+        };
+        let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let spec = HelperSpec {
+            image: "netconnect-helper:test".into(),
+            name: "netconnect-helper-test".into(),
+            host_public_key: PublicKey([1; 32]),
+            host_endpoint: "192.0.2.1:51820".into(),
+            vm_interface: "nc-vm".into(),
+            vm_address: v4("10.33.33.2"),
+            host_address: v4("10.33.33.1"),
+            vm_address6: "fd33::2".parse().unwrap(),
+            host_address6: "fd33::1".parse().unwrap(),
+            archives: vec![],
+            routes: vec![],
+        };
+        let s = Session {
+            engine: FakeEngine {
+                log: log.clone(),
+                nets: nets.clone(),
+                streams: streams.clone(),
+                engine,
+            },
+            tunnel: tunnel.clone(),
+            router: router.clone(),
+            watch: FakeWatch(watch_rx),
+            spec,
+            vm_addresses: [v4("10.33.33.2"), v4("fd33::2")],
+            helper: None,
+            parked: false,
+            vm_mode: None,
+            networks: Vec::new(),
+            routed: BTreeSet::new(),
+            skipped: Vec::new(),
+            liveness: probe::Liveness::new(now()),
+            probe_seq: 0,
+            filter: NetworkFilter::default(),
+            extra: Vec::new(),
+            file: config::Config::default(),
+            ctx: UpContext {
+                control_socket: "/nonexistent/control.sock".into(),
+                config_path: "/nonexistent/config.toml".into(),
+                config_explicit: false,
+                loaded: config::Loaded::default(),
+            },
+            view: live::View::new(std::path::Path::new("/nonexistent/control.sock"), None),
+            announced: false,
+            handshake: None,
+            reload: futures::stream::pending().boxed(),
+        };
+        let world = World {
+            log,
+            nets,
+            streams,
+            events: Mutex::new(Some(events)),
+            tunnel,
+            router,
+            watch,
+        };
+        (s, world)
+    }
+
+    /// Runs the session beside `script`; the session must outlive it.
+    async fn drive(s: &mut TestSession, script: impl std::future::Future<Output = ()>) {
+        let never = std::future::pending::<&'static str>();
+        let mut never = std::pin::pin!(never);
+        tokio::select! {
+            r = s.run(never.as_mut()) => panic!("the session ended: {r:?}"),
+            () = script => {}
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_hour_asks_nothing_and_polls_nothing() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            // Bring-up: one list, one helper, the bridge routed, announced.
+            assert_eq!(w.log.networks.load(SeqCst), 1);
+            assert_eq!(w.log.starts.load(SeqCst), 1);
+            assert_eq!(w.routes(), BTreeSet::from([net("172.17.0.0/16")]));
+            // The first handshake is looked for until seen.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let requests = w.log.requests();
+            let peer_reads = w.tunnel.peer_reads.load(SeqCst);
+            let route_reads = w.router.reads.load(SeqCst);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            assert_eq!(w.log.requests(), requests, "Docker requests while idle");
+            assert_eq!(w.log.events.load(SeqCst), 1, "one event stream");
+            assert_eq!(
+                w.tunnel.peer_reads.load(SeqCst),
+                peer_reads,
+                "tunnel polled"
+            );
+            assert_eq!(w.router.reads.load(SeqCst), route_reads, "routes polled");
+            assert_eq!(w.tunnel.injected.load(SeqCst), 0, "probes sent");
+        })
+        .await;
+        assert!(s.announced);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_network_is_routed_at_its_event_with_one_request() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            w.nets
+                .lock()
+                .unwrap()
+                .push(network("shop", "172.20.0.0/16"));
+            w.send(Change::Networks);
+            // Container events do not touch the engine.
+            w.send(Change::ContainerStarted("other".into()));
+            w.settle().await;
+            assert_eq!(
+                w.routes(),
+                BTreeSet::from([net("172.17.0.0/16"), net("172.20.0.0/16")])
+            );
+            assert_eq!(w.log.networks.load(SeqCst), 2);
+            // The peer's allowed IPs grew with the routes.
+            let last = w.tunnel.applied.lock().unwrap().last().cloned().unwrap();
+            assert!(last.peers[0].allowed_ips.contains(&net("172.20.0.0/16")));
+            w.nets.lock().unwrap().retain(|n| n.name != "shop");
+            w.send(Change::Networks);
+            w.settle().await;
+            assert_eq!(w.routes(), BTreeSet::from([net("172.17.0.0/16")]));
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_deleted_by_someone_else_comes_back_without_asking_docker() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            w.router.ours.lock().unwrap().clear();
+            w.watch.send(WatchEvent::Routes).unwrap();
+            w.settle().await;
+            assert_eq!(w.routes(), BTreeSet::from([net("172.17.0.0/16")]));
+            assert_eq!(w.log.networks.load(SeqCst), 1, "no request to Docker");
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_interface_going_away_ends_the_session() {
+        let (mut s, w) = session();
+        w.watch.send(WatchEvent::InterfaceGone).unwrap();
+        let never = std::future::pending::<&'static str>();
+        let mut never = std::pin::pin!(never);
+        let e = s.run(never.as_mut()).await.unwrap_err();
+        assert!(e.to_string().contains("interface nc-test is gone"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_traffic_sends_no_probe() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            for _ in 0..5 {
+                w.tunnel.offered.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                w.tunnel.rx.fetch_add(92, SeqCst);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            assert_eq!(w.tunnel.injected.load(SeqCst), 0);
+            assert_eq!(w.log.starts.load(SeqCst), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_traffic_is_probed_then_the_helper_runs_again() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            // Past the new helper's grace period.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            w.tunnel.offered.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            assert_eq!(w.tunnel.injected.load(SeqCst), 0, "probed too soon");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(w.tunnel.injected.load(SeqCst), 1, "one probe after 1 s");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(w.tunnel.injected.load(SeqCst), 3);
+            assert_eq!(w.log.starts.load(SeqCst), 1);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Gone about 4 s after the first unanswered packet: a new helper,
+            // and its key replaces the old peer.
+            assert_eq!(w.log.starts.load(SeqCst), 2);
+            let last = w.tunnel.applied.lock().unwrap().last().cloned().unwrap();
+            assert!(last.replace_peers);
+            assert_eq!(last.peers[0].public_key, PublicKey([2; 32]));
+            // Then quiet again: no more probes.
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            assert_eq!(w.tunnel.injected.load(SeqCst), 3);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_helper_that_left_when_idle_starts_again_with_traffic() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            w.log.running.store(false, SeqCst);
+            w.send(Change::ContainerDied {
+                id: "helper1".into(),
+                exit_code: Some(0),
+            });
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            assert_eq!(w.log.starts.load(SeqCst), 1, "started while idle");
+            w.tunnel.offered.notify_waiters();
+            w.settle().await;
+            assert_eq!(w.log.starts.load(SeqCst), 2);
+            // A helper that failed is started again at once.
+            w.send(Change::ContainerDied {
+                id: "helper2".into(),
+                exit_code: Some(1),
+            });
+            w.settle().await;
+            assert_eq!(w.log.starts.load(SeqCst), 3);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_restart_reconnects_and_resyncs_once() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let (_keep, next) = unbounded_channel();
+            w.end_stream(vec![next]);
+            w.settle().await;
+            // A stream that lived long reconnects at once; then one full
+            // resync: the helper again, one list.
+            assert_eq!(w.log.reconnects.load(SeqCst), 1);
+            assert_eq!(w.log.events.load(SeqCst), 2);
+            assert_eq!(w.log.starts.load(SeqCst), 2);
+            assert_eq!(w.log.networks.load(SeqCst), 2);
+            let requests = w.log.requests();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            assert_eq!(w.log.requests(), requests);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_failing_backs_off() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            // Every stream from now on ends at once.
+            w.end_stream(vec![]);
+            let t0 = Instant::now();
+            let mut at = Vec::new();
+            let mut seen = 0;
+            while t0.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = w.log.reconnects.load(SeqCst);
+                if n != seen {
+                    seen = n;
+                    at.push(t0.elapsed().as_secs());
+                }
+            }
+            // Waits of 1, 2, 4, 8, 16, 16 s between attempts.
+            assert_eq!(at, vec![1, 3, 7, 15, 31, 47]);
+        })
+        .await;
+    }
+}
