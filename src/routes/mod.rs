@@ -46,6 +46,27 @@ pub trait Router: Send + Sync {
     ) -> impl Future<Output = Result<(BTreeSet<IpNet>, Vec<SystemRoute>), Self::Error>> + Send;
     fn add(&self, net: IpNet) -> impl Future<Output = Result<(), Self::Error>> + Send;
     fn remove(&self, net: IpNet) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Declarative, as tailscale's router `Set`: make the routes through the
+    /// tunnel exactly `desired`, less what would cover a route of the
+    /// machine's own. Reads the table, plans ([`plan`]), removes, adds, and
+    /// returns what it did. An empty set removes all of ours.
+    fn set(
+        &self,
+        desired: &BTreeSet<IpNet>,
+    ) -> impl Future<Output = Result<RoutePlan, Self::Error>> + Send {
+        async move {
+            let (ours, system) = self.current().await?;
+            let plan = plan(desired, &ours, &system);
+            for net in &plan.remove {
+                self.remove(*net).await?;
+            }
+            for net in &plan.add {
+                self.add(*net).await?;
+            }
+            Ok(plan)
+        }
+    }
 }
 
 /// Implements [`Router`] by the type's inherent methods of the same names

@@ -391,8 +391,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         let (mut desired, public) =
             routes::scope::partition(docker::desired_subnets(&wanted), &allow, &extra);
         desired.extend(extra);
-        let (ours, system) = self.router.current().await?;
-        let mut plan = routes::plan(&desired, &ours, &system);
+        let mut plan = self.router.set(&desired).await?;
         plan.skipped
             .extend(public.into_iter().map(|subnet| Skipped {
                 subnet,
@@ -422,11 +421,9 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
         }
         for net in &plan.remove {
-            self.router.remove(*net).await?;
             info!(subnet = %net, "route removed");
         }
         for net in &plan.add {
-            self.router.add(*net).await?;
             let name = networks
                 .iter()
                 .find(|n| n.subnets.contains(net))
@@ -538,15 +535,8 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             Ok(Err(e)) => warn!(error = %e, "removing the helper container failed"),
             Err(_) => warn!("Docker did not remove the helper container in time"),
         }
-        match self.router.current().await {
-            Ok((ours, _)) => {
-                for net in ours {
-                    if let Err(e) = self.router.remove(net).await {
-                        warn!(error = %e, "removing a route at shutdown failed");
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "listing routes at shutdown failed"),
+        if let Err(e) = self.router.set(&BTreeSet::new()).await {
+            warn!(error = %e, "removing the routes at shutdown failed");
         }
     }
 }
@@ -944,6 +934,23 @@ mod tests {
         let mut never = std::pin::pin!(never);
         let e = s.run(never.as_mut()).await.unwrap_err();
         assert!(e.to_string().contains("interface nc-test is gone"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_removes_the_helper_and_every_route() {
+        let (mut s, w) = session();
+        w.router.ours.lock().unwrap().insert(net("10.99.0.0/16"));
+        let stop = async {
+            w.settle().await;
+            "test"
+        };
+        let mut stop = std::pin::pin!(stop);
+        s.run(stop.as_mut()).await.unwrap();
+        // The stale route of ours is gone already; the bridge's is there.
+        assert_eq!(w.routes(), BTreeSet::from([net("172.17.0.0/16")]));
+        s.teardown(Duration::from_secs(3)).await;
+        assert_eq!(w.routes(), BTreeSet::new());
+        assert_eq!(w.log.removes.load(SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
