@@ -10,13 +10,9 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use clap::parser::ValueSource;
-use clap::ArgMatches;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
-
-use crate::cli::UpArgs;
 
 pub const DEFAULT_PATH: &str = "/etc/netconnect/config.toml";
 
@@ -317,61 +313,6 @@ pub(crate) fn line_col(text: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Whether the user gave `id` on the command line or in its environment
-/// variable, which beat the file.
-pub fn given(m: &ArgMatches, id: &str) -> bool {
-    matches!(
-        m.try_get_raw(id).ok().and(m.value_source(id)),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
-}
-
-/// Fill the flags of `up` that the user did not give from the file.
-pub fn apply_up(args: &mut UpArgs, m: &ArgMatches, c: &Config) {
-    fn set<T: Clone>(m: &ArgMatches, id: &str, field: &mut T, file: &Option<T>) {
-        if let Some(v) = file {
-            if !given(m, id) {
-                *field = v.clone();
-            }
-        }
-    }
-    apply_target(&mut args.target, m, c);
-    set(m, "listen_port", &mut args.listen_port, &c.listen_port);
-    set(
-        m,
-        "host_endpoint",
-        &mut args.host_endpoint,
-        &c.host_endpoint,
-    );
-    set(m, "host_address", &mut args.host_address, &c.host_address);
-    set(m, "vm_address", &mut args.vm_address, &c.vm_address);
-    set(
-        m,
-        "host_address6",
-        &mut args.host_address6,
-        &c.host_address6,
-    );
-    set(m, "vm_address6", &mut args.vm_address6, &c.vm_address6);
-}
-
-/// The same for the commands that inspect or remove what `up` made.
-pub fn apply_target(args: &mut crate::cli::TargetArgs, m: &ArgMatches, c: &Config) {
-    if args.docker_host.is_none() {
-        args.docker_host = c.docker_host.clone();
-    }
-    for (id, field, file) in [
-        ("interface", &mut args.interface, &c.interface),
-        ("vm_interface", &mut args.vm_interface, &c.vm_interface),
-        ("helper_image", &mut args.helper_image, &c.helper_image),
-    ] {
-        if let Some(v) = file {
-            if !given(m, id) {
-                *field = v.clone();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -514,22 +455,5 @@ subnet = "10.96.0.0/12"
         assert!(load(p, false).unwrap().path.is_none());
         let e = load(p, true).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/netconnect.toml"), "{e}");
-    }
-
-    #[test]
-    fn flags_beat_the_file_and_the_file_beats_defaults() {
-        use clap::{CommandFactory, FromArgMatches};
-        let c = parse("listen_port = 4000\nhost_endpoint = \"10.9.9.9\"\ninterface = \"nc9\"\n")
-            .unwrap();
-        let m = crate::cli::Cli::command()
-            .try_get_matches_from(["netconnect", "up", "--listen-port", "5000"])
-            .unwrap();
-        let (_, sub) = m.subcommand().unwrap();
-        let mut args = UpArgs::from_arg_matches(sub).unwrap();
-        apply_up(&mut args, sub, &c);
-        assert_eq!(args.listen_port, 5000);
-        assert_eq!(args.host_endpoint, "10.9.9.9");
-        assert_eq!(args.target.interface, "nc9");
-        assert_eq!(args.target.vm_interface, "netconnect0");
     }
 }

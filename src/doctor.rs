@@ -12,11 +12,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{HelperCommand, TargetArgs, VmArgs};
+use crate::cli::{HelperCommand, VmArgs};
 use crate::config::Config;
 use crate::control::snapshot::{RouteState, SkipReason};
 use crate::control::{self, ControlError, Snapshot};
 use crate::docker::vmside::Shadow;
+use crate::settings::Target;
 
 /// WireGuard re-handshakes every 2 minutes while packets flow, and the VM
 /// side sends a keepalive every 25 s: older than this means no VM peer.
@@ -48,11 +49,7 @@ fn broken(what: impl Into<String>, fix: impl Into<String>) -> Verdict {
     }
 }
 
-pub async fn run(
-    mut target: TargetArgs,
-    socket: &Path,
-    _config: &Config,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(mut target: Target, socket: &Path, _config: &Config) -> anyhow::Result<ExitCode> {
     let mut links = Links;
     let healthy = check(&mut target, socket, &mut links).await;
     if healthy {
@@ -83,7 +80,7 @@ impl Links {
     }
 }
 
-async fn check(target: &mut TargetArgs, socket: &Path, l: &mut Links) -> bool {
+async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
     // 1. root
     if !l.say("root", root()) {
         return false;
@@ -309,7 +306,7 @@ fn conflicts(s: &Snapshot) -> Verdict {
 /// The verdict, and the VM's DOCKER-USER rules above ours that may drop
 /// tunnel traffic, with their counters (`shadow` lines of `helper-check`).
 async fn vm_firewall(
-    target: &TargetArgs,
+    target: &Target,
     docker: &bollard::Docker,
     s: &Snapshot,
 ) -> (Verdict, Vec<Shadow>) {
@@ -360,7 +357,7 @@ fn firewall_verdict(o: &crate::docker::vmside::Oneshot, s: &Snapshot) -> Verdict
 }
 
 async fn probe(
-    target: &TargetArgs,
+    target: &Target,
     docker: &bollard::Docker,
     s: &Snapshot,
     shadows: &[Shadow],

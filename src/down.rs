@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ipnet::IpNet;
 
-use crate::cli::{HelperCommand, TargetArgs, VmArgs};
+use crate::cli::{HelperCommand, VmArgs};
 use crate::config::Config;
 use crate::control::{self, ControlError, Snapshot};
+use crate::settings::Target;
 
 /// How long the daemon gets to remove its routes, interface and helper.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn run(mut target: TargetArgs, socket: &Path, config: &Config) -> anyhow::Result<()> {
+pub async fn run(mut target: Target, socket: &Path, config: &Config) -> anyhow::Result<()> {
     crate::platform::require_root("down")?;
     crate::platform::validate_interface_name(&target.interface)?;
     crate::platform::validate_interface_name(&target.vm_interface)?;
@@ -82,7 +83,7 @@ pub async fn run(mut target: TargetArgs, socket: &Path, config: &Config) -> anyh
 }
 
 /// A running daemon knows best what it made.
-fn adopt(target: &mut TargetArgs, routes: &mut Vec<(IpNet, IpAddr)>, s: &Snapshot) {
+fn adopt(target: &mut Target, routes: &mut Vec<(IpNet, IpAddr)>, s: &Snapshot) {
     if let Some(e) = &s.engine {
         target.docker_host = Some(e.host.clone());
     }

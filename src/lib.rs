@@ -2,7 +2,8 @@
 //!
 //! The pieces, one module each: [`tunnel`] is the userspace WireGuard data
 //! plane; [`uapi`] serves the `wg` configuration socket over it; [`platform`]
-//! holds what differs between macOS and Linux; [`cli`] is the command line.
+//! holds what differs between macOS and Linux; [`cli`] is the command line,
+//! and [`settings`] is where its flags meet the file.
 //! Operating it: [`control`] (the daemon's socket), [`config`] (the file),
 //! [`status`], [`doctor`], [`down`] and [`manual`] (completions, man
 //! page); [`progress`] is what the first `up` draws on a terminal.
@@ -27,6 +28,7 @@ pub mod platform;
 pub mod progress;
 pub mod routes;
 pub mod service;
+pub mod settings;
 pub mod signals;
 pub mod sockets;
 pub mod status;

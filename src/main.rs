@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use netconnect::cli::{Cli, Command};
 use netconnect::config::{self, LogFormat};
+use netconnect::settings;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Up(_) | Command::Status(_) | Command::Doctor(_) | Command::Down(_)
     );
-    let explicit = config::given(&matches, "config");
+    let explicit = settings::given(&matches, "config");
     let loaded = if reads_config {
         match config::load(&cli.config, explicit) {
             Ok(l) => l,
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
         config::Loaded::default()
     };
     let file = &loaded.config;
-    let format = if config::given(&matches, "log_format") {
+    let format = if settings::given(&matches, "log_format") {
         cli.log_format
     } else {
         file.log.format.unwrap_or(cli.log_format)
@@ -72,29 +73,29 @@ fn main() -> ExitCode {
             Command::Device(args) => netconnect::device_cmd::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::Up(mut args) => {
-                config::apply_up(&mut args, sub, file);
+            Command::Up(args) => {
+                let settings = settings::up(&args, sub, file);
                 let ctx = netconnect::up::UpContext {
                     control_socket: socket,
                     config_path: cli.config.clone(),
                     config_explicit: explicit,
                     loaded: loaded.clone(),
                 };
-                netconnect::up::run(args, ctx)
+                netconnect::up::run(settings, ctx)
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
-            Command::Status(mut args) => {
-                config::apply_target(&mut args.target, sub, file);
-                netconnect::status::run(args, &socket, file).await
+            Command::Status(args) => {
+                let target = settings::target(&args.target, sub, file);
+                netconnect::status::run(args.json, target, &socket, file).await
             }
-            Command::Doctor(mut args) => {
-                config::apply_target(&mut args, sub, file);
-                netconnect::doctor::run(args, &socket, file).await
+            Command::Doctor(args) => {
+                let target = settings::target(&args, sub, file);
+                netconnect::doctor::run(target, &socket, file).await
             }
-            Command::Down(mut args) => {
-                config::apply_target(&mut args, sub, file);
-                netconnect::down::run(args, &socket, file)
+            Command::Down(args) => {
+                let target = settings::target(&args, sub, file);
+                netconnect::down::run(target, &socket, file)
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }

@@ -11,22 +11,27 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::{StatusArgs, TargetArgs};
 use crate::config::Config;
 use crate::control::snapshot::{EngineState, HelperState, RouteState, SkipReason, Snapshot};
 use crate::control::{self, ControlError};
 use crate::docker::{self, Engine};
+use crate::settings::Target;
 
 /// Exit code of `status` when no daemon runs.
 pub const NOT_RUNNING: u8 = 3;
 
-pub async fn run(args: StatusArgs, socket: &Path, config: &Config) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    json: bool,
+    target: Target,
+    socket: &Path,
+    config: &Config,
+) -> anyhow::Result<ExitCode> {
     let snap = match control::status(socket).await {
         Ok(s) => s,
-        Err(ControlError::NotRunning(_)) => offline(&args.target, socket, config).await,
+        Err(ControlError::NotRunning(_)) => offline(&target, socket, config).await,
         Err(e) => return Err(e.into()),
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&snap)?);
     } else {
         print!("{}", render(&snap, SystemTime::now()));
@@ -39,16 +44,16 @@ pub async fn run(args: StatusArgs, socket: &Path, config: &Config) -> anyhow::Re
 }
 
 /// Connect to the engine the way `up` would (flag, config, discovery).
-pub async fn connect(target: &TargetArgs) -> Result<Engine, docker::DockerError> {
+pub async fn connect(target: &Target) -> Result<Engine, docker::DockerError> {
     let candidates = docker::candidates(
-        &crate::up::discovery_inputs(target.docker_host.clone()),
+        &docker::Inputs::from_env(target.docker_host.clone()),
         &docker::RealFiles,
     );
     docker::connect(&candidates).await
 }
 
 /// What can be known without a daemon.
-pub async fn offline(target: &TargetArgs, socket: &Path, config: &Config) -> Snapshot {
+pub async fn offline(target: &Target, socket: &Path, config: &Config) -> Snapshot {
     let mut snap = Snapshot {
         control_socket: socket.display().to_string(),
         helper: HelperState {
@@ -77,9 +82,10 @@ pub async fn offline(target: &TargetArgs, socket: &Path, config: &Config) -> Sna
     }
     if let Ok(nets) = docker::networks(&engine.docker).await {
         snap.networks =
-            crate::up::live::route_states(&nets, &config.networks, &[], &BTreeSet::new());
+            crate::control::snapshot::route_states(&nets, &config.networks, &[], &BTreeSet::new());
     }
-    snap.extra_routes = crate::up::live::extra_states(&config.routes, &[], &BTreeSet::new());
+    snap.extra_routes =
+        crate::control::snapshot::extra_states(&config.routes, &[], &BTreeSet::new());
     snap
 }
 

@@ -154,6 +154,145 @@ pub struct ExtraRoute {
     pub conflicts_with: Option<String>,
 }
 
+// ---------------------------------------------------------------------------
+// Filling it: the route state of each subnet, for `up` and `status` alike.
+// ---------------------------------------------------------------------------
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+
+use crate::config::NetworkFilter;
+use crate::docker::NetworkInfo;
+use crate::routes::Skipped;
+
+/// The route state of every subnet of every network, from what the last
+/// sync decided.
+pub fn route_states(
+    networks: &[NetworkInfo],
+    filter: &NetworkFilter,
+    skipped: &[Skipped],
+    routed: &BTreeSet<IpNet>,
+) -> Vec<NetworkRoute> {
+    let mut out = Vec::new();
+    for n in networks {
+        for subnet in &n.subnets {
+            let conflict = skipped.iter().find(|s| s.subnet == *subnet);
+            let route = if !n.is_routable() {
+                RouteState::NotRoutable
+            } else if !filter.allows(&n.name) {
+                RouteState::Excluded
+            } else if routed.contains(subnet) {
+                RouteState::Installed
+            } else if conflict.is_some() {
+                RouteState::Skipped
+            } else {
+                RouteState::NotRouted
+            };
+            out.push(NetworkRoute {
+                name: n.name.clone(),
+                id: n.id.clone(),
+                driver: n.driver.clone(),
+                subnet: subnet.to_string(),
+                route,
+                conflicts_with: conflict
+                    .filter(|_| route == RouteState::Skipped)
+                    .and_then(|s| s.conflicts_with())
+                    .map(|r| r.to_string()),
+                skip_reason: conflict.filter(|_| route == RouteState::Skipped).map(|s| {
+                    match s.reason {
+                        crate::routes::SkipReason::Conflict(_) => SkipReason::Conflict,
+                        crate::routes::SkipReason::Public => SkipReason::Public,
+                    }
+                }),
+            });
+        }
+    }
+    out
+}
+
+pub fn extra_states(
+    extra: &[crate::config::ExtraRoute],
+    skipped: &[Skipped],
+    routed: &BTreeSet<IpNet>,
+) -> Vec<ExtraRoute> {
+    extra
+        .iter()
+        .map(|r| {
+            let subnet = r.subnet();
+            let conflict = skipped.iter().find(|s| s.subnet == subnet);
+            ExtraRoute {
+                subnet: subnet.to_string(),
+                via: r.via().map(|v| v.to_string()),
+                route: if routed.contains(&subnet) {
+                    RouteState::Installed
+                } else if conflict.is_some() {
+                    RouteState::Skipped
+                } else {
+                    RouteState::NotRouted
+                },
+                conflicts_with: conflict
+                    .and_then(|s| s.conflicts_with())
+                    .map(|r| r.to_string()),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod route_state_tests {
+    use super::*;
+    use crate::routes::{SkipReason as Why, SystemRoute};
+
+    fn net(name: &str, driver: &str, subnets: &[&str]) -> NetworkInfo {
+        NetworkInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            driver: driver.into(),
+            scope: "local".into(),
+            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
+            gateways: vec![],
+        }
+    }
+
+    #[test]
+    fn each_subnet_gets_its_state_and_reason() {
+        let filter: NetworkFilter =
+            toml::from_str::<crate::config::Config>("[networks]\nexclude = [\"tmp*\"]\n")
+                .unwrap()
+                .networks;
+        let nets = [
+            net("bridge", "bridge", &["172.17.0.0/16"]),
+            net("kind", "bridge", &["172.18.0.0/16"]),
+            net("tmp1", "bridge", &["172.19.0.0/16"]),
+            net("host", "host", &[]),
+            net("later", "bridge", &["172.20.0.0/16"]),
+        ];
+        let skipped = vec![Skipped {
+            subnet: "172.18.0.0/16".parse().unwrap(),
+            reason: Why::Conflict(SystemRoute {
+                destination: "172.18.0.0/20".parse().unwrap(),
+                interface: "en0".into(),
+            }),
+        }];
+        let routed: BTreeSet<IpNet> = ["172.17.0.0/16".parse().unwrap()].into();
+        let s = route_states(&nets, &filter, &skipped, &routed);
+        let got: Vec<(&str, RouteState, Option<&str>)> = s
+            .iter()
+            .map(|r| (r.name.as_str(), r.route, r.conflicts_with.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("bridge", RouteState::Installed, None),
+                ("kind", RouteState::Skipped, Some("172.18.0.0/20 via en0")),
+                ("tmp1", RouteState::Excluded, None),
+                ("later", RouteState::NotRouted, None),
+            ]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

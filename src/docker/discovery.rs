@@ -76,6 +76,29 @@ pub trait Files {
     fn exists(&self, path: &Path) -> bool;
 }
 
+impl Inputs {
+    /// Engine discovery looks at the invoking user's Docker, also under sudo
+    /// and, as a launchd daemon, the console user's.
+    pub fn from_env(flag: Option<String>) -> Inputs {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let invoker = Invoker::from_env(std::path::Path::new("/dev/console"));
+        let home = user_home(&invoker, &RealUsers);
+        // The user whose files those are is the home's owner.
+        let owner = (invoker.euid == 0)
+            .then(|| home.as_deref().and_then(|h| std::fs::metadata(h).ok()))
+            .flatten()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        Inputs {
+            flag,
+            env_docker_host: env("DOCKER_HOST"),
+            env_docker_context: env("DOCKER_CONTEXT"),
+            home,
+            docker_config: env("DOCKER_CONFIG").map(std::path::PathBuf::from),
+            owner,
+        }
+    }
+}
+
 pub struct RealFiles;
 
 impl Files for RealFiles {

@@ -1,21 +1,18 @@
-//! What the daemon shows through the control socket: a [`View`] the
-//! session updates at each change (engine, helper, routes), read together
-//! with the device's live counters when a client asks.
+//! What the daemon shows through the control socket: a [`View`] of the
+//! facts the session states at each change (engine, helper, routes), and
+//! [`snapshot`], the pure function that joins them with the device's live
+//! counters when a client asks.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ipnet::IpNet;
 use parking_lot::Mutex;
 
-use crate::config::{ExtraRoute, NetworkFilter};
-use crate::control::snapshot::{self, NetworkRoute, RouteState, Snapshot};
+use crate::control::snapshot::{self, NetworkRoute, Snapshot};
 use crate::control::StatusSource;
-use crate::docker::{Engine, NetworkInfo};
+use crate::docker::Engine;
 use crate::keys::PublicKey;
-use crate::routes::{SkipReason, Skipped};
-use crate::tunnel::Device;
+use crate::tunnel::{Device, DeviceStatus};
 
 #[derive(Default)]
 pub struct View {
@@ -95,14 +92,28 @@ impl View {
 
 impl StatusSource for View {
     fn snapshot(&self) -> Snapshot {
-        let (mut snap, device, vm_key) = {
+        let (snap, device, vm_key) = {
             let i = self.inner.lock();
             (i.snap.clone(), i.device.clone(), i.vm_key)
         };
-        let (Some(t), Some(dev)) = (snap.tunnel.as_mut(), device.and_then(|d| d.upgrade())) else {
-            return snap;
-        };
-        let st = dev.status();
+        let status = device.and_then(|d| d.upgrade()).map(|d| d.status());
+        snapshot(snap, vm_key, status.as_ref(), SystemTime::now())
+    }
+}
+
+/// What `status` shows: what the session said (`facts`), with the tunnel's
+/// live figures from the device's status read at `now`. Pure, so every
+/// field is tested without a device.
+pub fn snapshot(
+    mut facts: Snapshot,
+    vm_key: Option<PublicKey>,
+    device: Option<&DeviceStatus>,
+    now: SystemTime,
+) -> Snapshot {
+    let (Some(t), Some(st)) = (facts.tunnel.as_mut(), device) else {
+        return facts;
+    };
+    {
         t.listen_port = st.listen_port;
         t.tun_refused = st.tun_refused;
         if let Some(pk) = st.public_key {
@@ -114,142 +125,69 @@ impl StatusSource for View {
             t.last_handshake_unix = p.last_handshake.and_then(unix);
             t.last_handshake_age_s = p
                 .last_handshake
-                .and_then(|h| SystemTime::now().duration_since(h).ok())
+                .and_then(|h| now.duration_since(h).ok())
                 .map(|d| d.as_secs());
             t.rx_bytes = p.rx_bytes;
             t.tx_bytes = p.tx_bytes;
         }
-        snap
     }
+    facts
 }
 
 fn unix(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
-/// The route state of every subnet of every network, from what the last
-/// sync decided.
-pub fn route_states(
-    networks: &[NetworkInfo],
-    filter: &NetworkFilter,
-    skipped: &[Skipped],
-    routed: &BTreeSet<IpNet>,
-) -> Vec<NetworkRoute> {
-    let mut out = Vec::new();
-    for n in networks {
-        for subnet in &n.subnets {
-            let conflict = skipped.iter().find(|s| s.subnet == *subnet);
-            let route = if !n.is_routable() {
-                RouteState::NotRoutable
-            } else if !filter.allows(&n.name) {
-                RouteState::Excluded
-            } else if routed.contains(subnet) {
-                RouteState::Installed
-            } else if conflict.is_some() {
-                RouteState::Skipped
-            } else {
-                RouteState::NotRouted
-            };
-            out.push(NetworkRoute {
-                name: n.name.clone(),
-                id: n.id.clone(),
-                driver: n.driver.clone(),
-                subnet: subnet.to_string(),
-                route,
-                conflicts_with: conflict
-                    .filter(|_| route == RouteState::Skipped)
-                    .and_then(|s| s.conflicts_with())
-                    .map(|r| r.to_string()),
-                skip_reason: conflict.filter(|_| route == RouteState::Skipped).map(|s| {
-                    match s.reason {
-                        SkipReason::Conflict(_) => snapshot::SkipReason::Conflict,
-                        SkipReason::Public => snapshot::SkipReason::Public,
-                    }
-                }),
-            });
-        }
-    }
-    out
-}
-
-pub fn extra_states(
-    extra: &[ExtraRoute],
-    skipped: &[Skipped],
-    routed: &BTreeSet<IpNet>,
-) -> Vec<snapshot::ExtraRoute> {
-    extra
-        .iter()
-        .map(|r| {
-            let subnet = r.subnet();
-            let conflict = skipped.iter().find(|s| s.subnet == subnet);
-            snapshot::ExtraRoute {
-                subnet: subnet.to_string(),
-                via: r.via().map(|v| v.to_string()),
-                route: if routed.contains(&subnet) {
-                    RouteState::Installed
-                } else if conflict.is_some() {
-                    RouteState::Skipped
-                } else {
-                    RouteState::NotRouted
-                },
-                conflicts_with: conflict
-                    .and_then(|s| s.conflicts_with())
-                    .map(|r| r.to_string()),
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::SystemRoute;
-
-    fn net(name: &str, driver: &str, subnets: &[&str]) -> NetworkInfo {
-        NetworkInfo {
-            id: format!("id-{name}"),
-            name: name.into(),
-            driver: driver.into(),
-            scope: "local".into(),
-            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
-            gateways: vec![],
-        }
-    }
+    use crate::control::snapshot::TunnelState;
+    use crate::tunnel::PeerStatus;
 
     #[test]
-    fn each_subnet_gets_its_state_and_reason() {
-        let filter: NetworkFilter =
-            toml::from_str::<crate::config::Config>("[networks]\nexclude = [\"tmp*\"]\n")
-                .unwrap()
-                .networks;
-        let nets = [
-            net("bridge", "bridge", &["172.17.0.0/16"]),
-            net("kind", "bridge", &["172.18.0.0/16"]),
-            net("tmp1", "bridge", &["172.19.0.0/16"]),
-            net("host", "host", &[]),
-            net("later", "bridge", &["172.20.0.0/16"]),
-        ];
-        let skipped = vec![Skipped {
-            subnet: "172.18.0.0/16".parse().unwrap(),
-            reason: SkipReason::Conflict(SystemRoute {
-                destination: "172.18.0.0/20".parse().unwrap(),
-                interface: "en0".into(),
+    fn the_snapshot_takes_live_figures_from_the_device() {
+        let vm = PublicKey([2; 32]);
+        let facts = Snapshot {
+            running: true,
+            tunnel: Some(TunnelState {
+                interface: "utun7".into(),
+                ..Default::default()
             }),
-        }];
-        let routed: BTreeSet<IpNet> = ["172.17.0.0/16".parse().unwrap()].into();
-        let s = route_states(&nets, &filter, &skipped, &routed);
-        let got: Vec<(&str, RouteState, Option<&str>)> = s
-            .iter()
-            .map(|r| (r.name.as_str(), r.route, r.conflicts_with.as_deref()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("bridge", RouteState::Installed, None),
-                ("kind", RouteState::Skipped, Some("172.18.0.0/20 via en0")),
-                ("tmp1", RouteState::Excluded, None),
-                ("later", RouteState::NotRouted, None),
-            ]
-        );
+            ..Default::default()
+        };
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let peer = |key| PeerStatus {
+            public_key: key,
+            preshared_key: None,
+            endpoint: Some("127.0.0.1:40000".parse().unwrap()),
+            last_handshake: Some(now - std::time::Duration::from_secs(42)),
+            rx_bytes: 1234,
+            tx_bytes: 5678,
+            persistent_keepalive: None,
+            allowed_ips: vec![],
+        };
+        let device = DeviceStatus {
+            private_key: None,
+            public_key: Some(PublicKey([1; 32])),
+            listen_port: 51820,
+            fwmark: 0,
+            peers: vec![peer(PublicKey([9; 32])), peer(vm)],
+            tun_refused: 3,
+        };
+        let s = snapshot(facts.clone(), Some(vm), Some(&device), now);
+        let t = s.tunnel.unwrap();
+        assert_eq!(t.interface, "utun7");
+        assert_eq!(t.listen_port, 51820);
+        assert_eq!(t.tun_refused, 3);
+        assert_eq!(t.host_public_key, PublicKey([1; 32]).to_base64());
+        assert_eq!(t.vm_public_key, Some(vm.to_base64()));
+        assert_eq!(t.vm_endpoint.as_deref(), Some("127.0.0.1:40000"));
+        assert_eq!(t.last_handshake_unix, Some(1_000_000 - 42));
+        assert_eq!(t.last_handshake_age_s, Some(42));
+        assert_eq!((t.rx_bytes, t.tx_bytes), (1234, 5678));
+        // No VM key yet: no peer figures; no device: the facts alone.
+        let s = snapshot(facts.clone(), None, Some(&device), now);
+        assert_eq!(s.tunnel.unwrap().last_handshake_unix, None);
+        assert_eq!(snapshot(facts.clone(), Some(vm), None, now), facts);
     }
 }

@@ -19,7 +19,6 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use tracing::{info, warn, Instrument as _};
 
-use crate::cli::UpArgs;
 use crate::config::{self, ExtraRoute};
 use crate::control::{snapshot::TunnelState, ControlListener};
 use crate::docker::vmside::{image, HelperSpec};
@@ -44,7 +43,7 @@ pub struct UpContext {
     pub loaded: config::Loaded,
 }
 
-pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
+pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()> {
     platform::require_root("up")?;
     platform::validate_interface_name(&args.target.interface)?;
     platform::validate_interface_name(&args.target.vm_interface)?;
@@ -56,7 +55,7 @@ pub async fn run(args: UpArgs, ctx: UpContext) -> anyhow::Result<()> {
         );
     }
     let candidates = docker::candidates(
-        &discovery_inputs(args.target.docker_host.clone()),
+        &docker::Inputs::from_env(args.target.docker_host.clone()),
         &docker::RealFiles,
     );
 
@@ -239,27 +238,6 @@ async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
                 delay = (delay * 2).min(BACKOFF_MAX);
             }
         }
-    }
-}
-
-/// Engine discovery looks at the invoking user's Docker, also under sudo
-/// and, as a launchd daemon, the console user's.
-pub fn discovery_inputs(flag: Option<String>) -> docker::Inputs {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let invoker = docker::Invoker::from_env(std::path::Path::new("/dev/console"));
-    let home = docker::user_home(&invoker, &docker::RealUsers);
-    // The user whose files those are is the home's owner.
-    let owner = (invoker.euid == 0)
-        .then(|| home.as_deref().and_then(|h| std::fs::metadata(h).ok()))
-        .flatten()
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    docker::Inputs {
-        flag,
-        env_docker_host: env("DOCKER_HOST"),
-        env_docker_context: env("DOCKER_CONTEXT"),
-        home,
-        docker_config: env("DOCKER_CONFIG").map(PathBuf::from),
-        owner,
     }
 }
 

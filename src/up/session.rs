@@ -33,6 +33,7 @@ use super::ports::{EngineApi, RouteEvents, TunnelApi};
 use super::probe;
 use super::UpContext;
 use crate::config::{self, ExtraRoute, NetworkFilter};
+use crate::control::snapshot;
 use crate::docker::vmside::{HelperError, HelperSpec, RunningHelper};
 use crate::docker::{self, Change, NetworkInfo};
 use crate::progress;
@@ -178,9 +179,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
             // The engine went away: the VM (and our helper) may be gone too.
             drop(events);
-            self.helper = None;
-            self.parked = false;
-            self.view.helper_running(None);
+            self.forget_helper(false);
             backoff = if connected.elapsed() < STABLE {
                 (backoff * 2).clamp(Duration::from_secs(1), BACKOFF_MAX)
             } else {
@@ -210,13 +209,10 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                     info!("the VM-side helper stopped and Docker restarted it");
                 } else if exit_code == Some(0) {
                     info!("the VM-side helper stopped after a long quiet spell; it starts again when traffic needs it");
-                    self.helper = None;
-                    self.parked = true;
-                    self.view.helper_running(None);
+                    self.forget_helper(true);
                 } else {
                     warn!(exit_code, "the VM-side helper stopped; starting it again");
-                    self.helper = None;
-                    self.view.helper_running(None);
+                    self.forget_helper(false);
                     if let Err(e) = self.ensure_helper().await {
                         warn!(error = %e, "helper restart failed; will retry");
                     }
@@ -281,13 +277,20 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                     probes = probe::PROBES,
                     "traffic to the VM side went unanswered, and so did probes; starting the helper again"
                 );
-                self.helper = None;
-                self.view.helper_running(None);
+                self.forget_helper(false);
                 if let Err(e) = self.ensure_helper().await {
                     warn!(error = %e, "helper not running; will retry");
                 }
             }
         }
+    }
+
+    /// The helper is gone or to be replaced; `parked`: start it again only
+    /// when traffic needs it.
+    fn forget_helper(&mut self, parked: bool) {
+        self.helper = None;
+        self.parked = parked;
+        self.view.helper_running(None);
     }
 
     fn kernel_mode(&self) -> bool {
@@ -444,8 +447,8 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             self.configure_peer(false);
         }
         self.view.set_routes(
-            live::route_states(&self.networks, &self.filter, &self.skipped, &self.routed),
-            live::extra_states(&self.extra, &self.skipped, &self.routed),
+            snapshot::route_states(&self.networks, &self.filter, &self.skipped, &self.routed),
+            snapshot::extra_states(&self.extra, &self.skipped, &self.routed),
         );
         Ok(())
     }
@@ -479,9 +482,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         if vm != self.spec.routes {
             info!("VM-side routes changed; starting the helper again");
             self.spec.routes = vm;
-            self.helper = None;
-            self.parked = false;
-            self.view.helper_running(None);
+            self.forget_helper(false);
         }
         self.file = c;
         self.view.set_config_file(super::config_name(&loaded));
