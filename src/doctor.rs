@@ -247,7 +247,7 @@ fn routes(s: &Snapshot, installed: &[ipnet::IpNet]) -> Verdict {
             RouteState::Installed => {
                 return broken(
                     format!("the route for {} ({}) is gone from the kernel", r.name, r.subnet),
-                    format!("sudo kill -HUP {} (netconnect up re-adds routes at once; otherwise within 15 s)", s.pid),
+                    format!("sudo kill -HUP {} (netconnect up puts back a deleted route as soon as the routing table says so; this one it missed, and a reload resyncs)", s.pid),
                 )
             }
             RouteState::NotRouted => {

@@ -588,32 +588,34 @@ fn docker_doctor_names_the_first_broken_link() {
     assert!(t.contains("answers through the tunnel"), "{t}");
     assert!(t.contains("healthy"), "{t}");
 
-    // A route deleted by hand. `up` re-adds routes at its 15 s resync, so
-    // the deletion may be undone before doctor looks: try a few times.
-    let pid = fx.up().pid();
-    let mut named = None;
-    for _ in 0..5 {
-        fx.mac.ns.ok(&["ip", "route", "del", "10.213.42.0/24"]);
-        let (ok, t) = doctor(&fx, &[]);
-        if !ok && t.contains("FAIL  routes") {
-            named = Some(t);
-            break;
-        }
-        fx.mac
-            .wait_route("10.213.42.0/24", true, Duration::from_secs(20))
-            .unwrap();
+    // A route deleted by someone else (a VPN client, `ip route del`): `up`
+    // sees the routing table change and puts it back within 2 s, with no
+    // resync. (Doctor's verdict on a route that stays gone is unit-tested:
+    // `up` no longer leaves one for an end-to-end test to find.)
+    let added = |log: &str| log.matches("route added").count();
+    let before = added(&fx.up().log());
+    fx.mac.ns.ok(&["ip", "route", "del", "10.213.42.0/24"]);
+    fx.mac
+        .wait_route("10.213.42.0/24", true, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("a deleted route was not put back: {e}\n{}", fx.up().log()));
+    let t0 = Instant::now();
+    while added(&fx.up().log()) == before && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let t = named.expect("doctor never named the deleted route");
-    assert!(
-        t.contains(&format!("the route for {net} (10.213.42.0/24) is gone")),
-        "{t}"
+    assert_eq!(
+        added(&fx.up().log()),
+        before + 1,
+        "the route is there, but up did not add it again\n{}",
+        fx.up().log()
     );
-    assert!(t.contains(&format!("fix: sudo kill -HUP {pid}")), "{t}");
-    // The fix it names works at once.
+    let (ok, t) = doctor(&fx, &[]);
+    assert!(ok, "{t}");
+    // A reload resyncs too (doctor's fix when a route stays gone).
+    let pid = fx.up().pid();
     send_signal(pid, 1);
     fx.mac
         .wait_route("10.213.42.0/24", true, ROUTE_CHANGE)
-        .unwrap_or_else(|e| panic!("SIGHUP did not restore the route: {e}"));
+        .unwrap_or_else(|e| panic!("the route went after SIGHUP: {e}"));
 
     // A Docker network that overlaps a route of the Mac: skipped, and doctor
     // says which route and how to exclude it.
