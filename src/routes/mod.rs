@@ -16,9 +16,11 @@ use ipnet::IpNet;
 pub mod macos;
 mod plan;
 pub mod scope;
+pub mod watch;
 
 pub use macos::MacRouter;
 pub use plan::{overlaps, plan, RoutePlan, SkipReason, Skipped, SystemRoute};
+pub use watch::WatchEvent;
 
 /// What `up` needs from an OS's routing: address the tunnel, read the
 /// routes (ours through the tunnel, and the machine's others), add and
