@@ -7,16 +7,23 @@
 //! -net 10.0.0.1/24`, which on a Mac whose LAN is 10.0.0.0/24 takes the
 //! LAN's traffic. This way the utun gets exactly the addresses of the
 //! golden-tested plan and the routes the kernel derives from them.
+//!
+//! Changes to the routing table are read from `route -n monitor`, whose
+//! output `crate::routes::macos_monitor` parses (golden-tested on Linux).
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use nix::libc;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
 use super::PlatformError;
 use crate::command::SystemRunner;
-use crate::routes::MacRouter;
+use crate::routes::macos_monitor::{monitor_command, MonitorParser};
+use crate::routes::{MacRouter, WatchEvent};
 use crate::tunnel::Tun;
 
 pub type OsRouter = MacRouter<SystemRunner>;
@@ -53,6 +60,72 @@ pub fn create_tun(_name: &str, mtu: u16) -> Result<(Tun, String), PlatformError>
 
 pub async fn open_router(name: &str) -> Result<OsRouter, PlatformError> {
     Ok(MacRouter::new(name, SystemRunner))
+}
+
+/// Watches the routing table and utun `name` through `route -n monitor`,
+/// a child process that lives as long as this value (killed on drop). At
+/// rest both it and we are blocked in a read. Needs a tokio runtime.
+///
+/// Caveat, from route(8)'s source: it flushes stdout only after a message
+/// with addresses, so an RTM_IFINFO (which has none) waits in its buffer
+/// for the next message that has. Route changes are never held back.
+pub async fn watch(name: &str) -> Result<RouteWatch, PlatformError> {
+    let cmd = monitor_command();
+    let mut child = tokio::process::Command::new(&cmd.program)
+        .args(&cmd.args)
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| PlatformError::System {
+            what: format!("starting `{cmd}`"),
+            error: Box::new(e),
+        })?;
+    let stdout = child.stdout.take().ok_or_else(|| PlatformError::System {
+        what: format!("reading `{cmd}`"),
+        error: "no stdout pipe".into(),
+    })?;
+    // After the monitor started, so that a utun gone in between is reported
+    // (the monitor may not have opened its socket yet: a small window).
+    let index = nix::net::if_::if_nametoindex(name).ok();
+    Ok(RouteWatch {
+        _child: child,
+        lines: BufReader::new(stdout).lines(),
+        parser: MonitorParser::new(index),
+        gone_at_start: index.is_none(),
+    })
+}
+
+/// See [`watch`].
+pub struct RouteWatch {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    parser: MonitorParser,
+    gone_at_start: bool,
+}
+
+impl RouteWatch {
+    /// The next change, with the lines already available folded into it.
+    /// `None` once `route` exited or its output failed: watch again.
+    ///
+    /// Cancel-safe: `next_line` is, and a message half read stays in the
+    /// parser for the next call.
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        if std::mem::take(&mut self.gone_at_start) {
+            return Some(WatchEvent::InterfaceGone);
+        }
+        let mut event = None;
+        while event.is_none() {
+            let line = self.lines.next_line().await.ok()??;
+            event = self.parser.line(&line);
+        }
+        while let Some(Ok(Some(line))) = self.lines.next_line().now_or_never() {
+            event = WatchEvent::coalesce(event.into_iter().chain(self.parser.line(&line)));
+        }
+        event
+    }
 }
 
 /// A utun lives exactly as long as its descriptor: when `up` exits, however

@@ -11,6 +11,12 @@
 //!   addresses (no alias, no route of the OS's own choosing), and the
 //!   [`OsRouter`] that keeps the routes through it;
 //! - [`open_router`]: the router of an existing tunnel (`doctor`);
+//! - [`watch`]: a [`RouteWatch`] on the routing table and the tunnel, so
+//!   that `up` restores a route someone deleted, and notices its tunnel
+//!   gone, when it happens rather than at the next poll. Its
+//!   `next().await` gives a [`WatchEvent`] per change (a burst folded into
+//!   one), `None` once it fails; cancel-safe, for a `select!` loop. At rest
+//!   it costs one blocked read: no timer;
 //! - [`cleanup`]: what a crashed or stopped run left on this machine
 //!   (tailscale's router `Cleanup`), for `down`;
 //! - [`ENGINE_MAY_BE_LOCAL`]: whether a Docker engine can share this
@@ -27,8 +33,10 @@ mod os;
 #[path = "macos.rs"]
 mod os;
 
+pub use crate::routes::WatchEvent;
 pub use os::{
-    cleanup, create_tun, interface_exists, open_router, OsRouter, ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
+    cleanup, create_tun, interface_exists, open_router, watch, OsRouter, RouteWatch,
+    ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
 };
 
 /// Routes and WireGuard links over netlink: the Linux host's router, and the

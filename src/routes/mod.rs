@@ -6,6 +6,10 @@
 //! `crate::platform::OsRouter` is this OS's. The macOS executor is plain
 //! command plans, so it is compiled and tested on Linux too; the netlink one
 //! lives in `platform/linux/`.
+//!
+//! What changes the table is reported by the OS's watcher
+//! (`crate::platform::watch`) as a [`WatchEvent`]; the macOS one reads
+//! `route -n monitor` through [`macos_monitor`], plain text tested here.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -14,11 +18,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 pub mod macos;
+pub mod macos_monitor;
 mod plan;
 pub mod scope;
+pub mod watch;
 
 pub use macos::MacRouter;
 pub use plan::{overlaps, plan, RoutePlan, SkipReason, Skipped, SystemRoute};
+pub use watch::WatchEvent;
 
 /// A change the routing table's watcher reports (`crate::platform::watch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

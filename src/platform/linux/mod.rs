@@ -1,7 +1,9 @@
 //! Linux: TUN devices through `/dev/net/tun`; addresses, routes and links
-//! through rtnetlink ([`netlink`]).
+//! through rtnetlink ([`netlink`]); their changes through rtnetlink
+//! notifications ([`watch`]).
 
 pub mod netlink;
+mod watch;
 
 use std::path::Path;
 
@@ -9,6 +11,7 @@ use super::PlatformError;
 use crate::tunnel::Tun;
 
 pub use netlink::NetlinkRouter as OsRouter;
+pub use watch::RouteWatch;
 
 /// A Docker engine on Linux may run in this very network namespace, where
 /// its bridges are local interfaces and containers are reachable already.
@@ -54,6 +57,15 @@ pub async fn open_router(name: &str) -> Result<OsRouter, PlatformError> {
             what: format!("tunnel interface {name}"),
             error: Box::new(e),
         })
+}
+
+/// Watch the routing table and interface `name` (see [`RouteWatch`]).
+/// Needs a tokio runtime: the socket registers with its reactor.
+pub async fn watch(name: &str) -> Result<RouteWatch, PlatformError> {
+    RouteWatch::new(name).map_err(|e| PlatformError::System {
+        what: "subscribing to netlink route notifications".into(),
+        error: Box::new(e),
+    })
 }
 
 /// Remove tunnel interface `name` if it is still there; its addresses and

@@ -318,7 +318,7 @@ async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetlinkError> {
     }
 }
 
-fn table(r: &RouteMessage) -> u32 {
+pub(super) fn table(r: &RouteMessage) -> u32 {
     r.attributes
         .iter()
         .find_map(|a| match a {
