@@ -481,7 +481,9 @@ fn docker_silent_vm_side_is_detected_and_helper_rerun() {
         fx.diagnostics()
     );
     assert!(
-        fx.up().log().contains("traffic to the VM side went unanswered"),
+        fx.up()
+            .log()
+            .contains("traffic to the VM side went unanswered"),
         "up did not say why it replaced the helper\n{}",
         fx.up().log()
     );

@@ -27,15 +27,6 @@ pub use macos::MacRouter;
 pub use plan::{overlaps, plan, RoutePlan, SkipReason, Skipped, SystemRoute};
 pub use watch::WatchEvent;
 
-/// A change the routing table's watcher reports (`crate::platform::watch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchEvent {
-    /// Some route was added, removed or changed: compare again.
-    Routes,
-    /// The tunnel interface was deleted.
-    InterfaceGone,
-}
-
 /// What `up` needs from an OS's routing: address the tunnel, read the
 /// routes (ours through the tunnel, and the machine's others), add and
 /// remove ours.

@@ -159,7 +159,7 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         hup.recv().await.map(|()| ((), hup))
     })
     .boxed();
-    let watch = NoWatch;
+    let watch = Watch::open(&name).await?;
     let mut s = Session {
         engine: ports::DockerApi { engine, candidates },
         tunnel: device.clone(),
@@ -196,12 +196,56 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
     result
 }
 
-/// Placeholder until the routing table watcher lands.
-struct NoWatch;
+/// The routing table's change notices for the session. A watcher that
+/// dies is opened again, with backoff, and its first word is a change:
+/// whatever happened meanwhile is compared at once.
+struct Watch {
+    interface: String,
+    inner: Option<platform::RouteWatch>,
+    backoff: Duration,
+}
 
-impl ports::RouteEvents for NoWatch {
+impl Watch {
+    async fn open(interface: &str) -> anyhow::Result<Watch> {
+        let inner = platform::watch(interface)
+            .await
+            .context("watching the routing table")?;
+        Ok(Watch {
+            interface: interface.to_owned(),
+            inner: Some(inner),
+            backoff: Duration::from_secs(1),
+        })
+    }
+}
+
+impl ports::RouteEvents for Watch {
     async fn next(&mut self) -> Option<crate::routes::WatchEvent> {
-        std::future::pending().await
+        loop {
+            if let Some(w) = &mut self.inner {
+                match w.next().await {
+                    Some(ev) => {
+                        self.backoff = Duration::from_secs(1);
+                        return Some(ev);
+                    }
+                    None => {
+                        warn!(
+                            retry_in_s = self.backoff.as_secs(),
+                            "the routing table watcher stopped; opening it again"
+                        );
+                        self.inner = None;
+                    }
+                }
+            }
+            tokio::time::sleep(self.backoff).await;
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            match platform::watch(&self.interface).await {
+                Ok(w) => {
+                    self.inner = Some(w);
+                    return Some(crate::routes::WatchEvent::Routes);
+                }
+                Err(e) => warn!(error = %e, "the routing table watcher could not be opened"),
+            }
+        }
     }
 }
 
