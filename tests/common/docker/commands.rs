@@ -2,11 +2,10 @@
 //! iptables rules a test inserts itself.
 
 use std::ffi::OsStr;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use super::DOCKER_TIMEOUT;
 use crate::process::{cmd, describe, run_ok, run_timeout, CMD_TIMEOUT};
-use std::process::Output;
 
 /// Runs `docker args...` (bounded); `Err` with stderr unless it exits 0.
 pub fn docker_try<S: AsRef<OsStr>>(args: &[S]) -> Result<String, String> {

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,6 @@ use super::in_ci;
 use super::sweep::sweep_stale_docker;
 use crate::prereqs::{find_in_path, require_prereqs};
 use crate::process::run_timeout;
-use std::process::Command;
 
 /// Serialises the Docker tests (they share the root namespace and dockerd).
 pub const DOCKER_LOCK: &str = "/run/netconnect-docker-e2e.lock";
