@@ -20,8 +20,6 @@
 // this file builds to nothing, so `cargo test --no-run` links there too.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -12,8 +12,6 @@
 // this file builds to nothing, so `cargo test --no-run` links there too.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -15,8 +15,6 @@
 // this file builds to nothing, so `cargo test --no-run` links there too.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

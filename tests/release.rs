@@ -38,9 +38,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Mac architecture (tarball name) -> its Docker VM's architecture.
 const MACS: [(&str, &str); 2] = [("arm64", "arm64"), ("x86_64", "amd64")];
-/// The lock every Docker test of this repository holds (tests/common): the
-/// tag netconnect-helper:<version> is shared with packaging_e2e.rs, and a
-/// dockerd restart test stops the engine while it holds it.
+/// The lock every Docker test of this repository holds
+/// (tests/common/docker/session.rs): the tag netconnect-helper:<version> is
+/// shared with packaging_e2e.rs, and a dockerd restart test stops the
+/// engine while it holds it.
 const DOCKER_LOCK: &str = "/run/netconnect-docker-e2e.lock";
 
 fn in_ci() -> bool {

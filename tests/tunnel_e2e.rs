@@ -10,8 +10,6 @@
 // this file builds to nothing, so `cargo test --no-run` links there too.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
