@@ -1437,3 +1437,129 @@ fn docker_helper_writes_to_nft_where_nft_holds_dockers_chains() {
     let _session = DockerSession::start();
     backend_choice_in_a_namespace("nft", "legacy");
 }
+
+// ---------------------------------------------------------------------------
+// At rest: `up` costs nothing while nothing flows (issue 13)
+// ---------------------------------------------------------------------------
+
+/// What the process and the links had done by one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Counters {
+    /// Voluntary + involuntary context switches of all threads.
+    wakeups: u64,
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+    /// rx + tx packets of the Mac's veth (the underlay).
+    underlay: u64,
+    /// rx + tx packets of the tunnel interface in the Mac.
+    tunnel: u64,
+}
+
+fn process_counters(pid: u32) -> (u64, u64) {
+    let mut wakeups = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("up is gone") {
+        let status = fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                wakeups += v.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line.
+    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
+    (wakeups, ticks)
+}
+
+fn link_packets(stats_dir: impl Fn(&str) -> String) -> u64 {
+    ["rx_packets", "tx_packets"]
+        .iter()
+        .map(|f| stats_dir(f).trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn counters(fx: &mut Fx) -> Counters {
+    let (wakeups, cpu_ticks) = process_counters(fx.up().pid());
+    let veth = fx.mac.root_veth.clone();
+    let underlay = link_packets(|f| {
+        fs::read_to_string(format!("/sys/class/net/{veth}/statistics/{f}")).unwrap()
+    });
+    let tunnel = link_packets(|f| {
+        fx.mac
+            .ns
+            .ok(&["cat", &format!("/sys/class/net/{MAC_TUN}/statistics/{f}")])
+    });
+    Counters {
+        wakeups,
+        cpu_ticks,
+        underlay,
+        tunnel,
+    }
+}
+
+/// Over a quiet minute, once a request has been answered and WireGuard's
+/// passive keepalive is behind: no Docker request besides the one event
+/// stream, no packet on the underlay or in the tunnel, at most one wakeup
+/// a second for the whole process and no CPU tick. Before issue 13 the
+/// same minute held 8 requests, ~45 underlay packets and ~12 wakeups a
+/// second (bench/README.md). Then the first request after the quiet
+/// minute is still answered.
+#[test]
+fn docker_up_at_rest_asks_nothing_sends_nothing_and_sleeps() {
+    const WINDOW: Duration = Duration::from_secs(60);
+    let mut fx = Fx::new(16);
+    let proxy = CountingProxy::start(std::path::Path::new(DOCKER_SOCK));
+    let c0 = fx.things.web("web0", None, None, &[]);
+    let ip0 = container_ip(&c0, "bridge");
+    let mut args = fx.args();
+    set_arg(&mut args, "--docker-host", &proxy.url());
+    fx.start_up_with(args);
+    fx.curl_ok(&ip0, &c0, FIRST_CURL);
+    // The proxy does count: bring-up listed the networks and made a helper.
+    let paths: Vec<String> = proxy.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        paths.iter().any(|p| p.ends_with("/networks"))
+            && paths.iter().any(|p| p.ends_with("/containers/create")),
+        "the proxy saw no bring-up: {paths:?}"
+    );
+    // WireGuard's passive keepalive (10 s after received data, either side).
+    std::thread::sleep(Duration::from_secs(15));
+
+    let before = counters(&mut fx);
+    let t0 = Instant::now();
+    std::thread::sleep(WINDOW);
+    let after = counters(&mut fx);
+    let requests: Vec<String> = proxy
+        .since(t0)
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let d = |f: fn(&Counters) -> u64| f(&after) - f(&before);
+    eprintln!(
+        "MEASURE: a quiet minute of up ({secs:.1} s): {} wakeups ({:.2}/s), {} CPU ticks, \
+         {} underlay packets, {} tunnel packets, Docker requests {requests:?}",
+        d(|c| c.wakeups),
+        d(|c| c.wakeups) as f64 / secs,
+        d(|c| c.cpu_ticks),
+        d(|c| c.underlay),
+        d(|c| c.tunnel),
+    );
+    let log = fx.up().log();
+    assert_eq!(requests, Vec::<String>::new(), "Docker requests while idle\n{log}");
+    assert_eq!(d(|c| c.underlay), 0, "underlay packets while idle\n{log}");
+    assert_eq!(d(|c| c.tunnel), 0, "tunnel packets while idle\n{log}");
+    assert!(
+        d(|c| c.wakeups) as f64 <= secs,
+        "more than one wakeup a second: {} in {secs:.1} s",
+        d(|c| c.wakeups)
+    );
+    assert_eq!(d(|c| c.cpu_ticks), 0, "CPU used while idle");
+    // And the next request is answered as the first was.
+    fx.curl_ok(&ip0, &c0, HELPER_RECOVERY);
+}
