@@ -30,7 +30,7 @@ use super::allowed_ips::AllowedIps;
 use super::batch::{RecvBatch, SendBatch, Slots, BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use super::peer::Peer;
-use super::timers::{self, Alarm, Output, PeerTimerFacts, Sample};
+use super::timers::{self, Alarm, Output, Sample};
 use crate::keys::{Key, PublicKey};
 
 /// Largest IP packet we read from the TUN or a datagram from the socket.
@@ -822,19 +822,13 @@ impl Shared {
     /// decides; we send. Runs on the timer thread, so sends are synchronous
     /// and a full socket buffer drops the packet (boringtun retries).
     /// Returns when the next pass is due (`None`: only when woken).
-    fn tick_timers(
-        &self,
-        buf: &mut [u8],
-        peers: &mut Vec<Arc<Peer>>,
-        facts: &mut HashMap<u32, PeerTimerFacts>,
-    ) -> Option<Instant> {
+    fn tick_timers(&self, buf: &mut [u8], peers: &mut Vec<Arc<Peer>>) -> Option<Instant> {
         let (socket, dual) = {
             let st = self.state.read();
             peers.clear();
             peers.extend(st.peers.values().cloned());
             (st.socket.clone(), st.socket_dual)
         };
-        facts.retain(|index, _| peers.iter().any(|p| p.index == *index));
         for peer in peers.iter() {
             let mut sample = Sample::default();
             let out = {
@@ -853,10 +847,7 @@ impl Shared {
                 look(peer, t, &mut sample);
                 out
             };
-            facts
-                .entry(peer.index)
-                .or_default()
-                .observe(Instant::now(), &sample);
+            peer.timer_facts.lock().observe(Instant::now(), &sample);
             let (Some(out), Some(socket)) = (out, &socket) else {
                 continue;
             };
@@ -868,7 +859,7 @@ impl Shared {
             }
         }
         let now = Instant::now();
-        let next = timers::next_wake(now, facts.values());
+        let next = timers::next_wake(now, peers.iter().map(|p| p.timer_facts.lock()));
         if next.is_some_and(|t| t <= now + timers::TICK) {
             return next;
         }
@@ -886,11 +877,9 @@ impl Shared {
                 let Some(t) = guard.as_mut() else { continue };
                 look(peer, t, &mut sample);
             }
-            if let Some(f) = facts.get_mut(&peer.index) {
-                f.observe(Instant::now(), &sample);
-            }
+            peer.timer_facts.lock().observe(Instant::now(), &sample);
         }
-        timers::next_wake(Instant::now(), facts.values())
+        timers::next_wake(Instant::now(), peers.iter().map(|p| p.timer_facts.lock()))
     }
 }
 
@@ -939,6 +928,12 @@ impl Receiver {
         }
         for p in &update.peers {
             state.update_peer(p);
+        }
+        // No timer thread runs boringtun's timers here, so none may fire
+        // from the data path either: what a datagram does must not depend
+        // on how long the fuzzer took to send it.
+        for p in state.peers.values() {
+            p.timers_armed.store(true, Ordering::Relaxed);
         }
         Receiver {
             state,
@@ -1027,7 +1022,6 @@ impl TimerThread {
                 let _enter = span.enter();
                 let mut buf = vec![0u8; OUT_BUF];
                 let mut peers = Vec::new();
-                let mut facts = HashMap::new();
                 let mut next = None;
                 loop {
                     match next {
@@ -1043,8 +1037,8 @@ impl TimerThread {
                         return;
                     }
                     let Some(shared) = weak.upgrade() else { return };
-                    next = shared.tick_timers(&mut buf, &mut peers, &mut facts);
-                    trace!(next_in = ?next.map(|t| t.saturating_duration_since(Instant::now())), ?facts, "timers ran");
+                    next = shared.tick_timers(&mut buf, &mut peers);
+                    trace!(next_in = ?next.map(|t| t.saturating_duration_since(Instant::now())), "timers ran");
                     peers.clear();
                 }
             })?;

@@ -10,7 +10,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use parking_lot::{Mutex, RwLock};
 
-use super::timers::{Alarm, Output};
+use super::timers::{Alarm, Output, PeerTimerFacts};
 use crate::keys::{Key, PublicKey};
 
 /// Settings that shape the noise state; changing one rebuilds the [`Tunn`],
@@ -40,6 +40,8 @@ pub(crate) struct Peer {
     /// handshake began or was answered, or the noise state was rebuilt.
     /// Set under the `tunn` lock, taken by the thread under it.
     pub timer_news: AtomicBool,
+    /// What the timer thread knows of this peer; only it locks this.
+    pub timer_facts: Mutex<PeerTimerFacts>,
 }
 
 impl Peer {
@@ -54,6 +56,7 @@ impl Peer {
             tx_bytes: AtomicU64::new(0),
             timers_armed: AtomicBool::new(false),
             timer_news: AtomicBool::new(false),
+            timer_facts: Mutex::new(PeerTimerFacts::default()),
         }
     }
 

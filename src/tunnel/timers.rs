@@ -29,6 +29,7 @@
 //! early wake costs one wakeup, so every estimate errs early: stamps are
 //! taken after boringtun's, deadlines in doubt are kept.
 
+use std::ops::Deref;
 use std::sync::OnceLock;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -223,9 +224,9 @@ impl Alarm {
 
 /// When the thread must next run: the earliest of every peer's next wake,
 /// `None` (sleep until woken) when nothing can become due on its own.
-pub(crate) fn next_wake<'a>(
+pub(crate) fn next_wake(
     now: Instant,
-    peers: impl IntoIterator<Item = &'a PeerTimerFacts>,
+    peers: impl IntoIterator<Item = impl Deref<Target = PeerTimerFacts>>,
 ) -> Option<Instant> {
     peers.into_iter().filter_map(|p| p.next_wake(now)).min()
 }
