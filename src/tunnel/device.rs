@@ -834,16 +834,19 @@ impl Shared {
             let out = {
                 let mut guard = peer.tunn.lock();
                 let Some(t) = guard.as_mut() else { continue };
-                let out = match t.update_timers(buf) {
-                    TunnResult::WriteToNetwork(out) => Some(out),
-                    TunnResult::Err(WireGuardError::ConnectionExpired) => None,
+                let (output, out) = match t.update_timers(buf) {
+                    TunnResult::WriteToNetwork(out) => (Some(Output::of(out)), Some(out)),
+                    TunnResult::Err(WireGuardError::ConnectionExpired) => (None, None),
+                    // Something was due and failed (a handshake it could
+                    // not format): boringtun tries again at the next pass,
+                    // so keep ticking as after a handshake.
                     TunnResult::Err(e) => {
                         debug!(peer = %peer.public_key, error = ?e, "timer");
-                        None
+                        (Some(Output::Handshake), None)
                     }
-                    _ => None,
+                    _ => (None, None),
                 };
-                sample.output = out.as_deref().map_or(Output::Nothing, Output::of);
+                sample.output = output.unwrap_or_default();
                 look(peer, t, &mut sample);
                 out
             };
