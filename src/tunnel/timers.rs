@@ -25,9 +25,11 @@
 //! and the data path calls that before the first packet after a sleep (see
 //! `Peer::freshen`), which is the only moment a stale cookie could be used.
 //!
-//! A missed timer is a protocol bug (a handshake never retried) while an
-//! early wake costs one wakeup, so every estimate errs early: stamps are
-//! taken after boringtun's, deadlines in doubt are kept.
+//! A missed timer is a protocol bug (a handshake never retried) while a
+//! spare wake costs one wakeup, so every estimate errs towards waking: busy
+//! spans count from when traffic was seen (never before it happened),
+//! deadlines from stamps taken after boringtun's (so it finds them due),
+//! and a deadline in doubt is kept.
 
 use std::ops::Deref;
 use std::sync::OnceLock;
