@@ -1904,3 +1904,120 @@ fn a_cookie_reply_from_elsewhere_does_not_move_the_peer() {
         "a cookie reply moved the peer's endpoint: {g:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 13. An idle device sleeps (issue 13), and its timers still fire
+// ---------------------------------------------------------------------------
+
+/// Context switches (voluntary + involuntary) of the threads of `pid` named
+/// `name` (all threads: `None`), from /proc/PID/task/TID/{comm,status}: how
+/// often they woke. Panics when no such thread exists, so a renamed thread
+/// fails the test.
+fn wakeups(pid: u32, name: Option<&str>) -> u64 {
+    let mut found = false;
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/PID/task") {
+        let dir = task.expect("a task entry").path();
+        let (Ok(comm), Ok(status)) = (
+            fs::read_to_string(dir.join("comm")),
+            fs::read_to_string(dir.join("status")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if name.is_some_and(|n| comm.trim_end() != n) {
+            continue;
+        }
+        found = true;
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    assert!(found, "no thread named {name:?} in process {pid}");
+    total
+}
+
+/// The timer thread sleeps while boringtun has nothing due: after a
+/// handshake and some pings, once the passive keepalive (10 s) and the
+/// handshake-after-send check (15 s) are behind us, it wakes at most twice
+/// in 8 s, where a 1 Hz tick wakes 8 times. Then its timers still fire:
+/// data that gets no reply is answered by a passive keepalive, and a peer
+/// that stops answering gets a handshake initiation, retried every
+/// REKEY_TIMEOUT (5 s).
+#[test]
+fn idle_timer_thread_sleeps_and_timers_still_fire() {
+    let mut t = Tunnel::new(Impl::Netconnect, Impl::WireguardGo);
+    t.wait_host_to_vm(VM_TUN4, UP);
+    assert_all_replies(&t.net.host, VM_TUN4, 3, &t);
+    let pid = t.host.daemon().pid().expect("netconnect pid");
+
+    // 10 s keepalive, 15 s handshake check (wireguard-go's may start one),
+    // then 17 s of one-second ticks after the last packet either sent.
+    thread::sleep(Duration::from_secs(40));
+    let window = Duration::from_secs(8);
+    let (timer0, all0) = (wakeups(pid, Some("wg-timers")), wakeups(pid, None));
+    thread::sleep(window);
+    let (timer1, all1) = (wakeups(pid, Some("wg-timers")), wakeups(pid, None));
+    eprintln!(
+        "idle {window:?}: wg-timers woke {} times, the whole process {}",
+        timer1 - timer0,
+        all1 - all0
+    );
+    assert!(
+        timer1 - timer0 <= 2,
+        "the idle timer thread woke {} times in {window:?}\n{}",
+        timer1 - timer0,
+        t.diagnostics()
+    );
+
+    // Data in, nothing out: boringtun owes the peer a keepalive (its
+    // KEEPALIVE_TIMEOUT runs from our last send, long ago).
+    let sink = bind_udp_in(&t.net.host, SocketAddr::new(ip(HOST_TUN4), 7777));
+    let rx0 = t.vm_dump().peer(&t.host.key.public).rx;
+    udp_send_from(
+        &t.net.vm,
+        SocketAddr::new(ip(VM_TUN4), 0),
+        SocketAddr::new(ip(HOST_TUN4), 7777),
+        b"no reply",
+        1,
+    );
+    assert_eq!(
+        udp_collect(&sink, Duration::from_secs(3)).len(),
+        1,
+        "the datagram did not cross the tunnel\n{}",
+        t.diagnostics()
+    );
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let rx = t.vm_dump().peer(&t.host.key.public).rx;
+        if rx > rx0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no keepalive from netconnect after data it did not answer\n{}",
+            t.diagnostics()
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+
+    // The peer goes away; a socket takes its address and counts what
+    // arrives. One ping goes out on the old session, unanswered: after
+    // KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (15 s) netconnect initiates a
+    // handshake, and retries it every 5 s.
+    t.stop_vm();
+    let catcher = bind_udp_in(&t.net.vm, SocketAddr::new(ip(VM_UNDERLAY4), VM_PORT));
+    assert_eq!(ping_count(&t.net.host, VM_TUN4, 1), 0);
+    let got = udp_collect(&catcher, Duration::from_secs(30));
+    let initiations = got
+        .iter()
+        .filter(|(d, _)| d.len() == 148 && d[0] == 1)
+        .count();
+    assert!(
+        initiations >= 3,
+        "{initiations} handshake initiations in 30 s without answers (want the first \
+         and two retries); datagram sizes: {:?}",
+        got.iter().map(|(d, _)| d.len()).collect::<Vec<_>>()
+    );
+}

@@ -1,17 +1,18 @@
 //! The userspace WireGuard device: a TUN, one UDP socket and the peers.
 //!
 //! Two tokio tasks move packets, modelled on onetun: TUN → encrypt → UDP and
-//! UDP → decrypt → TUN; a one-second timer thread drives handshakes and
-//! keepalives. Each direction owns its buffers, so the hot path allocates
-//! nothing; shared state sits behind short, synchronous locks that are never
-//! held across an `.await`.
+//! UDP → decrypt → TUN; a timer thread drives handshakes and keepalives,
+//! waking only when boringtun may have something due (`super::timers`).
+//! Each direction owns its buffers, so the hot path allocates nothing;
+//! shared state sits behind short, synchronous locks that are never held
+//! across an `.await`.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -29,6 +30,7 @@ use super::allowed_ips::AllowedIps;
 use super::batch::{RecvBatch, SendBatch, Slots, BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use super::peer::Peer;
+use super::timers::{self, Alarm, Output, Sample};
 use crate::keys::{Key, PublicKey};
 
 /// Largest IP packet we read from the TUN or a datagram from the socket.
@@ -38,9 +40,6 @@ const OUT_BUF: usize = MAX_PACKET + 32;
 /// Handshakes per second before cookies are demanded (boringtun's device uses
 /// the same figure).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
-/// boringtun's timers count whole seconds; ticking faster buys nothing and
-/// would wake an idle process more often.
-const TIMER_TICK: Duration = Duration::from_secs(1);
 /// Socket buffers as wireguard-go sizes them: bursts from a fast sender
 /// overflow the default 208 KiB first.
 const SOCKET_BUFFER: usize = 7 << 20;
@@ -99,6 +98,9 @@ struct Shared {
     /// Decrypted packets the TUN refused (interface down, a packet the
     /// kernel will not take): dropped, as a router drops, and counted.
     tun_refused: std::sync::atomic::AtomicU64,
+    /// Wakes the timer thread when a packet or a change may have made
+    /// something due sooner than it planned.
+    alarm: Alarm,
     /// Armed by [`Device::offered`]: the next packet from the TUN that a
     /// peer takes wakes it.
     offered: Offered,
@@ -140,6 +142,7 @@ impl Device {
             state: RwLock::new(State::new()),
             failed: failed_tx,
             tun_refused: std::sync::atomic::AtomicU64::new(0),
+            alarm: Alarm::default(),
             offered: Offered::default(),
         });
         {
@@ -195,6 +198,9 @@ impl Device {
         for p in &update.peers {
             st.update_peer(p);
         }
+        // A new peer, key or keepalive setting may be due sooner than the
+        // timer thread planned.
+        shared.alarm.ring();
         Ok(())
     }
 
@@ -215,10 +221,21 @@ impl Device {
             }
         };
         let mut buf = vec![0u8; packet.len() + 148];
-        let result = match peer.tunn.lock().as_mut() {
-            Some(t) => t.encapsulate(packet, &mut buf),
-            None => return false,
+        let (kick, result) = {
+            let mut guard = peer.tunn.lock();
+            let Some(t) = guard.as_mut() else {
+                return false;
+            };
+            let kick = peer.freshen(t, &self.shared.alarm);
+            let result = t.encapsulate(packet, &mut buf);
+            if let TunnResult::WriteToNetwork(out) = &result {
+                peer.produced(out, &self.shared.alarm);
+            }
+            (kick, result)
         };
+        if let Some(k) = kick {
+            send(&peer, socket.as_deref(), &k, None).await;
+        }
         match result {
             TunnResult::WriteToNetwork(out) => {
                 if peer.endpoint().is_none() {
@@ -245,10 +262,19 @@ impl Device {
         };
         let mut buf = [0u8; 256];
         for peer in peers {
-            let result = match peer.tunn.lock().as_mut() {
-                Some(t) => t.format_handshake_initiation(&mut buf, force),
-                None => continue,
+            let (kick, result) = {
+                let mut guard = peer.tunn.lock();
+                let Some(t) = guard.as_mut() else { continue };
+                let kick = peer.freshen(t, &self.shared.alarm);
+                let result = t.format_handshake_initiation(&mut buf, force);
+                if let TunnResult::WriteToNetwork(out) = &result {
+                    peer.produced(out, &self.shared.alarm);
+                }
+                (kick, result)
             };
+            if let Some(k) = kick {
+                send(&peer, socket.as_deref(), &k, None).await;
+            }
             if let TunnResult::WriteToNetwork(out) = result {
                 send(&peer, socket.as_deref(), out, None).await;
             }
@@ -443,7 +469,10 @@ impl State {
                     return Route::Drop;
                 };
                 // Check mac1 and the handshake rate before the costly
-                // Diffie-Hellman that reveals who is calling.
+                // Diffie-Hellman that reveals who is calling. The limiter
+                // counts per second; it is reset here, where it counts,
+                // because the timer thread no longer runs every second.
+                self.limiter.reset_count();
                 let mut cookie = [0u8; 64];
                 match self
                     .limiter
@@ -538,17 +567,31 @@ enum Step<'a> {
 /// Decrypt `input` (the datagram on the first call, then empty, which asks
 /// boringtun for packets it queued during a handshake) and count what
 /// authenticated; `len` is the datagram's length, `roams` its [`Route`]'s.
+/// `kick` receives what boringtun's timers wanted sent when this was the
+/// first packet after the timer thread slept (see `Peer::freshen`).
+#[allow(clippy::too_many_arguments)]
 fn decap_step<'a>(
     peer: &Peer,
+    alarm: &Alarm,
     from: SocketAddr,
     len: usize,
     roams: bool,
     input: &mut &[u8],
     dst: &'a mut [u8],
+    kick: &mut Option<Vec<u8>>,
 ) -> Step<'a> {
-    let result = match peer.tunn.lock().as_mut() {
-        Some(t) => t.decapsulate(Some(from.ip()), input, dst),
-        None => return Step::Stop,
+    let result = {
+        let mut guard = peer.tunn.lock();
+        let Some(t) = guard.as_mut() else {
+            return Step::Stop;
+        };
+        *kick = peer.freshen(t, alarm);
+        let result = t.decapsulate(Some(from.ip()), input, dst);
+        if let TunnResult::WriteToNetwork(out) = &result {
+            // A handshake answered, or a cookie: timers the thread must see.
+            peer.produced(out, alarm);
+        }
+        result
     };
     let first = !input.is_empty();
     *input = &[];
@@ -663,14 +706,26 @@ impl Shared {
                     continue;
                 };
                 let endpoint = peer.endpoint();
-                let result = match peer.tunn.lock().as_mut() {
-                    Some(t) => match t.encapsulate(&input.get(i)[..lens[i]], out.slot()) {
-                        TunnResult::WriteToNetwork(b) => Ok(b.len()),
-                        TunnResult::Err(e) => Err(e),
-                        _ => continue,
-                    },
-                    None => continue,
+                let (kick, result) = {
+                    let mut guard = peer.tunn.lock();
+                    let Some(t) = guard.as_mut() else { continue };
+                    let kick = peer.freshen(t, &self.alarm);
+                    let result = match t.encapsulate(&input.get(i)[..lens[i]], out.slot()) {
+                        TunnResult::WriteToNetwork(b) => {
+                            // A handshake initiation when there is no session.
+                            peer.produced(b, &self.alarm);
+                            Some(Ok(b.len()))
+                        }
+                        TunnResult::Err(e) => Some(Err(e)),
+                        // Queued behind a handshake in progress.
+                        _ => None,
+                    };
+                    (kick, result)
                 };
+                if let Some(k) = kick {
+                    send(&peer, socket.as_deref(), &k, None).await;
+                }
+                let Some(result) = result else { continue };
                 match (result, endpoint) {
                     (Ok(len), Some(to)) => {
                         senders[out.len()] = Some(peer);
@@ -749,7 +804,21 @@ impl Shared {
         };
         let mut input: &[u8] = datagram;
         loop {
-            match decap_step(&peer, from, datagram.len(), roams, &mut input, &mut *dst) {
+            let mut kick = None;
+            let step = decap_step(
+                &peer,
+                &self.alarm,
+                from,
+                datagram.len(),
+                roams,
+                &mut input,
+                &mut *dst,
+                &mut kick,
+            );
+            if let Some(k) = kick {
+                send(&peer, Some(socket), &k, None).await;
+            }
+            match step {
                 Step::Stop => return,
                 Step::Send(out, to) => send(&peer, Some(socket), out, to).await,
                 Step::Deliver(packet, source) => {
@@ -783,36 +852,81 @@ impl Shared {
 
     /// One timer pass: handshake retries, rekeys and keepalives. boringtun
     /// decides; we send. Runs on the timer thread, so sends are synchronous
-    /// and a full socket buffer drops the packet (the next pass retries).
-    fn tick_timers(&self, buf: &mut [u8], peers: &mut Vec<Arc<Peer>>) {
-        let socket = {
+    /// and a full socket buffer drops the packet (boringtun retries).
+    /// Returns when the next pass is due (`None`: only when woken).
+    fn tick_timers(&self, buf: &mut [u8], peers: &mut Vec<Arc<Peer>>) -> Option<Instant> {
+        let (socket, dual) = {
             let st = self.state.read();
-            st.limiter.reset_count();
             peers.clear();
             peers.extend(st.peers.values().cloned());
-            st.socket.clone()
+            (st.socket.clone(), st.socket_dual)
         };
-        let Some(socket) = socket else { return };
         for peer in peers.iter() {
-            let result = match peer.tunn.lock().as_mut() {
-                Some(t) => t.update_timers(buf),
-                None => continue,
-            };
-            match result {
-                TunnResult::WriteToNetwork(out) => {
-                    let Some(to) = peer.endpoint() else { continue };
-                    let to = socket2::SockAddr::from(wire_addr(is_dual(&socket), to));
-                    match socket2::SockRef::from(&*socket).send_to(out, &to) {
-                        Ok(n) => peer.sent(n),
-                        Err(e) => debug!(peer = %peer.public_key, error = %e, "timer send failed"),
+            let mut sample = Sample::default();
+            let out = {
+                let mut guard = peer.tunn.lock();
+                let Some(t) = guard.as_mut() else { continue };
+                let (output, out) = match t.update_timers(buf) {
+                    TunnResult::WriteToNetwork(out) => (Some(Output::of(out)), Some(out)),
+                    TunnResult::Err(WireGuardError::ConnectionExpired) => (None, None),
+                    // Something was due and failed (a handshake it could
+                    // not format): boringtun tries again at the next pass,
+                    // so keep ticking as after a handshake.
+                    TunnResult::Err(e) => {
+                        debug!(peer = %peer.public_key, error = ?e, "timer");
+                        (Some(Output::Handshake), None)
                     }
-                }
-                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
-                TunnResult::Err(e) => debug!(peer = %peer.public_key, error = ?e, "timer"),
-                _ => {}
+                    _ => (None, None),
+                };
+                sample.output = output.unwrap_or_default();
+                look(peer, t, &mut sample);
+                out
+            };
+            peer.timer_facts.lock().observe(Instant::now(), &sample);
+            let (Some(out), Some(socket)) = (out, &socket) else {
+                continue;
+            };
+            let Some(to) = peer.endpoint() else { continue };
+            let to = socket2::SockAddr::from(wire_addr(dual, to));
+            match socket2::SockRef::from(&**socket).send_to(out, &to) {
+                Ok(n) => peer.sent(n),
+                Err(e) => debug!(peer = %peer.public_key, error = %e, "timer send failed"),
             }
         }
+        let now = Instant::now();
+        let next = timers::next_wake(now, peers.iter().map(|p| p.timer_facts.lock()));
+        if next.is_some_and(|t| t <= now + timers::TICK) {
+            return next;
+        }
+        // About to sleep past the next tick: from here on the data path
+        // refreshes boringtun's clock itself (`Peer::freshen`). A packet
+        // that slipped in before it saw the flag cleared is in boringtun's
+        // state by the time we hold its lock again.
+        for peer in peers.iter() {
+            peer.timers_armed.store(false, Ordering::Relaxed);
+        }
+        for peer in peers.iter() {
+            let mut sample = Sample::default();
+            {
+                let mut guard = peer.tunn.lock();
+                let Some(t) = guard.as_mut() else { continue };
+                look(peer, t, &mut sample);
+            }
+            peer.timer_facts.lock().observe(Instant::now(), &sample);
+        }
+        timers::next_wake(Instant::now(), peers.iter().map(|p| p.timer_facts.lock()))
     }
+}
+
+/// What the timer thread reads of a peer's noise state, under its lock.
+fn look(peer: &Peer, t: &Tunn, sample: &mut Sample) {
+    let (since_handshake, data_tx, data_rx, _, _) = t.stats();
+    sample.expired = t.is_expired();
+    sample.since_handshake = since_handshake;
+    sample.data_tx = data_tx;
+    sample.data_rx = data_rx;
+    sample.persistent_keepalive = t.persistent_keepalive();
+    sample.news = peer.timer_news.swap(false, Ordering::Relaxed);
 }
 
 /// The receive path without a socket or a TUN: a device's state and the
@@ -821,6 +935,8 @@ impl Shared {
 pub(crate) struct Receiver {
     state: State,
     dst: Vec<u8>,
+    /// Never set: there is no timer thread to wake.
+    alarm: Alarm,
 }
 
 /// What receiving one datagram did.
@@ -848,9 +964,16 @@ impl Receiver {
         for p in &update.peers {
             state.update_peer(p);
         }
+        // No timer thread runs boringtun's timers here, so none may fire
+        // from the data path either: what a datagram does must not depend
+        // on how long the fuzzer took to send it.
+        for p in state.peers.values() {
+            p.timers_armed.store(true, Ordering::Relaxed);
+        }
         Receiver {
             state,
             dst: vec![0u8; OUT_BUF],
+            alarm: Alarm::default(),
         }
     }
 
@@ -868,14 +991,24 @@ impl Receiver {
         let mut out = Vec::new();
         let mut input: &[u8] = datagram;
         loop {
-            match decap_step(
+            let mut kick = None;
+            let step = decap_step(
                 &peer,
+                &self.alarm,
                 from,
                 datagram.len(),
                 roams,
                 &mut input,
                 &mut self.dst,
-            ) {
+                &mut kick,
+            );
+            if let Some(bytes) = kick {
+                out.push(Received::Send {
+                    to: peer.endpoint(),
+                    bytes,
+                });
+            }
+            match step {
                 Step::Stop => return out,
                 Step::Send(bytes, to) => out.push(Received::Send {
                     to: to.or_else(|| peer.endpoint()),
@@ -902,10 +1035,11 @@ impl Receiver {
 }
 
 /// The timer thread. A plain thread rather than a tokio interval: tokio's
-/// hierarchical timer wheel parks twice for every one-second tick (once for
-/// the coarse slot, once for the exact deadline), which doubled the idle
-/// wakeups; `park_timeout` wakes once. It holds the device only weakly, so
-/// it never keeps a closed TUN alive.
+/// hierarchical timer wheel parks twice for every deadline (once for the
+/// coarse slot, once for the exact one); `park_timeout` wakes once. It
+/// sleeps until `tick_timers` says something may be due, or until the data
+/// path or a configuration change rings `Shared::alarm`. It holds the
+/// device only weakly, so it never keeps a closed TUN alive.
 struct TimerThread {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -923,22 +1057,32 @@ impl TimerThread {
                 let _enter = span.enter();
                 let mut buf = vec![0u8; OUT_BUF];
                 let mut peers = Vec::new();
+                let mut next = None;
                 loop {
-                    std::thread::park_timeout(TIMER_TICK);
+                    match next {
+                        Some(at) => {
+                            let now = Instant::now();
+                            if at > now {
+                                std::thread::park_timeout(at - now);
+                            }
+                        }
+                        None => std::thread::park(),
+                    }
                     if stop2.load(Ordering::Acquire) {
                         return;
                     }
                     let Some(shared) = weak.upgrade() else { return };
-                    shared.tick_timers(&mut buf, &mut peers);
+                    next = shared.tick_timers(&mut buf, &mut peers);
+                    trace!(next_in = ?next.map(|t| t.saturating_duration_since(Instant::now())), "timers ran");
                     peers.clear();
                 }
             })?;
+        shared.alarm.set(thread.thread().clone());
         Ok(TimerThread {
             stop,
             thread: Some(thread),
         })
     }
-
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {

@@ -10,6 +10,7 @@ mod batch;
 mod config;
 mod device;
 mod peer;
+mod timers;
 
 // What the data plane asks of the OS (batched UDP, socket options), one file
 // per OS under the same names.

@@ -1,15 +1,16 @@
 //! One WireGuard peer: its noise state and the counters `wg show` reports.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::Tunn;
+use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use parking_lot::{Mutex, RwLock};
 
+use super::timers::{Alarm, Output, PeerTimerFacts};
 use crate::keys::{Key, PublicKey};
 
 /// Settings that shape the noise state; changing one rebuilds the [`Tunn`],
@@ -31,6 +32,16 @@ pub(crate) struct Peer {
     pub endpoint: RwLock<Option<SocketAddr>>,
     pub rx_bytes: AtomicU64,
     pub tx_bytes: AtomicU64,
+    /// The timer thread is ticking every second, so boringtun's clock is
+    /// current. Cleared by the thread before it sleeps longer; read, under
+    /// the `tunn` lock, before every packet (see [`Peer::freshen`]).
+    pub timers_armed: AtomicBool,
+    /// Something the timer thread cannot read from boringtun happened: a
+    /// handshake began or was answered, or the noise state was rebuilt.
+    /// Set under the `tunn` lock, taken by the thread under it.
+    pub timer_news: AtomicBool,
+    /// What the timer thread knows of this peer; only it locks this.
+    pub timer_facts: Mutex<PeerTimerFacts>,
 }
 
 impl Peer {
@@ -43,6 +54,9 @@ impl Peer {
             endpoint: RwLock::new(None),
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
+            timers_armed: AtomicBool::new(false),
+            timer_news: AtomicBool::new(false),
+            timer_facts: Mutex::new(PeerTimerFacts::default()),
         }
     }
 
@@ -60,7 +74,56 @@ impl Peer {
                 Some(limiter.clone()),
             )
         });
-        *self.tunn.lock() = tunn;
+        let mut guard = self.tunn.lock();
+        *guard = tunn;
+        // A new noise state counts its persistent keepalive from now.
+        self.timer_news.store(true, Ordering::Relaxed);
+    }
+
+    /// Call under the `tunn` lock before `tunn` takes a packet in or out.
+    /// boringtun stamps every event with the clock of its last
+    /// `update_timers`; while the timer thread sleeps that clock goes stale,
+    /// and a stale stamp makes it give up a new handshake at once (it looks
+    /// 90 s old) or drop a fresh session. So the first packet after a sleep
+    /// runs `update_timers` itself and wakes the thread; every other packet
+    /// pays one relaxed load. Returns what `update_timers` wanted sent.
+    ///
+    /// Why it cannot miss a wake: the thread clears `timers_armed`, then
+    /// looks at every peer under its `tunn` lock. A packet that took the
+    /// lock before that look is seen by it (boringtun's counters, or
+    /// `timer_news`); one that took it after reads `false` here.
+    #[inline]
+    pub fn freshen(&self, tunn: &mut Tunn, alarm: &Alarm) -> Option<Vec<u8>> {
+        if self.timers_armed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.freshen_cold(tunn, alarm)
+    }
+
+    #[cold]
+    fn freshen_cold(&self, tunn: &mut Tunn, alarm: &Alarm) -> Option<Vec<u8>> {
+        self.timers_armed.store(true, Ordering::Relaxed);
+        let mut buf = [0u8; 256];
+        let out = match tunn.update_timers(&mut buf) {
+            TunnResult::WriteToNetwork(b) => {
+                self.produced(b, alarm);
+                Some(b.to_vec())
+            }
+            _ => None,
+        };
+        alarm.ring();
+        out
+    }
+
+    /// Call under the `tunn` lock when `tunn` produced `datagram` for the
+    /// network: a handshake message (or a cookie) starts timers the thread
+    /// cannot read from boringtun; transport data it can.
+    #[inline]
+    pub fn produced(&self, datagram: &[u8], alarm: &Alarm) {
+        if Output::of(datagram) == Output::Handshake {
+            self.timer_news.store(true, Ordering::Relaxed);
+            alarm.ring();
+        }
     }
 
     pub fn endpoint(&self) -> Option<SocketAddr> {
