@@ -19,10 +19,14 @@ use crate::control::{self, ControlError, Snapshot};
 use crate::docker::vmside::Shadow;
 use crate::settings::Target;
 
-/// WireGuard re-handshakes every 2 minutes while packets flow, and the VM
-/// side sends a keepalive every 25 s: older than this means no VM peer.
+/// WireGuard re-handshakes every 2 minutes while packets flow; neither side
+/// sends keepalives, so an older handshake means an idle tunnel, which is
+/// fine: the next packet starts a new one.
 const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a quiet spell the first packet may wake the VM side: `up` probes
+/// it after 1 s unanswered and re-runs the helper, within about 7 s.
+const PROBE_TIMEOUT_IDLE: Duration = Duration::from_secs(10);
 const PROBE_PORT: u16 = 80;
 /// The commands doctor tells a user to run, each parsed by a unit test.
 const RESTART: &str = "sudo netconnect down && sudo netconnect up";
@@ -196,6 +200,10 @@ async fn helper(s: &Snapshot, docker: &bollard::Docker) -> Verdict {
     };
     if running {
         ok(format!("{name} running"))
+    } else if s.helper.state == "idle" {
+        ok(format!(
+            "{name} left after a quiet spell; the next packet for the VM starts it again"
+        ))
     } else {
         broken(
             format!("the helper container {name} is not running (daemon says: {})", s.helper.state),
@@ -216,11 +224,10 @@ fn handshake(s: &Snapshot) -> Verdict {
     };
     match t.last_handshake_age_s {
         Some(age) if age <= HANDSHAKE_FRESH.as_secs() => ok(format!("last handshake {age} s ago")),
-        Some(age) => broken(
-            format!("the last handshake was {age} s ago; the VM side is silent"),
-            "check that the VM reaches this machine at --host-endpoint (UDP port \
-             shown by `netconnect status`); netconnect up re-runs the helper when it notices",
-        ),
+        // The probe below sends a packet, which starts a new one.
+        Some(age) => ok(format!(
+            "last handshake {age} s ago: the tunnel is idle, and the next packet starts a new one"
+        )),
         None => broken("no handshake with the VM side yet", HANDSHAKE_FIX),
     }
 }
@@ -378,7 +385,7 @@ async fn probe(
     else {
         return ok("no running container on a routed network to probe");
     };
-    let result = tcp_probe(ip).await;
+    let result = tcp_probe(ip, probe_timeout(s)).await;
     // A refusal is the container's RST, or a REJECT in the VM; silence a
     // DROP, or the container. The counters of the rules above ours tell.
     let culprits = match &result {
@@ -449,14 +456,29 @@ enum Probe {
     Refused,
 }
 
+/// How long the probe waits: longer when the tunnel has been idle, since
+/// its first packet may have to wake the VM side.
+fn probe_timeout(s: &Snapshot) -> Duration {
+    let idle = s.helper.state == "idle"
+        || s.tunnel
+            .as_ref()
+            .and_then(|t| t.last_handshake_age_s)
+            .is_some_and(|age| age > HANDSHAKE_FRESH.as_secs());
+    if idle {
+        PROBE_TIMEOUT_IDLE
+    } else {
+        PROBE_TIMEOUT
+    }
+}
+
 /// A TCP connection attempt: accepted or refused, something answered.
-async fn tcp_probe(ip: IpAddr) -> Result<Probe, String> {
+async fn tcp_probe(ip: IpAddr, timeout: Duration) -> Result<Probe, String> {
     let addr = SocketAddr::new(ip, PROBE_PORT);
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(Probe::Accepted),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Probe::Refused),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no reply within {}s", PROBE_TIMEOUT.as_secs())),
+        Err(_) => Err(format!("no reply within {}s", timeout.as_secs())),
     }
 }
 
@@ -548,12 +570,16 @@ mod tests {
     }
 
     #[test]
-    fn handshake_must_be_recent() {
+    fn a_handshake_must_have_happened_and_an_old_one_means_idle() {
         assert!(matches!(handshake(&snap(vec![], Some(30))), Verdict::Ok(_)));
-        assert!(matches!(
-            handshake(&snap(vec![], Some(600))),
-            Verdict::Broken { .. }
-        ));
+        let idle = snap(vec![], Some(600));
+        assert_eq!(
+            handshake(&idle),
+            ok("last handshake 600 s ago: the tunnel is idle, and the next packet starts a new one")
+        );
+        // The probe then gives the VM side time to wake.
+        assert_eq!(probe_timeout(&idle), PROBE_TIMEOUT_IDLE);
+        assert_eq!(probe_timeout(&snap(vec![], Some(30))), PROBE_TIMEOUT);
         assert!(matches!(
             handshake(&snap(vec![], None)),
             Verdict::Broken { .. }

@@ -1551,7 +1551,11 @@ fn docker_up_at_rest_asks_nothing_sends_nothing_and_sleeps() {
         d(|c| c.tunnel),
     );
     let log = fx.up().log();
-    assert_eq!(requests, Vec::<String>::new(), "Docker requests while idle\n{log}");
+    assert_eq!(
+        requests,
+        Vec::<String>::new(),
+        "Docker requests while idle\n{log}"
+    );
     assert_eq!(d(|c| c.underlay), 0, "underlay packets while idle\n{log}");
     assert_eq!(d(|c| c.tunnel), 0, "tunnel packets while idle\n{log}");
     assert!(

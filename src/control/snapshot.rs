@@ -83,7 +83,8 @@ pub struct TunnelState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct HelperState {
-    /// `running`, `starting` (none yet, or being replaced) or `absent`.
+    /// `running`, `starting` (none yet, or being replaced), `idle` (left
+    /// after a quiet spell; traffic starts it again) or `absent`.
     pub state: String,
     pub container: String,
     pub id: Option<String>,

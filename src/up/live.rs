@@ -83,6 +83,13 @@ impl View {
         }
     }
 
+    /// The helper left after a quiet spell; the next traffic starts it.
+    pub fn helper_parked(&self) {
+        let mut i = self.inner.lock();
+        i.snap.helper.state = "idle".into();
+        i.snap.helper.id = None;
+    }
+
     pub fn set_routes(&self, networks: Vec<NetworkRoute>, extra: Vec<snapshot::ExtraRoute>) {
         let mut i = self.inner.lock();
         i.snap.networks = networks;

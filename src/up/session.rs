@@ -290,7 +290,11 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
     fn forget_helper(&mut self, parked: bool) {
         self.helper = None;
         self.parked = parked;
-        self.view.helper_running(None);
+        if parked {
+            self.view.helper_parked();
+        } else {
+            self.view.helper_running(None);
+        }
     }
 
     fn kernel_mode(&self) -> bool {

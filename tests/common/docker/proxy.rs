@@ -37,7 +37,9 @@ impl CountingProxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let Ok(server) = UnixStream::connect(&upstream) else { continue };
+                let Ok(server) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
                 let log = l.clone();
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || pump_counting(client, server, log));
@@ -145,7 +147,9 @@ impl Requests {
                     let mut chunked = false;
                     let mut upgrade = false;
                     for h in lines {
-                        let Some((k, v)) = h.split_once(':') else { continue };
+                        let Some((k, v)) = h.split_once(':') else {
+                            continue;
+                        };
                         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
                         match k.as_str() {
                             "content-length" => length = v.parse().unwrap_or(0),
@@ -181,8 +185,9 @@ impl Requests {
                         return out;
                     };
                     let size_line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                    let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                        .unwrap_or(0);
+                    let size =
+                        usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                            .unwrap_or(0);
                     if self.buf.len() < end + 2 + size + 2 {
                         return out;
                     }
@@ -199,4 +204,3 @@ impl Requests {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
-
