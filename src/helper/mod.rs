@@ -91,6 +91,10 @@ pub const KEEPALIVE_SECS: u16 = 0;
 /// Fast handshake retries at start, one a second, before WireGuard's own
 /// 5-second retry timer takes over.
 const HANDSHAKE_RETRIES: usize = 30;
+/// How long the kernel-mode helper gives `up` to add its key before it
+/// starts the handshake (`up` follows the helper's output as it comes).
+#[cfg(target_os = "linux")]
+const SPEAK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Without a handshake for this long the host side is gone for good.
 const HOST_GONE: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -293,16 +297,22 @@ async fn run_kernel(
     let endpoint = peer.endpoint;
     let host = pairs.first().map(|p| p.1);
     kernel::apply(name, kernel::set_device(name, key, None, None, &[peer]))?;
-    // Speak first: one datagram to the host's tunnel address makes the
-    // kernel start the handshake, so the host learns where we are (it
-    // cannot know: Docker Desktop NATs the VM) with no keepalive after.
-    if let Some(host) = host {
-        speak_first(host);
-    }
     let iptables = firewall::Iptables::detect()?;
     let added = iptables.ensure(&firewall::rules(name))?;
     info!(iface = %name, rules_added = added, backend = iptables.backend().as_str(), endpoint = ?endpoint, "VM side ready (kernel WireGuard); the helper exits, the interface stays");
-    announce(Mode::Kernel, key)
+    announce(Mode::Kernel, key)?;
+    // Speak first: one datagram to the host's tunnel address makes the
+    // kernel start the handshake, so the host learns where we are (it
+    // cannot know: Docker Desktop NATs the VM) with no keepalive after.
+    // After the announcement, and a moment later: `up` adds our key when
+    // it reads it, and an initiation it does not know yet is dropped,
+    // leaving the kernel's next try 5 s away. The staged datagram keeps
+    // the kernel trying every 5 s until a handshake completes.
+    if let Some(host) = host {
+        tokio::time::sleep(SPEAK_AFTER).await;
+        speak_first(host);
+    }
+    Ok(())
 }
 
 /// One empty UDP datagram to the discard port of `host` through the tunnel;

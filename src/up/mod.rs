@@ -183,6 +183,7 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         announced: false,
         handshake: None,
         reload,
+        helper_tried: tokio::time::Instant::now(),
     };
 
     let result = s.run(shutdown.as_mut()).await;
@@ -203,6 +204,9 @@ struct Watch {
     interface: String,
     inner: Option<platform::RouteWatch>,
     backoff: Duration,
+    /// When to open it again: a deadline, not a fresh sleep per call, or
+    /// the session's other wakeups would put it off for ever.
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl Watch {
@@ -214,6 +218,7 @@ impl Watch {
             interface: interface.to_owned(),
             inner: Some(inner),
             backoff: Duration::from_secs(1),
+            retry_at: None,
         })
     }
 }
@@ -233,14 +238,20 @@ impl ports::RouteEvents for Watch {
                             "the routing table watcher stopped; opening it again"
                         );
                         self.inner = None;
+                        self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
                     }
                 }
             }
-            tokio::time::sleep(self.backoff).await;
+            let at = *self
+                .retry_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + self.backoff);
+            tokio::time::sleep_until(at).await;
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
             match platform::watch(&self.interface).await {
                 Ok(w) => {
                     self.inner = Some(w);
+                    self.retry_at = None;
                     return Some(crate::routes::WatchEvent::Routes);
                 }
                 Err(e) => warn!(error = %e, "the routing table watcher could not be opened"),

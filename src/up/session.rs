@@ -47,8 +47,11 @@ const HELPER_RETRY: Duration = Duration::from_secs(2);
 /// An event stream that ends sooner than this after connecting counts as
 /// failing, and the next reconnect waits longer.
 const STABLE: Duration = Duration::from_secs(10);
-/// How often the first handshake is looked for, until it happens.
+/// How often the first handshake is looked for, until it happens; after
+/// [`ANNOUNCE_FAST`] without one (the VM cannot reach us), less often.
 const ANNOUNCE_POLL: Duration = Duration::from_millis(200);
+const ANNOUNCE_SLOW: Duration = Duration::from_secs(5);
+const ANNOUNCE_FAST: Duration = Duration::from_secs(30);
 
 pub struct Session<E, T, R, W> {
     pub engine: E,
@@ -86,6 +89,9 @@ pub struct Session<E, T, R, W> {
     pub handshake: Option<progress::Step>,
     /// SIGHUP: reload the configuration file.
     pub reload: BoxStream<'static, ()>,
+    /// When the last helper start was tried: the next waits [`HELPER_RETRY`]
+    /// from it (a deadline, so that other wakeups do not put it off).
+    pub helper_tried: Instant,
 }
 
 /// Why `up` ends when its tunnel is gone.
@@ -122,6 +128,14 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             loop {
                 let check_at = self.liveness.next_check();
                 let want_offered = self.parked || (self.helper.is_some() && check_at.is_none());
+                // The VM's counter before the traffic: a reply that comes
+                // before this task runs must count as an answer.
+                let rx_armed = if want_offered { self.vm_rx() } else { 0 };
+                let announce_every = if self.helper_tried.elapsed() < ANNOUNCE_FAST {
+                    ANNOUNCE_POLL
+                } else {
+                    ANNOUNCE_SLOW
+                };
                 tokio::select! {
                     sig = &mut shutdown => {
                         info!(signal = sig, "shutting down");
@@ -151,7 +165,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                         }
                         self.sync_routes().await;
                     }
-                    _ = tokio::time::sleep(ANNOUNCE_POLL), if !self.announced && self.helper.is_some() => {
+                    _ = tokio::time::sleep(announce_every), if !self.announced && self.helper.is_some() => {
                         self.announce_when_ready();
                     }
                     ev = events.next() => match ev {
@@ -166,12 +180,12 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                         }
                     },
                     // A helper that failed to start is retried soon.
-                    _ = tokio::time::sleep(HELPER_RETRY), if self.helper.is_none() && !self.parked => {
+                    _ = tokio::time::sleep_until(self.helper_tried + HELPER_RETRY), if self.helper.is_none() && !self.parked => {
                         if let Err(e) = self.ensure_helper().await {
                             warn!(error = %e, "helper not running; will retry");
                         }
                     }
-                    () = self.tunnel.offered(), if want_offered => self.on_traffic().await,
+                    () = self.tunnel.offered(), if want_offered => self.on_traffic(rx_armed).await,
                     _ = tokio::time::sleep_until(Instant::from_std(check_at.unwrap_or_else(now))), if check_at.is_some() => {
                         self.check_vm_alive().await;
                     }
@@ -224,7 +238,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
 
     /// Traffic went into the tunnel: start the VM side if it was parked,
     /// else wait for an answer.
-    async fn on_traffic(&mut self) {
+    async fn on_traffic(&mut self, rx_before: u64) {
         if self.parked {
             self.parked = false;
             info!("traffic for the VM side; starting the helper again");
@@ -233,8 +247,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
             return;
         }
-        let rx = self.vm_rx();
-        self.liveness.offered(rx, now());
+        self.liveness.offered(rx_before, now());
     }
 
     fn vm_rx(&self) -> u64 {
@@ -317,6 +330,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                 return Ok(());
             }
         }
+        self.helper_tried = Instant::now();
         // A spinner for a helper that is gone would wait for nothing.
         self.handshake = None;
         self.engine.ensure_image(&self.spec).await?;
@@ -575,6 +589,8 @@ mod tests {
         removes: AtomicUsize,
         /// What `is_running` and `is_running_or_restarting` answer.
         running: AtomicBool,
+        /// Helper starts that fail before one succeeds.
+        failing_starts: AtomicUsize,
     }
 
     impl EngineLog {
@@ -615,6 +631,14 @@ mod tests {
             _: Option<Mode>,
         ) -> Result<RunningHelper, HelperError> {
             let n = self.log.starts.fetch_add(1, SeqCst) + 1;
+            if self
+                .log
+                .failing_starts
+                .fetch_update(SeqCst, SeqCst, |f| f.checked_sub(1))
+                .is_ok()
+            {
+                return Err(HelperError::Exited("test: no helper".into()));
+            }
             Ok(RunningHelper {
                 id: format!("helper{n}"),
                 vm_public_key: PublicKey([n as u8; 32]),
@@ -835,6 +859,7 @@ mod tests {
             announced: false,
             handshake: None,
             reload: futures::stream::pending().boxed(),
+            helper_tried: Instant::now(),
         };
         let world = World {
             log,
@@ -971,6 +996,44 @@ mod tests {
             }
             assert_eq!(w.tunnel.injected.load(SeqCst), 0);
             assert_eq!(w.log.starts.load(SeqCst), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_before_the_session_looks_is_an_answer() {
+        let (mut s, w) = session();
+        drive(&mut s, async {
+            w.settle().await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            // The reply is in before the session task runs at all.
+            w.tunnel.offered.notify_waiters();
+            w.tunnel.rx.fetch_add(92, SeqCst);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert_eq!(w.tunnel.injected.load(SeqCst), 0);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_helper_start_is_retried_whatever_else_happens() {
+        let (mut s, w) = session();
+        w.log.failing_starts.store(1, SeqCst);
+        drive(&mut s, async {
+            w.settle().await;
+            assert_eq!(w.log.starts.load(SeqCst), 1);
+            // Route notices every half second must not put the retry off.
+            for _ in 0..5 {
+                w.watch.send(WatchEvent::Routes).unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            assert_eq!(
+                w.log.starts.load(SeqCst),
+                2,
+                "retried 2 s after the failure"
+            );
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            assert_eq!(w.log.starts.load(SeqCst), 2);
         })
         .await;
     }
