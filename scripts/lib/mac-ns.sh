@@ -10,6 +10,9 @@ make_mac_ns() {
   ip link add "$vm_veth" type veth peer name "$mac_veth" netns "$ns"
   ip addr add "$vm_ip/24" dev "$vm_veth" && ip link set "$vm_veth" up
   ip -n "$ns" addr add "$mac_ip/24" dev "$mac_veth"
+  # No IPv6 router solicitations from the "Mac" side (there is no router):
+  # a quiet link stays quiet, as bench/up-idle.sh needs.
+  ip netns exec "$ns" sh -c "echo 0 > /proc/sys/net/ipv6/conf/$mac_veth/router_solicitations" 2>/dev/null || true
   ip -n "$ns" link set "$mac_veth" up
   ip -n "$ns" link set lo up
 }

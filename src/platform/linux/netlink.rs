@@ -75,6 +75,15 @@ impl NetlinkRouter {
         pairs: &[(IpAddr, IpAddr)],
         mtu: u32,
     ) -> Result<(), NetlinkError> {
+        // No IPv6 link-local address, as a kernel WireGuard link has none:
+        // a tunnel to one peer needs none, and with one the kernel sends
+        // router solicitations into the tunnel (a wakeup for nothing, and
+        // a packet in an idle tunnel). Before the link goes up, when the
+        // kernel would make it. IPv6 may be off: then there is nothing to do.
+        let mode = format!("/proc/sys/net/ipv6/conf/{}/addr_gen_mode", self.name);
+        if let Err(e) = std::fs::write(&mode, "1") {
+            tracing::debug!(file = %mode, error = %e, "no IPv6 address generation to turn off");
+        }
         self.handle
             .link()
             .change(LinkUnspec::new_with_index(self.index).mtu(mtu).up().build())

@@ -66,6 +66,13 @@ impl MacNs {
             "dev",
             "eth0",
         ]);
+        // No IPv6 router solicitations (there is no router): the quiet
+        // minute test counts every packet on this link.
+        mac.ns.ok(&[
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/net/ipv6/conf/eth0/router_solicitations",
+        ]);
         mac.ns.ok(&["ip", "link", "set", "eth0", "up"]);
         wait_ping(&mac.ns, &mac.root_addr, Duration::from_secs(10));
         // The IPv6 link-local address (and its route in table local)
