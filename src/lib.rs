@@ -15,6 +15,7 @@ pub mod command;
 pub mod config;
 pub mod control;
 pub mod device_cmd;
+pub mod dns;
 pub mod docker;
 pub mod doctor;
 pub mod down;
