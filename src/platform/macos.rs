@@ -9,9 +9,11 @@
 //! golden-tested plan and the routes the kernel derives from them.
 //!
 //! Changes to the routing table are read from `route -n monitor`, whose
-//! output `crate::routes::macos_monitor` parses (golden-tested on Linux).
+//! output `crate::routes::macos_monitor` parses (golden-tested on Linux);
+//! who holds a port, from `lsof`, parsed by `super::lsof` (the same).
 
 use std::ffi::CStr;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -20,8 +22,8 @@ use nix::libc;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
-use super::PlatformError;
-use crate::command::SystemRunner;
+use super::{PlatformError, Transport};
+use crate::command::{Runner as _, SystemRunner};
 use crate::routes::macos_monitor::{monitor_command, MonitorParser};
 use crate::routes::{MacRouter, WatchEvent};
 use crate::tunnel::Tun;
@@ -141,6 +143,18 @@ pub async fn cleanup(name: &str) -> Result<bool, PlatformError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(false)
+}
+
+/// "dnsmasq (pid 812)" for the process(es) bound to `addr`'s port over
+/// `transport` on `addr`'s address or a wildcard covering it; `None` if
+/// none is found. `lsof` exits 1 when it finds nothing, and an error is
+/// no answer either: this only adds a name to an error already at hand.
+pub async fn port_holder(transport: Transport, addr: SocketAddr) -> Option<String> {
+    let out = SystemRunner
+        .run(&super::lsof::command(transport, addr.port()))
+        .await
+        .ok()?;
+    super::describe_holders(super::lsof::holders(&out, addr))
 }
 
 /// socket(PF_SYSTEM) + CTLIOCGINFO + connect(unit 0: the kernel picks the

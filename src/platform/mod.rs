@@ -21,7 +21,10 @@
 //!   (tailscale's router `Cleanup`), for `down`;
 //! - [`ENGINE_MAY_BE_LOCAL`]: whether a Docker engine can share this
 //!   machine's network, as it does on Linux, so that `up` has nothing to do;
-//! - [`HAS_LAUNCHD`]: whether `netconnect service` can install a daemon.
+//! - [`HAS_LAUNCHD`]: whether `netconnect service` can install a daemon;
+//! - [`port_holder`]: which process holds a port we could not bind (the
+//!   DNS server's 53), for an error that names it: from `/proc` on Linux,
+//!   from `lsof` on macOS.
 //!
 //! The VM side (`crate::helper`) runs only on Linux; it reaches netlink
 //! through [`netlink`].
@@ -33,9 +36,14 @@ mod os;
 #[path = "macos.rs"]
 mod os;
 
+/// Parses `lsof -F` for the macOS [`port_holder`]; compiled for tests on
+/// every OS so that its golden tests run where our tests run.
+#[cfg(any(test, target_os = "macos"))]
+mod lsof;
+
 pub use crate::routes::WatchEvent;
 pub use os::{
-    cleanup, create_tun, interface_exists, open_router, watch, OsRouter, RouteWatch,
+    cleanup, create_tun, interface_exists, open_router, port_holder, watch, OsRouter, RouteWatch,
     ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
 };
 
@@ -107,6 +115,55 @@ pub enum PlatformError {
     Busy(String),
 }
 
+/// The transport of a port, for [`port_holder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// Only listening sockets hold a TCP port against a new listener.
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
+/// Whether a socket bound to `local` stands in the way of binding `wanted`
+/// (same port): the same address, or a wildcard covering it. An IPv6
+/// wildcard is taken to cover IPv4 too, as it does unless the socket is
+/// IPV6_V6ONLY, which neither `/proc` nor `lsof` shows.
+fn binds_over(local: IpAddr, wanted: IpAddr) -> bool {
+    let (local, wanted) = (local.to_canonical(), wanted.to_canonical());
+    wanted.is_unspecified()
+        || local == wanted
+        || match local {
+            IpAddr::V6(a) => a.is_unspecified(),
+            IpAddr::V4(a) => a.is_unspecified() && wanted.is_ipv4(),
+        }
+}
+
+/// "dnsmasq (pid 812)", from (pid, command name) pairs: each process once,
+/// by pid; a few at most (a server's forked workers share its socket).
+fn describe_holders(mut holders: Vec<(u32, String)>) -> Option<String> {
+    const SHOWN: usize = 3;
+    holders.sort();
+    holders.dedup_by_key(|(pid, _)| *pid);
+    let mut text = holders
+        .iter()
+        .take(SHOWN)
+        .map(|(pid, name)| format!("{name} (pid {pid})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if holders.len() > SHOWN {
+        text.push_str(&format!(" and {} more", holders.len() - SHOWN));
+    }
+    (!holders.is_empty()).then_some(text)
+}
+
 /// Root is what every TUN and route change needs; asking up front gives one
 /// clear error instead of a half-made device.
 pub fn require_root(command: &str) -> Result<(), PlatformError> {
@@ -139,6 +196,45 @@ pub fn validate_interface_name(name: &str) -> Result<(), PlatformError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_stands_in_the_way_of_its_own_address_and_those_its_wildcard_covers() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (local, wanted, clash) in [
+            ("10.33.33.1", "10.33.33.1", true),
+            ("127.0.0.53", "10.33.33.1", false),
+            ("0.0.0.0", "10.33.33.1", true),
+            ("0.0.0.0", "fd33:33:33::1", false),
+            ("::", "10.33.33.1", true),
+            ("::", "fd33:33:33::1", true),
+            ("::ffff:10.33.33.1", "10.33.33.1", true),
+            ("fd33:33:33::1", "fd33:33:33::1", true),
+            ("::1", "fd33:33:33::1", false),
+            ("127.0.0.53", "0.0.0.0", true),
+        ] {
+            assert_eq!(binds_over(ip(local), ip(wanted)), clash, "{local} {wanted}");
+        }
+    }
+
+    #[test]
+    fn holders_are_named_once_each_by_pid() {
+        assert_eq!(describe_holders(vec![]), None);
+        assert_eq!(
+            describe_holders(vec![(812, "dnsmasq".into())]).unwrap(),
+            "dnsmasq (pid 812)"
+        );
+        assert_eq!(
+            describe_holders(vec![
+                (900, "nginx".into()),
+                (812, "nginx".into()),
+                (812, "nginx".into()),
+                (901, "nginx".into()),
+                (902, "nginx".into()),
+            ])
+            .unwrap(),
+            "nginx (pid 812), nginx (pid 900), nginx (pid 901) and 1 more"
+        );
+    }
 
     #[test]
     fn interface_names() {

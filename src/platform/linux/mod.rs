@@ -1,7 +1,8 @@
 //! Linux: TUN devices through `/dev/net/tun`; addresses, routes and links
 //! through rtnetlink ([`netlink`]); their changes through rtnetlink
-//! notifications ([`watch`]).
+//! notifications ([`watch`]); who holds a port, from `/proc` ([`holder`]).
 
+mod holder;
 pub mod netlink;
 mod watch;
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use super::PlatformError;
 use crate::tunnel::Tun;
 
+pub use holder::port_holder;
 pub use netlink::NetlinkRouter as OsRouter;
 pub use watch::RouteWatch;
 
