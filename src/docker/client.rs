@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use bollard::models::{EventMessage, EventMessageTypeEnum, Network};
-use bollard::query_parameters::{EventsOptionsBuilder, ListNetworksOptions};
+use bollard::query_parameters::{
+    EventsOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptions,
+};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures::Stream;
 use ipnet::IpNet;
@@ -218,12 +220,87 @@ pub fn desired_subnets(networks: &[NetworkInfo]) -> BTreeSet<IpNet> {
         .collect()
 }
 
-/// Network create/destroy and container start/die events. The stream ends
-/// (or errors) when the engine goes away; the caller reconnects.
+/// What netconnect needs to know about a running container: its names
+/// ([`crate::dns::names`]) come from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its addresses on every network it is attached to.
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+impl ContainerInfo {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+
+    pub fn from_model(c: &bollard::models::ContainerSummary) -> Self {
+        let name = c
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        let addresses = c
+            .network_settings
+            .as_ref()
+            .and_then(|s| s.networks.as_ref())
+            .map(|nets| {
+                nets.values()
+                    .flat_map(|e| [e.ip_address.as_deref(), e.global_ipv6_address.as_deref()])
+                    .flatten()
+                    .filter_map(|a| a.parse().ok())
+                    .collect::<BTreeSet<std::net::IpAddr>>()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        ContainerInfo {
+            id: c.id.clone().unwrap_or_default(),
+            name,
+            labels: c
+                .labels
+                .as_ref()
+                .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            addresses,
+        }
+    }
+}
+
+/// The running containers (one request).
+pub async fn containers(docker: &Docker) -> Result<Vec<ContainerInfo>, DockerError> {
+    let list = timed(docker.list_containers(Some(
+        ListContainersOptionsBuilder::default().all(false).build(),
+    )))
+    .await?;
+    let mut out: Vec<ContainerInfo> = list.iter().map(ContainerInfo::from_model).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The events that change routes (network create/destroy), the helper
+/// (container start/die) or names (also a container renamed, or attached
+/// to or detached from a network). The stream ends (or errors) when the
+/// engine goes away; the caller reconnects.
 pub fn events(docker: &Docker) -> impl Stream<Item = Result<EventMessage, bollard::errors::Error>> {
     let filters: HashMap<&str, Vec<&str>> = HashMap::from([
         ("type", vec!["network", "container"]),
-        ("event", vec!["create", "destroy", "start", "die"]),
+        (
+            "event",
+            vec![
+                "create",
+                "destroy",
+                "start",
+                "die",
+                "rename",
+                "connect",
+                "disconnect",
+            ],
+        ),
     ]);
     docker.events(Some(
         EventsOptionsBuilder::default().filters(&filters).build(),
@@ -240,7 +317,19 @@ pub enum Change {
         id: String,
         exit_code: Option<i64>,
     },
+    /// A container renamed, or attached to or detached from a network.
+    Containers,
     Other,
+}
+
+impl Change {
+    /// Whether the running containers' names or addresses may differ now.
+    pub fn touches_containers(&self) -> bool {
+        matches!(
+            self,
+            Change::ContainerStarted(_) | Change::ContainerDied { .. } | Change::Containers
+        )
+    }
 }
 
 pub fn classify(ev: &EventMessage) -> Change {
@@ -251,6 +340,8 @@ pub fn classify(ev: &EventMessage) -> Change {
         .unwrap_or_default();
     match (ev.typ, ev.action.as_deref()) {
         (Some(EventMessageTypeEnum::NETWORK), Some("create" | "destroy")) => Change::Networks,
+        (Some(EventMessageTypeEnum::NETWORK), Some("connect" | "disconnect")) => Change::Containers,
+        (Some(EventMessageTypeEnum::CONTAINER), Some("rename")) => Change::Containers,
         (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
         (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => Change::ContainerDied {
             exit_code: ev
@@ -297,6 +388,45 @@ mod tests {
             serde_json::from_str(r#"{"Type":"network","Action":"destroy","Actor":{"ID":"n"}}"#)
                 .unwrap();
         assert_eq!(classify(&ev), Change::Networks);
+        for (typ, action) in [
+            ("container", "rename"),
+            ("network", "connect"),
+            ("network", "disconnect"),
+        ] {
+            let ev: EventMessage = serde_json::from_str(&format!(
+                r#"{{"Type":"{typ}","Action":"{action}","Actor":{{"ID":"x"}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(classify(&ev), Change::Containers, "{typ} {action}");
+            assert!(classify(&ev).touches_containers());
+        }
+        assert!(!Change::Networks.touches_containers());
+    }
+
+    #[test]
+    fn a_container_from_the_list() {
+        let c: bollard::models::ContainerSummary = serde_json::from_str(
+            r#"{"Id":"abc","Names":["/shop-web-1"],
+                "Labels":{"com.docker.compose.service":"web","com.docker.compose.project":"shop"},
+                "NetworkSettings":{"Networks":{
+                    "shop_default":{"IPAddress":"172.19.0.3","GlobalIPv6Address":"fd00:19::3"},
+                    "other":{"IPAddress":"172.20.0.5","GlobalIPv6Address":""}}}}"#,
+        )
+        .unwrap();
+        let info = ContainerInfo::from_model(&c);
+        assert_eq!(info.name, "shop-web-1");
+        assert_eq!(info.label("com.docker.compose.project"), Some("shop"));
+        assert_eq!(
+            info.addresses,
+            ["172.19.0.3", "172.20.0.5", "fd00:19::3"]
+                .map(|a| a.parse::<std::net::IpAddr>().unwrap())
+        );
+        // Host networking: listed with no address.
+        let c: bollard::models::ContainerSummary = serde_json::from_str(
+            r#"{"Id":"h","Names":["/helper"],"NetworkSettings":{"Networks":{"host":{"IPAddress":""}}}}"#,
+        )
+        .unwrap();
+        assert!(ContainerInfo::from_model(&c).addresses.is_empty());
     }
 
     /// A socket another user owns, named by a user's context, is refused
