@@ -59,6 +59,43 @@ pub struct Config {
     pub log: LogConfig,
     pub networks: NetworkFilter,
     pub routes: Vec<ExtraRoute>,
+    pub dns: DnsConfig,
+}
+
+/// Container names from the Mac (`crate::dns`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    /// Names are `<container>.<domain>`; checked by [`Self::domain`].
+    pub domain: Spanned<String>,
+    /// The server's port on the tunnel's host address.
+    pub port: Spanned<u16>,
+    /// Where the resolver(5) file goes: `/etc/resolver` on macOS (the
+    /// default there). Elsewhere only when set: a Linux host is pointed at
+    /// the server through systemd-resolved instead.
+    pub resolver_dir: Option<PathBuf>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            domain: Spanned::new(0..0, crate::dns::DEFAULT_DOMAIN.to_owned()),
+            port: Spanned::new(0..0, crate::dns::DEFAULT_PORT),
+            resolver_dir: None,
+        }
+    }
+}
+
+impl DnsConfig {
+    /// The domain, valid: [`parse`] refused the file otherwise.
+    pub fn domain(&self) -> crate::dns::names::Domain {
+        self.domain
+            .get_ref()
+            .parse()
+            .unwrap_or_else(|_| crate::dns::DEFAULT_DOMAIN.parse().expect("a valid domain"))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -281,6 +318,15 @@ pub fn parse(text: &str) -> Result<Config, (std::ops::Range<usize>, String)> {
             ));
         }
     }
+    if let Err(e) = c.dns.domain.get_ref().parse::<crate::dns::names::Domain>() {
+        return Err((c.dns.domain.span(), format!("dns.domain: {e}")));
+    }
+    if *c.dns.port.get_ref() == 0 {
+        return Err((
+            c.dns.port.span(),
+            "dns.port: 0 is not a port a resolver can be pointed at".into(),
+        ));
+    }
     for (name, v) in [
         ("interface", &c.interface),
         ("vm_interface", &c.vm_interface),
@@ -406,6 +452,15 @@ subnet = "10.96.0.0/12"
             ]
         );
         assert_eq!(c.routes[0].via(), None);
+        // Not set: names on, under docker.internal, port 53.
+        assert!(c.dns.enabled);
+        assert_eq!(c.dns.domain().as_str(), "docker.internal");
+        assert_eq!(*c.dns.port.get_ref(), 53);
+        let c = parse("[dns]\nenabled = false\ndomain = \"Dev.Test.\"\nport = 5353\nresolver_dir = \"/run/r\"\n").unwrap();
+        assert!(!c.dns.enabled);
+        assert_eq!(c.dns.domain().as_str(), "dev.test");
+        assert_eq!(*c.dns.port.get_ref(), 5353);
+        assert_eq!(c.dns.resolver_dir.as_deref(), Some(Path::new("/run/r")));
     }
 
     #[test]
@@ -444,6 +499,17 @@ subnet = "10.96.0.0/12"
         assert!(e.starts_with("F:2:18: bad pattern"), "{e}");
         let e = err("[log]\nformat = \"xml\"\n");
         assert!(e.starts_with("F:2:10: "), "{e}");
+        let e = err("[dns]\ndomain = \"my_domain.internal\"\n");
+        assert!(
+            e.starts_with("F:2:10: dns.domain: \"my_domain.internal\" is not a DNS domain"),
+            "{e}"
+        );
+        let e = err("[dns]\ndomain = \"internal\"\n");
+        assert!(e.contains("top-level domain"), "{e}");
+        let e = err("[dns]\nport = 0\n");
+        assert!(e.starts_with("F:2:8: dns.port: 0"), "{e}");
+        let e = err("[dns]\nenable = false\n");
+        assert!(e.starts_with("F:2:1: unknown field `enable`"), "{e}");
         let e = err("listen_port = \n");
         assert!(e.starts_with("F:1:"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");

@@ -4,8 +4,8 @@
 //!
 //! The links, in order: root, the engine, the helper image, the daemon,
 //! the helper container, a fresh handshake, a route per network, no
-//! conflicts, the VM's interface and firewall rules, and an answer from a
-//! container through the tunnel.
+//! conflicts, the VM's interface and firewall rules, an answer from a
+//! container through the tunnel, and that container by name.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -178,10 +178,209 @@ async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
         return false;
     }
     // 10. a container answers
-    l.say(
+    if !l.say(
         "probe",
         probe(target, &engine.docker, &snap, &shadows).await,
+    ) {
+        return false;
+    }
+    // 11. and by its name
+    l.say("names", names(&engine.docker, &snap).await)
+}
+
+/// Resolve one running container's name: from netconnect's server
+/// directly, then through this machine's resolver, naming the link that
+/// breaks.
+async fn names(docker: &bollard::Docker, s: &Snapshot) -> Verdict {
+    let Some(d) = &s.dns else {
+        return ok("this daemon serves no names (it predates them)");
+    };
+    match d.state.as_str() {
+        "serving" => {}
+        "disabled" => return ok("off (dns.enabled = false in the configuration file)"),
+        _ => {
+            return broken(
+                d.error
+                    .clone()
+                    .unwrap_or_else(|| format!("the name server is {}", d.state)),
+                format!("free the port, or set dns.port in the configuration file; then {RESTART}"),
+            )
+        }
+    }
+    let (Ok(domain), Ok(server)) = (
+        d.domain.parse::<crate::dns::names::Domain>(),
+        d.address.parse::<SocketAddr>(),
+    ) else {
+        return broken(
+            format!("the daemon reports an unreadable name server {d:?}"),
+            RESTART,
+        );
+    };
+    let routed = s
+        .networks
+        .iter()
+        .filter(|r| r.route == RouteState::Installed)
+        .map(|r| &r.subnet)
+        .chain(
+            s.extra_routes
+                .iter()
+                .filter(|r| r.route == RouteState::Installed)
+                .map(|r| &r.subnet),
+        )
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    let containers = match crate::docker::containers(docker).await {
+        Ok(c) => c,
+        Err(e) => return broken(e.to_string(), "check the engine: docker info"),
+    };
+    let table = crate::dns::names::Table::build(&domain, &containers, &routed);
+    // A container's own name, not a Compose service's: one address to expect.
+    let Some((name, want)) = containers.iter().find_map(|c| {
+        let name = format!("{}.{domain}", c.name.to_ascii_lowercase());
+        let (n, a) = table.entries().find(|(n, _)| *n == name)?;
+        Some((
+            n.to_owned(),
+            a.iter()
+                .copied()
+                .find(|a| a.is_ipv4())
+                .or(a.first().copied())?,
+        ))
+    }) else {
+        return ok(format!(
+            "*.{domain} served on {server}; no running container with a name to resolve"
+        ));
+    };
+    let qtype = if want.is_ipv4() {
+        hickory_proto::rr::RecordType::A
+    } else {
+        hickory_proto::rr::RecordType::AAAA
+    };
+    let direct = crate::dns::query::ask(
+        server,
+        &name,
+        qtype,
+        crate::dns::query::Transport::Udp,
+        NAME_TIMEOUT,
     )
+    .await;
+    let file = d
+        .resolver
+        .as_deref()
+        .filter(|r| r.starts_with('/'))
+        .and_then(|p| {
+            let p = Path::new(p);
+            let file =
+                crate::dns::resolver::ResolverFile::new(p.parent()?, p.file_name()?.to_str()?);
+            Some(file.state())
+        });
+    let system = match direct {
+        Ok(ref r) if r.addresses.contains(&want) => Some(system_lookup(&name).await),
+        _ => None,
+    };
+    names_verdict(&name, want, server, direct, d, file, system)
+}
+
+const NAME_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The system's resolver, as any program on this machine asks it.
+async fn system_lookup(name: &str) -> Result<Vec<IpAddr>, String> {
+    match tokio::time::timeout(NAME_TIMEOUT * 3, tokio::net::lookup_host((name, 0))).await {
+        Ok(Ok(a)) => Ok(a.map(|a| a.ip()).collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", NAME_TIMEOUT * 3)),
+    }
+}
+
+/// The names link's verdict from what was found; pure, so each broken
+/// link is a unit test.
+fn names_verdict(
+    name: &str,
+    want: IpAddr,
+    server: SocketAddr,
+    direct: Result<crate::dns::query::Reply, crate::dns::query::QueryError>,
+    d: &crate::control::snapshot::DnsState,
+    file: Option<crate::dns::resolver::FileState>,
+    system: Option<Result<Vec<IpAddr>, String>>,
+) -> Verdict {
+    use crate::dns::query::QueryError;
+    use crate::dns::resolver::FileState;
+    use hickory_proto::op::ResponseCode;
+    let reply = match direct {
+        Ok(r) => r,
+        Err(e @ (QueryError::Timeout(..) | QueryError::Refused(_))) => {
+            return broken(format!("the name server is not listening: {e}"), RESTART)
+        }
+        Err(e) => return broken(e.to_string(), RESTART),
+    };
+    if reply.code == ResponseCode::NXDomain {
+        return broken(
+            format!(
+                "name unknown: {server} answers that {name} does not exist, yet the container runs"
+            ),
+            format!("netconnect missed a Docker event; {RESTART}"),
+        );
+    }
+    if !reply.addresses.contains(&want) {
+        return broken(
+            format!(
+                "{server} answers {name} with {:?} ({}), not the container's {want}",
+                reply.addresses, reply.code
+            ),
+            format!("netconnect missed a Docker event; {RESTART}"),
+        );
+    }
+    if let Some(e) = &d.resolver_error {
+        return broken(
+            format!("{name} answers on {server}, but this machine's resolver is not pointed at it: {e}"),
+            "move the file netconnect refuses to overwrite away (or set dns.domain), then sudo netconnect down && sudo netconnect up",
+        );
+    }
+    if let (Some(path), Some(state)) = (&d.resolver, file) {
+        match state {
+            FileState::Missing => {
+                return broken(
+                    format!(
+                    "resolver file missing: {path}, so this machine does not ask {server} for {}",
+                    d.domain
+                ),
+                    RESTART,
+                )
+            }
+            FileState::Unreadable(e) => return broken(format!("cannot read {path}: {e}"), RESTART),
+            FileState::Foreign => {
+                return broken(
+                    format!("{path} was replaced by a file netconnect did not write"),
+                    format!("move {path} away, then {RESTART}"),
+                )
+            }
+            FileState::Ours { nameserver, port } => {
+                if nameserver != Some(server.ip()) || port.unwrap_or(53) != server.port() {
+                    return broken(
+                        format!("{path} points at {nameserver:?} port {port:?}, not at {server}"),
+                        RESTART,
+                    );
+                }
+            }
+        }
+    }
+    match system {
+        Some(Ok(found)) if found.contains(&want) => ok(format!(
+            "{name} resolves to {want} through this machine's resolver (server {server})"
+        )),
+        Some(found) if d.resolver.is_some() => broken(
+            format!(
+                "{name} answers on {server}, but this machine's resolver gives {}",
+                match found {
+                    Ok(a) => format!("{a:?}"),
+                    Err(e) => e,
+                }
+            ),
+            "the resolver may hold an old answer: flush it (macOS: sudo dscacheutil -flushcache; sudo killall -HUP mDNSResponder)",
+        ),
+        _ => ok(format!(
+            "{name} answers {want} on {server}; nothing points this machine's resolver at it (no resolver folder, no systemd-resolved): ask {server} directly"
+        )),
+    }
 }
 
 fn root() -> Verdict {
@@ -512,6 +711,134 @@ mod tests {
     }
 
     /// The commands doctor tells a user to run must parse.
+    /// Each broken link of the names check, from what was found.
+    #[test]
+    fn the_names_link_says_which_part_is_broken() {
+        use crate::control::snapshot::DnsState;
+        use crate::dns::query::{QueryError, Reply};
+        use crate::dns::resolver::FileState;
+        use hickory_proto::op::ResponseCode;
+        let server: SocketAddr = "10.33.33.1:53".parse().unwrap();
+        let want: IpAddr = "172.18.0.2".parse().unwrap();
+        let name = "web.docker.internal";
+        let d = DnsState {
+            state: "serving".into(),
+            domain: "docker.internal".into(),
+            address: server.to_string(),
+            resolver: Some("/etc/resolver/docker.internal".into()),
+            ..Default::default()
+        };
+        let reply = |code, addresses: Vec<IpAddr>| {
+            Ok(Reply {
+                code,
+                authoritative: true,
+                addresses,
+            })
+        };
+        let good = || reply(ResponseCode::NoError, vec![want]);
+        let ours = || {
+            Some(FileState::Ours {
+                nameserver: Some(server.ip()),
+                port: Some(53),
+            })
+        };
+        let verdict = |direct, d: &DnsState, file, system| {
+            names_verdict(name, want, server, direct, d, file, system)
+        };
+        let what = |v: Verdict| match v {
+            Verdict::Broken { what, .. } => what,
+            Verdict::Ok(s) => panic!("ok: {s}"),
+        };
+        // Every link holds.
+        let v = verdict(good(), &d, ours(), Some(Ok(vec![want])));
+        assert_eq!(
+            v,
+            ok("web.docker.internal resolves to 172.18.0.2 through this machine's resolver (server 10.33.33.1:53)")
+        );
+        // The server.
+        let w = what(verdict(
+            Err(QueryError::Timeout(server, NAME_TIMEOUT)),
+            &d,
+            ours(),
+            None,
+        ));
+        assert!(
+            w.starts_with("the name server is not listening: no answer from 10.33.33.1:53"),
+            "{w}"
+        );
+        let w = what(verdict(Err(QueryError::Refused(server)), &d, ours(), None));
+        assert!(
+            w.starts_with("the name server is not listening: nothing listens"),
+            "{w}"
+        );
+        // The name.
+        let w = what(verdict(
+            reply(ResponseCode::NXDomain, vec![]),
+            &d,
+            ours(),
+            None,
+        ));
+        assert!(w.starts_with("name unknown: "), "{w}");
+        let w = what(verdict(
+            reply(ResponseCode::NoError, vec!["172.18.0.9".parse().unwrap()]),
+            &d,
+            ours(),
+            None,
+        ));
+        assert!(w.contains("not the container's 172.18.0.2"), "{w}");
+        // The resolver file.
+        let w = what(verdict(
+            good(),
+            &d,
+            Some(FileState::Missing),
+            Some(Err("x".into())),
+        ));
+        assert!(
+            w.starts_with("resolver file missing: /etc/resolver/docker.internal"),
+            "{w}"
+        );
+        let w = what(verdict(good(), &d, Some(FileState::Foreign), None));
+        assert!(w.contains("not write"), "{w}");
+        let other = Some(FileState::Ours {
+            nameserver: Some(server.ip()),
+            port: Some(5353),
+        });
+        let w = what(verdict(good(), &d, other, None));
+        assert!(w.contains("not at 10.33.33.1:53"), "{w}");
+        let refused = DnsState {
+            resolver: None,
+            resolver_error: Some(
+                "/etc/resolver/docker.internal exists and was not written by netconnect".into(),
+            ),
+            ..d.clone()
+        };
+        let w = what(verdict(good(), &refused, None, None));
+        assert!(
+            w.contains("not pointed at it: /etc/resolver/docker.internal exists"),
+            "{w}"
+        );
+        // The system's resolver.
+        let w = what(verdict(
+            good(),
+            &d,
+            ours(),
+            Some(Err("no such host".into())),
+        ));
+        assert!(
+            w.ends_with("this machine's resolver gives no such host"),
+            "{w}"
+        );
+        // Nothing wired (a Linux host without systemd-resolved): said, not failed.
+        let bare = DnsState {
+            resolver: None,
+            ..d.clone()
+        };
+        assert!(matches!(
+            verdict(good(), &bare, None, Some(Err("no such host".into()))),
+            Verdict::Ok(s) if s.contains("nothing points this machine's resolver at it")
+        ));
+    }
+
     #[test]
     fn fix_commands_are_valid_command_lines() {
         use clap::Parser as _;

@@ -49,6 +49,17 @@ pub async fn run(mut target: Target, socket: &Path, config: &Config) -> anyhow::
         println!("removed interface {}", target.interface);
     }
 
+    // This machine's resolver: the file a crashed `up` left (a daemon that
+    // stopped removed its own). Only netconnect's file is removed.
+    if let Some(dir) = crate::dns::resolver_dir(&config.dns) {
+        let file = crate::dns::resolver::ResolverFile::new(&dir, config.dns.domain().as_str());
+        match file.remove() {
+            Ok(true) => println!("removed resolver file {}", file.path().display()),
+            Ok(false) => {}
+            Err(e) => println!("left {}: {e}", file.path().display()),
+        }
+    }
+
     // The VM.
     let engine = crate::status::connect(&target).await.context(
         "cannot reach the Docker engine to clean the VM side; start it and run `netconnect down` again",

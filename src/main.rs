@@ -170,11 +170,16 @@ fn init_logging(
         (_, 0) => "info",
     };
     let file_level = file_level.filter(|_| verbose == 0 && !quiet && !reporting);
-    let filter = EnvFilter::try_from_env("NETCONNECT_LOG").unwrap_or_else(|_| {
-        file_level
-            .and_then(|l| EnvFilter::try_new(l).ok())
-            .unwrap_or_else(|| EnvFilter::new(default))
-    });
+    let given = std::env::var("NETCONNECT_LOG")
+        .ok()
+        .filter(|l| EnvFilter::try_new(l).is_ok())
+        .or_else(|| {
+            file_level
+                .filter(|l| EnvFilter::try_new(l).is_ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| default.to_owned());
+    let filter = EnvFilter::new(quiet_dependencies(&given));
     let layer = tracing_subscriber::fmt::layer().with_writer(netconnect::progress::LogWriter);
     let drawn = tracing_subscriber::filter::filter_fn(netconnect::progress::log_filter);
     let registry = tracing_subscriber::registry().with(filter);
@@ -195,9 +200,36 @@ fn init_logging(
     }
 }
 
+/// hickory's server logs every question at info: at a few hundred
+/// lookups a minute that would drown what the log is for. Its warnings
+/// stay; a filter that names hickory itself is taken as written.
+fn quiet_dependencies(filter: &str) -> String {
+    if filter.contains("hickory") {
+        filter.to_owned()
+    } else {
+        format!("{filter},hickory_server=warn")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    #[test]
+    fn hickory_says_only_warnings_unless_asked() {
+        assert_eq!(
+            super::quiet_dependencies("info"),
+            "info,hickory_server=warn"
+        );
+        assert_eq!(
+            super::quiet_dependencies("netconnect=debug,info"),
+            "netconnect=debug,info,hickory_server=warn"
+        );
+        assert_eq!(
+            super::quiet_dependencies("hickory_server=debug"),
+            "hickory_server=debug"
+        );
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot read /x: {source}")]

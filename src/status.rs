@@ -194,6 +194,9 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
             .unwrap_or_default(),
         h.image
     );
+    if let Some(d) = &s.dns {
+        let _ = writeln!(o, "names:      {}", dns_text(d));
+    }
     if !s.networks.is_empty() {
         let w = s
             .networks
@@ -242,6 +245,27 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
     o
 }
 
+fn dns_text(d: &crate::control::snapshot::DnsState) -> String {
+    match d.state.as_str() {
+        "serving" => {
+            let n = d.names.len();
+            let resolver = match (&d.resolver, &d.resolver_error) {
+                (Some(r), _) => format!("resolver: {r}"),
+                (None, Some(e)) => format!("resolver not wired: {e}"),
+                (None, None) => "no resolver wired; ask the server directly".into(),
+            };
+            format!(
+                "*.{} on {}, {n} name{} ({resolver})",
+                d.domain,
+                d.address,
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        "disabled" => "off (dns.enabled = false in the configuration file)".into(),
+        _ => d.error.clone().unwrap_or_else(|| d.state.clone()),
+    }
+}
+
 fn route_text(r: RouteState, conflict: Option<&str>, why: Option<SkipReason>) -> String {
     match (r, conflict) {
         (RouteState::Skipped, _) if why == Some(SkipReason::Public) => format!(
@@ -285,6 +309,14 @@ mod tests {
                 tun_refused: 3,
                 ..Default::default()
             }),
+            dns: Some(crate::control::snapshot::DnsState {
+                state: "serving".into(),
+                domain: "docker.internal".into(),
+                address: "10.33.33.1:53".into(),
+                resolver: Some("/etc/resolver/docker.internal".into()),
+                names: vec![Default::default(), Default::default()],
+                ..Default::default()
+            }),
             networks: vec![
                 NetworkRoute {
                     name: "bridge".into(),
@@ -316,6 +348,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("handshake:  7 s ago"), "{t}");
+        assert!(
+            t.contains("names:      *.docker.internal on 10.33.33.1:53, 2 names (resolver: /etc/resolver/docker.internal)\n"),
+            "{t}"
+        );
         assert!(
             t.contains("transfer:   2.0 KiB received, 100 B sent; 3 packet(s) refused by nc0 and dropped\n"),
             "{t}"

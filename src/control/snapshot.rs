@@ -27,6 +27,37 @@ pub struct Snapshot {
     pub networks: Vec<NetworkRoute>,
     /// Routes from the configuration file.
     pub extra_routes: Vec<ExtraRoute>,
+    /// Container names (absent from a daemon older than this field).
+    pub dns: Option<DnsState>,
+}
+
+/// The name server inside `up`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DnsState {
+    /// `serving`, `disabled` (`dns.enabled = false`) or `failed` (see
+    /// `error`; the tunnel works, names do not).
+    pub state: String,
+    pub domain: String,
+    /// Where it listens, UDP and TCP: `10.33.33.1:53`.
+    pub address: String,
+    pub error: Option<String>,
+    /// How this machine's resolver is pointed at it: the resolver file's
+    /// path, or `systemd-resolved (IFACE)`; none if nothing was wired.
+    pub resolver: Option<String>,
+    /// Why the resolver could not be wired (the server still answers).
+    pub resolver_error: Option<String>,
+    /// Questions answered since the start.
+    pub answered: u64,
+    /// Every name served, in name order.
+    pub names: Vec<DnsName>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DnsName {
+    pub name: String,
+    pub addresses: Vec<String>,
 }
 
 impl Default for Snapshot {
@@ -43,6 +74,7 @@ impl Default for Snapshot {
             helper: HelperState::default(),
             networks: Vec::new(),
             extra_routes: Vec::new(),
+            dns: None,
         }
     }
 }

@@ -29,3 +29,12 @@ pub const DEFAULT_PORT: u16 = 53;
 /// Seconds a resolver may keep an answer: containers come and go with
 /// every `docker compose up`, and a stale address is worse than a query.
 pub const TTL: u32 = 2;
+
+/// Where the resolver file goes: the configured folder, else the
+/// platform's (macOS: `/etc/resolver`; Linux: none, systemd-resolved
+/// instead).
+pub fn resolver_dir(cfg: &crate::config::DnsConfig) -> Option<std::path::PathBuf> {
+    cfg.resolver_dir
+        .clone()
+        .or_else(|| crate::platform::RESOLVER_DIR.map(std::path::PathBuf::from))
+}

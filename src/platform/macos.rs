@@ -33,6 +33,10 @@ pub type OsRouter = MacRouter<SystemRunner>;
 /// Docker on a Mac always runs in a VM: there is always work for `up`.
 pub const ENGINE_MAY_BE_LOCAL: bool = false;
 
+/// resolver(5): a file per domain sends that domain's questions to the
+/// server it names, and leaves every other name to the usual resolvers.
+pub const RESOLVER_DIR: Option<&str> = Some(crate::dns::resolver::MACOS_DIR);
+
 /// `netconnect service` installs a launchd daemon.
 pub const HAS_LAUNCHD: bool = true;
 

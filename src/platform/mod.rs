@@ -44,7 +44,7 @@ mod lsof;
 pub use crate::routes::WatchEvent;
 pub use os::{
     cleanup, create_tun, interface_exists, open_router, port_holder, watch, OsRouter, RouteWatch,
-    ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
+    ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD, RESOLVER_DIR,
 };
 
 /// Routes and WireGuard links over netlink: the Linux host's router, and the

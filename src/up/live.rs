@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use crate::control::snapshot::{self, NetworkRoute, Snapshot};
 use crate::control::StatusSource;
+use crate::dns::server::Zone;
 use crate::docker::Engine;
 use crate::keys::PublicKey;
 use crate::tunnel::{Device, DeviceStatus};
@@ -25,6 +26,8 @@ struct Inner {
     /// Weak: the control socket must never keep the TUN open at shutdown.
     device: Option<Weak<Device>>,
     vm_key: Option<PublicKey>,
+    /// The names served, read when a client asks.
+    zone: Option<Arc<Zone>>,
 }
 
 impl View {
@@ -90,6 +93,20 @@ impl View {
         i.snap.helper.id = None;
     }
 
+    /// The name server's state; `zone`: the names it serves.
+    pub fn set_dns(&self, state: snapshot::DnsState, zone: Option<Arc<Zone>>) {
+        let mut i = self.inner.lock();
+        i.snap.dns = Some(state);
+        i.zone = zone;
+    }
+
+    pub fn set_resolver(&self, resolver: Option<String>, error: Option<String>) {
+        if let Some(d) = self.inner.lock().snap.dns.as_mut() {
+            d.resolver = resolver;
+            d.resolver_error = error;
+        }
+    }
+
     pub fn set_routes(&self, networks: Vec<NetworkRoute>, extra: Vec<snapshot::ExtraRoute>) {
         let mut i = self.inner.lock();
         i.snap.networks = networks;
@@ -99,10 +116,13 @@ impl View {
 
 impl StatusSource for View {
     fn snapshot(&self) -> Snapshot {
-        let (snap, device, vm_key) = {
+        let (mut snap, device, vm_key, zone) = {
             let i = self.inner.lock();
-            (i.snap.clone(), i.device.clone(), i.vm_key)
+            (i.snap.clone(), i.device.clone(), i.vm_key, i.zone.clone())
         };
+        if let (Some(d), Some(z)) = (snap.dns.as_mut(), zone) {
+            dns_names(d, &z.current(), z.answered());
+        }
         let status = device.and_then(|d| d.upgrade()).map(|d| d.status());
         snapshot(snap, vm_key, status.as_ref(), SystemTime::now())
     }
@@ -139,6 +159,18 @@ pub fn snapshot(
         }
     }
     facts
+}
+
+/// The names of `table` into the status.
+pub fn dns_names(state: &mut snapshot::DnsState, table: &crate::dns::names::Table, answered: u64) {
+    state.answered = answered;
+    state.names = table
+        .entries()
+        .map(|(name, addrs)| snapshot::DnsName {
+            name: name.to_owned(),
+            addresses: addrs.iter().map(|a| a.to_string()).collect(),
+        })
+        .collect();
 }
 
 fn unix(t: SystemTime) -> Option<u64> {

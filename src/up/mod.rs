@@ -4,6 +4,7 @@
 //! down in reverse.
 
 pub mod live;
+pub mod names;
 pub mod ports;
 pub mod probe;
 pub mod session;
@@ -160,6 +161,9 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
     })
     .boxed();
     let watch = Watch::open(&name).await?;
+    // Last before the loop: nothing after it can fail, so a resolver file
+    // is never left behind by a start that went wrong.
+    let names = names::start(&file.dns, args.host_address, &name, &view).await;
     let mut s = Session {
         engine: ports::DockerApi { engine, candidates },
         tunnel: device.clone(),
@@ -173,6 +177,9 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         networks: Vec::new(),
         routed: BTreeSet::new(),
         skipped: Vec::new(),
+        zone: names.as_ref().map(|n| n.zone.clone()),
+        containers: Vec::new(),
+        stopped: BTreeSet::new(),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
         filter: file.networks.clone(),
@@ -188,6 +195,9 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
 
     let result = s.run(shutdown.as_mut()).await;
     s.teardown(HELPER_REMOVE_TIMEOUT).await;
+    if let Some(n) = names {
+        n.stop().await;
+    }
     device.shutdown().await;
     info!("tunnel removed");
     drop(device);

@@ -9,7 +9,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt as _;
 
 use crate::docker::vmside::{container, image, HelperError, HelperSpec, RunningHelper};
-use crate::docker::{self, Change, DockerError, Engine, NetworkInfo};
+use crate::docker::{self, Change, ContainerInfo, DockerError, Engine, NetworkInfo};
 use crate::helper::Mode;
 use crate::keys::PublicKey;
 use crate::routes::WatchEvent;
@@ -20,6 +20,8 @@ use crate::tunnel::{ConfigError, Device, DeviceUpdate};
 #[allow(async_fn_in_trait)]
 pub trait EngineApi {
     async fn networks(&self) -> Result<Vec<NetworkInfo>, DockerError>;
+    /// The running containers, for their names.
+    async fn containers(&self) -> Result<Vec<ContainerInfo>, DockerError>;
     /// Network and container events until the engine goes away.
     fn events(&self) -> BoxStream<'static, Result<Change, String>>;
     /// Load the helper image if the engine lacks it.
@@ -74,6 +76,10 @@ pub struct DockerApi {
 impl EngineApi for DockerApi {
     async fn networks(&self) -> Result<Vec<NetworkInfo>, DockerError> {
         docker::networks(&self.engine.docker).await
+    }
+
+    async fn containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+        docker::containers(&self.engine.docker).await
     }
 
     fn events(&self) -> BoxStream<'static, Result<Change, String>> {

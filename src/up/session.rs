@@ -6,8 +6,10 @@
 //!
 //! Nothing here runs on a clock while nothing happens. What wakes it:
 //! - Docker events: a network created or removed (one list request, then
-//!   the routes), the helper container dying; a broken stream means the
-//!   engine restarted: reconnect with backoff, re-run the helper, resync.
+//!   the routes), the helper container dying, a container started,
+//!   stopped, renamed or attached (one list request, then the names); a
+//!   broken stream means the engine restarted: reconnect with backoff,
+//!   re-run the helper, resync.
 //! - The routing table's change notices: a route someone else deleted is
 //!   put back, with no request to Docker (the networks are remembered).
 //! - Traffic into the tunnel: when it goes unanswered the VM side is
@@ -34,8 +36,10 @@ use super::probe;
 use super::UpContext;
 use crate::config::{self, ExtraRoute, NetworkFilter};
 use crate::control::snapshot;
+use crate::dns::names::Table;
+use crate::dns::server::Zone;
 use crate::docker::vmside::{HelperError, HelperSpec, RunningHelper};
-use crate::docker::{self, Change, NetworkInfo};
+use crate::docker::{self, Change, ContainerInfo, NetworkInfo};
 use crate::progress;
 use crate::routes::{self, Router, SkipReason, Skipped, WatchEvent};
 use crate::tunnel::{DeviceUpdate, PeerUpdate};
@@ -74,6 +78,15 @@ pub struct Session<E, T, R, W> {
     pub networks: Vec<NetworkInfo>,
     pub routed: BTreeSet<IpNet>,
     pub skipped: Vec<Skipped>,
+    /// The names served, when the name server runs: rebuilt from the
+    /// running containers (as last listed) and the routed subnets.
+    pub zone: Option<Arc<Zone>>,
+    pub containers: Vec<ContainerInfo>,
+    /// Containers whose `die` came and no `start` since. Engine 20.10
+    /// updates the list it answers from only after the die event and the
+    /// network disconnects, so a list made at either still shows them
+    /// running; they are left out until a list agrees.
+    pub stopped: BTreeSet<String>,
     pub liveness: probe::Liveness,
     pub probe_seq: u16,
     /// Which networks to route, and extra routes (configuration file).
@@ -123,6 +136,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                 Ok(()) => {}
             }
             self.sync_routes().await;
+            self.sync_names().await;
             let connected = Instant::now();
             let mut events = self.engine.events();
             loop {
@@ -164,6 +178,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                             warn!(error = %e, "helper not running; will retry");
                         }
                         self.sync_routes().await;
+                        self.sync_names().await;
                     }
                     _ = tokio::time::sleep(announce_every), if !self.announced && self.helper.is_some() => {
                         self.announce_when_ready();
@@ -213,6 +228,18 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
     }
 
     async fn on_change(&mut self, ch: Change) {
+        match &ch {
+            Change::ContainerDied { id, .. } => {
+                self.stopped.insert(id.clone());
+            }
+            Change::ContainerStarted(id) => {
+                self.stopped.remove(id);
+            }
+            _ => {}
+        }
+        if ch.touches_containers() {
+            self.sync_names().await;
+        }
         match ch {
             Change::Networks => self.sync_routes().await,
             // A kernel-mode helper exits by design.
@@ -463,12 +490,44 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         if routed != self.routed {
             self.routed = routed;
             self.configure_peer(false);
+            self.apply_names();
         }
         self.view.set_routes(
             snapshot::route_states(&self.networks, &self.filter, &self.skipped, &self.routed),
             snapshot::extra_states(&self.extra, &self.skipped, &self.routed),
         );
         Ok(())
+    }
+
+    /// List the running containers (one request to Docker), then the names.
+    async fn sync_names(&mut self) {
+        if self.zone.is_none() {
+            return;
+        }
+        match self.engine.containers().await {
+            Ok(mut c) => {
+                let stopped = &mut self.stopped;
+                stopped.retain(|id| c.iter().any(|c| c.id == *id));
+                c.retain(|c| !stopped.contains(&c.id));
+                self.containers = c;
+            }
+            Err(e) => {
+                warn!(error = %e, "listing Docker containers failed; names will be updated at the next event");
+                return;
+            }
+        }
+        self.apply_names();
+    }
+
+    /// Make the names match the containers as last listed and the routes.
+    fn apply_names(&self) {
+        let Some(zone) = &self.zone else { return };
+        let domain = zone.current().domain().clone();
+        let table = Table::build(&domain, &self.containers, &self.routed);
+        let names = table.len();
+        if zone.set(table) {
+            tracing::debug!(names, domain = %domain, "DNS names updated");
+        }
     }
 
     /// SIGHUP: re-read the configuration file. Network filters and extra
@@ -582,6 +641,7 @@ mod tests {
     #[derive(Default)]
     struct EngineLog {
         networks: AtomicUsize,
+        containers: AtomicUsize,
         events: AtomicUsize,
         starts: AtomicUsize,
         inspects: AtomicUsize,
@@ -596,6 +656,7 @@ mod tests {
     impl EngineLog {
         fn requests(&self) -> usize {
             self.networks.load(SeqCst)
+                + self.containers.load(SeqCst)
                 + self.starts.load(SeqCst)
                 + self.inspects.load(SeqCst)
                 + self.reconnects.load(SeqCst)
@@ -605,6 +666,7 @@ mod tests {
     struct FakeEngine {
         log: Arc<EngineLog>,
         nets: Arc<Mutex<Vec<NetworkInfo>>>,
+        ctrs: Arc<Mutex<Vec<ContainerInfo>>>,
         /// One receiver per `events()` call; none left: a stream that ends.
         streams: Arc<Mutex<Vec<UnboundedReceiver<Change>>>>,
         engine: Engine,
@@ -614,6 +676,10 @@ mod tests {
         async fn networks(&self) -> Result<Vec<NetworkInfo>, DockerError> {
             self.log.networks.fetch_add(1, SeqCst);
             Ok(self.nets.lock().unwrap().clone())
+        }
+        async fn containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+            self.log.containers.fetch_add(1, SeqCst);
+            Ok(self.ctrs.lock().unwrap().clone())
         }
         fn events(&self) -> BoxStream<'static, Result<Change, String>> {
             self.log.events.fetch_add(1, SeqCst);
@@ -746,6 +812,8 @@ mod tests {
     struct World {
         log: Arc<EngineLog>,
         nets: Arc<Mutex<Vec<NetworkInfo>>>,
+        ctrs: Arc<Mutex<Vec<ContainerInfo>>>,
+        zone: Arc<Zone>,
         streams: Arc<Mutex<Vec<UnboundedReceiver<Change>>>>,
         events: Mutex<Option<UnboundedSender<Change>>>,
         tunnel: Arc<FakeTunnel>,
@@ -765,6 +833,11 @@ mod tests {
         }
         fn routes(&self) -> BTreeSet<IpNet> {
             self.router.ours.lock().unwrap().clone()
+        }
+        fn answer(&self, name: &str) -> crate::dns::names::Answer {
+            self.zone
+                .current()
+                .lookup(name, crate::dns::names::QType::A)
         }
         /// The session has answered every message sent so far.
         async fn settle(&self) {
@@ -793,6 +866,8 @@ mod tests {
         let log = Arc::new(EngineLog::default());
         log.running.store(true, SeqCst);
         let nets = Arc::new(Mutex::new(vec![network("bridge", "172.17.0.0/16")]));
+        let ctrs = Arc::new(Mutex::new(Vec::new()));
+        let zone = Zone::new("docker.internal".parse().unwrap());
         let (events, first) = unbounded_channel();
         let streams = Arc::new(Mutex::new(vec![first]));
         let tunnel = Arc::new(FakeTunnel::default());
@@ -830,6 +905,7 @@ mod tests {
             engine: FakeEngine {
                 log: log.clone(),
                 nets: nets.clone(),
+                ctrs: ctrs.clone(),
                 streams: streams.clone(),
                 engine,
             },
@@ -844,6 +920,9 @@ mod tests {
             networks: Vec::new(),
             routed: BTreeSet::new(),
             skipped: Vec::new(),
+            zone: Some(zone.clone()),
+            containers: Vec::new(),
+            stopped: BTreeSet::new(),
             liveness: probe::Liveness::new(now()),
             probe_seq: 0,
             filter: NetworkFilter::default(),
@@ -864,6 +943,8 @@ mod tests {
         let world = World {
             log,
             nets,
+            ctrs,
+            zone,
             streams,
             events: Mutex::new(Some(events)),
             tunnel,
@@ -923,7 +1004,7 @@ mod tests {
                 .unwrap()
                 .push(network("shop", "172.20.0.0/16"));
             w.send(Change::Networks);
-            // Container events do not touch the engine.
+            // A container event lists containers, not networks.
             w.send(Change::ContainerStarted("other".into()));
             w.settle().await;
             assert_eq!(
@@ -940,6 +1021,79 @@ mod tests {
             assert_eq!(w.routes(), BTreeSet::from([net("172.17.0.0/16")]));
         })
         .await;
+    }
+
+    fn container(name: &str, address: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: Default::default(),
+            addresses: vec![address.parse().unwrap()],
+        }
+    }
+
+    /// Names follow container events, one list request each, and the
+    /// routes without any: a name is served only while its subnet is routed.
+    #[tokio::test(start_paused = true)]
+    async fn names_follow_container_events_and_routes() {
+        use crate::dns::names::Answer;
+        let (mut s, w) = session();
+        let addr = |a: &str| Answer::Addresses(vec![a.parse().unwrap()]);
+        drive(&mut s, async {
+            w.settle().await;
+            assert_eq!(w.log.containers.load(SeqCst), 1, "listed at start");
+            assert_eq!(w.answer("web.docker.internal"), Answer::NxDomain);
+            w.ctrs.lock().unwrap().push(container("web", "172.17.0.5"));
+            w.send(Change::ContainerStarted("id-web".into()));
+            w.settle().await;
+            assert_eq!(w.answer("web.docker.internal"), addr("172.17.0.5"));
+            // Renamed: the old name goes, the new one answers.
+            w.ctrs.lock().unwrap()[0].name = "front".into();
+            w.send(Change::Containers);
+            w.settle().await;
+            assert_eq!(w.answer("web.docker.internal"), Answer::NxDomain);
+            assert_eq!(w.answer("front.docker.internal"), addr("172.17.0.5"));
+            assert_eq!(w.log.containers.load(SeqCst), 3);
+            // On a network that appears: named once routed, with no
+            // further container request.
+            w.ctrs.lock().unwrap().push(container("db", "172.20.0.3"));
+            w.send(Change::Containers);
+            w.settle().await;
+            assert_eq!(w.answer("db.docker.internal"), Answer::NxDomain);
+            w.nets
+                .lock()
+                .unwrap()
+                .push(network("shop", "172.20.0.0/16"));
+            w.send(Change::Networks);
+            w.settle().await;
+            assert_eq!(w.answer("db.docker.internal"), addr("172.20.0.3"));
+            assert_eq!(w.log.containers.load(SeqCst), 4);
+            // Stopped, while the engine's list still shows it running
+            // (Engine 20.10 updates it after the die event): gone anyway.
+            w.send(Change::ContainerDied {
+                id: "id-db".into(),
+                exit_code: Some(0),
+            });
+            w.settle().await;
+            assert_eq!(w.answer("db.docker.internal"), Answer::NxDomain);
+            w.send(Change::Containers);
+            w.settle().await;
+            assert_eq!(w.answer("db.docker.internal"), Answer::NxDomain);
+            // Started again.
+            w.send(Change::ContainerStarted("id-db".into()));
+            w.settle().await;
+            assert_eq!(w.answer("db.docker.internal"), addr("172.20.0.3"));
+            // Stopped, and the list agrees.
+            w.ctrs.lock().unwrap().clear();
+            w.send(Change::ContainerDied {
+                id: "id-db".into(),
+                exit_code: Some(0),
+            });
+            w.settle().await;
+            assert!(w.zone.current().is_empty());
+        })
+        .await;
+        assert!(s.stopped.is_empty(), "{:?}", s.stopped);
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,6 +19,10 @@ pub use watch::RouteWatch;
 /// its bridges are local interfaces and containers are reachable already.
 pub const ENGINE_MAY_BE_LOCAL: bool = true;
 
+/// Linux has no per-domain resolver files; a host with systemd-resolved
+/// gets per-link DNS instead (`crate::dns::resolved`).
+pub const RESOLVER_DIR: Option<&str> = None;
+
 /// `netconnect service` manages a launchd daemon; Linux has none.
 pub const HAS_LAUNCHD: bool = false;
 

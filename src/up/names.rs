@@ -1,0 +1,165 @@
+//! The name server's life in `up`: started once the tunnel has its host
+//! address, this machine's resolver pointed at it for the one domain, both
+//! undone at the end. Names are a convenience on top of the tunnel: when
+//! the port is taken or the resolver cannot be wired, `up` says so in one
+//! line and runs on, reachable by IP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::live::View;
+use crate::config::DnsConfig;
+use crate::control::snapshot::DnsState;
+use crate::dns::resolved;
+use crate::dns::resolver::ResolverFile;
+use crate::dns::server::{self, DnsServer, ServeError, Zone};
+use crate::platform;
+use crate::progress;
+
+/// How the system's resolver was pointed at the server, to undo it.
+enum Wiring {
+    File(ResolverFile),
+    Resolved { iface: String },
+}
+
+pub struct Names {
+    server: DnsServer,
+    pub zone: Arc<Zone>,
+    wiring: Option<Wiring>,
+}
+
+/// Start serving on `host:port` and wire the resolver. `None` when names
+/// are off, by choice or because the port is taken (said once, here).
+pub async fn start(cfg: &DnsConfig, host: IpAddr, iface: &str, view: &View) -> Option<Names> {
+    let domain = cfg.domain();
+    let addr = SocketAddr::new(host, *cfg.port.get_ref());
+    let mut state = DnsState {
+        domain: domain.to_string(),
+        address: addr.to_string(),
+        ..Default::default()
+    };
+    if !cfg.enabled {
+        state.state = "disabled".into();
+        view.set_dns(state, None);
+        return None;
+    }
+    let zone = Zone::new(domain.clone());
+    let server = match server::serve(addr, zone.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = bind_error(&e).await;
+            warn!("{why}");
+            state.state = "failed".into();
+            state.error = Some(why);
+            view.set_dns(state, None);
+            return None;
+        }
+    };
+    state.state = "serving".into();
+    view.set_dns(state, Some(zone.clone()));
+    let wiring = wire(cfg, &domain.to_string(), host, iface).await;
+    let (resolver, error) = match &wiring {
+        Ok(Some(w)) => (Some(describe(w)), None),
+        Ok(None) => (None, None),
+        Err(e) => {
+            warn!(
+                "names are served on {addr}, but this machine's resolver is not pointed at it: {e}"
+            );
+            (None, Some(e.clone()))
+        }
+    };
+    let via = resolver
+        .as_deref()
+        .map(|r| format!(" (resolver: {r})"))
+        .unwrap_or_default();
+    info!(target: progress::TARGET, domain = %domain, address = %addr, resolver = resolver.as_deref().unwrap_or("none"), "serving container names");
+    progress::line(format!(
+        "Names: <container>.{domain} answered on {addr}{via}"
+    ));
+    view.set_resolver(resolver, error);
+    Some(Names {
+        server,
+        zone,
+        wiring: wiring.ok().flatten(),
+    })
+}
+
+/// The port-in-use error, with who holds it when that can be found.
+async fn bind_error(e: &ServeError) -> String {
+    let holder = match e {
+        ServeError::InUse { addr, transport } => {
+            let t = if *transport == "TCP" {
+                platform::Transport::Tcp
+            } else {
+                platform::Transport::Udp
+            };
+            platform::port_holder(t, *addr)
+                .await
+                .map(|h| format!(" by {h}"))
+                .unwrap_or_default()
+        }
+        ServeError::Bind { .. } => String::new(),
+    };
+    format!(
+        "names are off: {e}{holder}; containers stay reachable by IP (stop that program, or set dns.port in the configuration file)"
+    )
+}
+
+async fn wire(
+    cfg: &DnsConfig,
+    domain: &str,
+    host: IpAddr,
+    iface: &str,
+) -> Result<Option<Wiring>, String> {
+    let port = *cfg.port.get_ref();
+    if let Some(dir) = crate::dns::resolver_dir(cfg) {
+        let file = ResolverFile::new(&dir, domain);
+        file.install(host, port).map_err(|e| e.to_string())?;
+        return Ok(Some(Wiring::File(file)));
+    }
+    if resolved::running() {
+        resolved::apply(
+            &resolved::set_plan(iface, host, port, domain),
+            &crate::command::SystemRunner,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        return Ok(Some(Wiring::Resolved {
+            iface: iface.to_owned(),
+        }));
+    }
+    info!(domain, "no resolver to point at the name server (no resolver folder, no systemd-resolved); ask it directly");
+    Ok(None)
+}
+
+fn describe(w: &Wiring) -> String {
+    match w {
+        Wiring::File(f) => f.path().display().to_string(),
+        Wiring::Resolved { iface } => format!("systemd-resolved ({iface})"),
+    }
+}
+
+impl Names {
+    /// Unwire the resolver first (no question should wait on a server that
+    /// is going), then close the sockets.
+    pub async fn stop(self) {
+        match self.wiring {
+            Some(Wiring::File(f)) => match f.remove() {
+                Ok(_) => info!(file = %f.path().display(), "resolver file removed"),
+                Err(e) => warn!(error = %e, "removing the resolver file failed"),
+            },
+            // The interface goes next, and its settings with it; reverting
+            // first keeps the resolver from asking a server that stops.
+            Some(Wiring::Resolved { iface }) => {
+                let plan = resolved::revert_plan(&iface);
+                if let Err(e) = resolved::apply(&plan, &crate::command::SystemRunner).await {
+                    tracing::debug!(error = %e, "reverting systemd-resolved's DNS for the tunnel failed");
+                }
+            }
+            None => {}
+        }
+        self.server.stop().await;
+    }
+}
