@@ -4,7 +4,8 @@
 # The root network namespace plays the Docker VM (dockerd runs there); a
 # network namespace joined by veth plays the Mac, which cannot reach
 # container addresses. netconnect up runs in the "Mac", starts its helper
-# container in the "VM", and the "Mac" then curls a container by its IP.
+# container in the "VM", and the "Mac" then curls a container by its IP,
+# and by its name (web.docker.internal) through its resolver.
 # Everything it makes is removed on exit. Root; needs a running Docker engine
 # and the packages of scripts/setup.sh.
 #
@@ -58,7 +59,7 @@ trap cleanup EXIT
 
 ((EUID == 0)) || die "must run as root: sudo bash $0"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start dockerd first"
-for c in ip curl busybox; do command -v "$c" >/dev/null || die "'$c' not found: run 'sudo bash scripts/setup.sh' first"; done
+for c in ip curl busybox dig; do command -v "$c" >/dev/null || die "'$c' not found: run 'sudo bash scripts/setup.sh' first"; done
 if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then PATH="${HOME:-/root}/.cargo/bin:$PATH"; fi
 
 # What an interrupted earlier run may have left (names are this demo's own).
@@ -88,6 +89,8 @@ echo "    container $WEB has address $web_ip"
 step "before: the 'Mac' cannot reach $web_ip"
 if ip netns exec "$NS" curl -s -m 2 "http://$web_ip/" >/dev/null; then echo "    (unexpectedly reachable)"; else echo "    curl http://$web_ip/ -> no route, as on a Mac"; fi
 
+mac_resolver "$NS" 10.33.33.1
+
 step "netconnect up (in the 'Mac'; log: $LOG)"
 mac_nc up --docker-host unix:///var/run/docker.sock --helper-image "$HELPER_TAG" \
   --host-endpoint "$MAC_IP" --listen-port "$PORT" --interface ncdemo --vm-interface "$VM_IF" >"$LOG" 2>&1 &
@@ -103,6 +106,11 @@ sed 's/^/    | /' "$LOG"
 
 step "after: curl http://$web_ip/ from the 'Mac'"
 ip netns exec "$NS" curl -sS -m 3 "http://$web_ip/" | sed 's/^/    /' || { cat "$LOG" >&2; die "curl through the tunnel failed"; }
+step "by name, through the 'Mac''s resolver: curl http://$WEB.docker.internal/"
+ip netns exec "$NS" curl -sS -m 3 "http://$WEB.docker.internal/" | sed 's/^/    /' || { cat "$LOG" >&2; die "curl by name failed"; }
+step "the name server: dig $WEB.docker.internal (and a name it does not know)"
+ip netns exec "$NS" dig +noall +answer "$WEB.docker.internal" | sed 's/^/    /'
+ip netns exec "$NS" dig "nope.docker.internal" | grep -o 'status: [A-Z]*' | sed 's/^/    nope.docker.internal: /'
 step "routes in the 'Mac':"
 ip -n "$NS" route | sed 's/^/    /'
 step "netconnect status"

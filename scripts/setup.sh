@@ -30,6 +30,9 @@ PACKAGES=(
   gcc-aarch64-linux-gnu # links the static arm64 helper (Apple-silicon VMs)
   libc6-dev-arm64-cross
   binutils # readelf: helper-image/iptables-rootfs.sh follows NEEDED entries
+  bind9-dnsutils # dig: the names tests ask netconnect's DNS server as a user would
+  dnsperf        # bench/dns.sh: queries a second and latency
+  dnsmasq-base   # bench/dns.sh: the reference server measured in the same run
 )
 # helper-image/iptables-rootfs.sh puts Debian's iptables of each helper
 # architecture into the image with `apt-get download iptables:ARCH`; dpkg

@@ -601,8 +601,23 @@ fn docker_sigterm_leaves_no_route_or_interface() {
     let c = fx.things.web("web6", Some(&net), Some("10.213.6.2"), &[]);
     let routes_before = fx.mac.routes();
     let links_before = fx.mac.links();
-    fx.start_up();
+    // The names' resolver file (macOS: /etc/resolver/docker.internal).
+    let dir = TempDir::new("sigterm");
+    let resolver = dir.join("resolver/docker.internal");
+    let cfg = dir.join("config.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[dns]\nresolver_dir = \"{}\"\n",
+            dir.join("resolver").display()
+        ),
+    )
+    .unwrap();
+    let mut args = fx.args();
+    args.extend(["--config".to_string(), cfg.to_str().unwrap().to_string()]);
+    fx.start_up_with(args);
     fx.curl_ok("10.213.6.2", &c, FIRST_CURL);
+    assert!(resolver.exists(), "no resolver file while up runs");
     assert!(fx.mac.links().contains(&MAC_TUN.to_string()));
     assert!(fx.mac.route_for("10.213.6.0/24").is_some());
     assert!(fx.mac.route_for("172.17.0.0/16").is_some());
@@ -618,6 +633,7 @@ fn docker_sigterm_leaves_no_route_or_interface() {
         "routes differ after SIGTERM"
     );
     assert_eq!(fx.mac.links(), links_before, "links differ after SIGTERM");
+    assert!(!resolver.exists(), "resolver file left after SIGTERM");
     let log = fx.up().log();
     assert!(
         log.contains("tunnel removed"),

@@ -1068,3 +1068,275 @@ fn cli_root_reads_only_a_config_file_only_root_can_change() {
     assert!(err.contains("not a regular file"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+// ---------------------------------------------------------------------------
+// names: containers by name from the Mac
+// ---------------------------------------------------------------------------
+
+/// Within this long of Docker's answer to a command, a name's answer has
+/// followed it (events, not polling).
+const NAME_CHANGE: Duration = Duration::from_secs(1);
+
+/// The Mac's resolver points at the tunnel's host address, as
+/// /etc/resolver/docker.internal makes macOS do; `up` writes its resolver
+/// file into a folder of this test (the macOS code path, another folder).
+/// First with port 53 taken: one line naming the holder, the tunnel runs
+/// on. Then names of a plain and a Compose container over UDP and TCP,
+/// NXDOMAIN, REFUSED, curl by name, every change within a second, status,
+/// doctor, and no resolver file left after a crash and `down`.
+#[test]
+fn docker_containers_answer_by_name() {
+    let mut fx = Fx::new(45);
+    let server = "10.33.33.1";
+    fx.mac.ns.set_resolver(server);
+    let resolver_dir = fx.dir.join("resolver");
+    let resolver_file = resolver_dir.join("docker.internal");
+    let cfg = fx.config_path();
+    fs::write(
+        &cfg,
+        format!("[dns]\nresolver_dir = \"{}\"\n", resolver_dir.display()),
+    )
+    .unwrap();
+    let net = fx.things.network("net45", "10.213.45.0/24", &[]);
+    let web = fx.things.web("web", Some(&net), Some("10.213.45.2"), &[]);
+    let project = format!("shop{}", std::process::id());
+    let compose = |service: &str| {
+        [
+            "--label".to_string(),
+            format!("com.docker.compose.service={service}"),
+            "--label".to_string(),
+            format!("com.docker.compose.project={project}"),
+        ]
+    };
+    let api_labels = compose("api");
+    let api_labels: Vec<&str> = api_labels.iter().map(String::as_str).collect();
+    let api1 = fx
+        .things
+        .web("api1", Some(&net), Some("10.213.45.3"), &api_labels);
+    let api2 = fx
+        .things
+        .web("api2", Some(&net), Some("10.213.45.4"), &api_labels);
+    let name = |c: &str| format!("{c}.docker.internal");
+    let api = format!("api.{project}.docker.internal");
+    let ns = &fx.mac.ns;
+
+    // 1. Port 53 held in the Mac by another program.
+    let holder = ns.spawn_tracked(
+        &[
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nprint('bound',flush=True)\ntime.sleep(600)",
+        ],
+        None,
+    );
+    let t0 = Instant::now();
+    while !ns.ok(&["ss", "-lun"]).contains("0.0.0.0:53") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the holder never bound :53"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fx.start_up(&["--config", cfg.to_str().unwrap()]);
+    fx.curl_ok("10.213.45.2", &web, FIRST_CURL);
+    let log = fx.up().log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("names are off"))
+        .unwrap_or_else(|| panic!("no 'names are off' line:\n{log}"));
+    assert!(
+        line.contains(&format!(
+            "UDP port 53 on {server} is already in use by python3 (pid {holder})"
+        )),
+        "{line}"
+    );
+    let st = fx.status_json();
+    assert_eq!(st["dns"]["state"], "failed", "{st:#}");
+    let t = doctor_fails_at(&fx, "names", "a name server that could not listen");
+    assert!(t.contains("already in use by python3"), "{t}");
+    assert!(
+        !resolver_file.exists(),
+        "a resolver file for a server that is not there"
+    );
+    fx.up()
+        .terminate(Duration::from_secs(15))
+        .expect("up did not stop");
+    fx.up = None;
+    send_signal(holder, SIGKILL);
+
+    // 2. Serving.
+    fx.start_up(&["--config", cfg.to_str().unwrap()]);
+    fx.curl_ok("10.213.45.2", &web, FIRST_CURL);
+    let ns = &fx.mac.ns;
+    let file = fs::read_to_string(&resolver_file).expect("no resolver file");
+    assert!(
+        file.lines().any(|l| l == format!("nameserver {server}"))
+            && file.lines().any(|l| l == "port 53"),
+        "{file}"
+    );
+    for tcp in [false, true] {
+        let d = dig(ns, Some(server), &name(&web), "A", tcp);
+        assert_eq!(
+            (d.status.as_str(), d.answers.clone(), d.aa),
+            ("NOERROR", vec!["10.213.45.2".to_string()], true),
+            "tcp={tcp}: {}",
+            d.raw
+        );
+        // Every replica of the Compose service.
+        let d = dig(ns, Some(server), &api, "A", tcp);
+        assert_eq!(
+            d.answers,
+            ["10.213.45.3", "10.213.45.4"],
+            "tcp={tcp}: {}",
+            d.raw
+        );
+        let d = dig(ns, Some(server), "nope.docker.internal", "A", tcp);
+        assert_eq!(d.status, "NXDOMAIN", "tcp={tcp}: {}", d.raw);
+        let d = dig(ns, Some(server), "example.com", "A", tcp);
+        assert_eq!(d.status, "REFUSED", "tcp={tcp}: {}", d.raw);
+    }
+    let d = dig(
+        ns,
+        Some(server),
+        &format!("{}.", name(&web).to_uppercase()),
+        "A",
+        false,
+    );
+    assert_eq!(d.answers, ["10.213.45.2"], "{}", d.raw);
+    // Through the system's resolver, as any program asks.
+    fx.curl_ok(&name(&web), &web, Duration::from_secs(10));
+
+    // Renamed: the new name answers and the old one is gone.
+    let renamed = format!("{web}-new");
+    docker(&["rename", &web, &renamed]);
+    let took = wait_dig(ns, Some(server), &name(&renamed), "A", NAME_CHANGE, |d| {
+        d.answers == ["10.213.45.2"]
+    })
+    .unwrap_or_else(|d| panic!("the new name did not answer: {}", d.raw));
+    eprintln!("MEASURE: docker rename -> new name answers: {took:?}");
+    assert_eq!(
+        dig(ns, Some(server), &name(&web), "A", false).status,
+        "NXDOMAIN"
+    );
+    // Disconnected from its network, then connected again.
+    docker(&["network", "disconnect", &net, &api1]);
+    let took = wait_dig(ns, Some(server), &api, "A", NAME_CHANGE, |d| {
+        d.answers == ["10.213.45.4"]
+    })
+    .unwrap_or_else(|d| panic!("a disconnected replica still answers: {}", d.raw));
+    eprintln!("MEASURE: network disconnect -> answer without it: {took:?}");
+    docker(&["network", "connect", "--ip", "10.213.45.3", &net, &api1]);
+    let took = wait_dig(ns, Some(server), &api, "A", NAME_CHANGE, |d| {
+        d.answers == ["10.213.45.3", "10.213.45.4"]
+    })
+    .unwrap_or_else(|d| panic!("a reconnected replica does not answer: {}", d.raw));
+    eprintln!("MEASURE: network connect -> answer with it: {took:?}");
+    // Stopped, then removed.
+    docker(&["stop", "-t", "1", &api2]);
+    let took = wait_dig(ns, Some(server), &api, "A", NAME_CHANGE, |d| {
+        d.answers == ["10.213.45.3"]
+    })
+    .unwrap_or_else(|d| panic!("a stopped replica still answers: {}", d.raw));
+    eprintln!("MEASURE: docker stop -> answer without it: {took:?}");
+    fx.things.remove_container(&renamed);
+    let took = wait_dig(ns, Some(server), &name(&renamed), "A", NAME_CHANGE, |d| {
+        d.status == "NXDOMAIN"
+    })
+    .unwrap_or_else(|d| panic!("a removed container still answers: {}", d.raw));
+    eprintln!("MEASURE: docker rm -> NXDOMAIN: {took:?}");
+    // Started.
+    let late = fx.things.web("late", Some(&net), Some("10.213.45.9"), &[]);
+    let took = wait_dig(ns, Some(server), &name(&late), "A", NAME_CHANGE, |d| {
+        d.answers == ["10.213.45.9"]
+    })
+    .unwrap_or_else(|d| panic!("a started container does not answer: {}", d.raw));
+    eprintln!("MEASURE: docker run -> name answers: {took:?}");
+
+    // status: the domain and its names.
+    let st = fx.status_json();
+    let dns = &st["dns"];
+    assert_eq!(dns["state"], "serving", "{st:#}");
+    assert_eq!(dns["domain"], "docker.internal");
+    assert_eq!(dns["address"], format!("{server}:53"));
+    assert_eq!(dns["resolver"], resolver_file.to_str().unwrap());
+    let names: Vec<(String, Vec<String>)> = dns["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    for (n, a) in [
+        (&api, "10.213.45.3"),
+        (&name(&late), "10.213.45.9"),
+        (&name(&api1), "10.213.45.3"),
+    ] {
+        assert!(
+            names
+                .iter()
+                .any(|(x, addrs)| x == n && addrs == &[a.to_string()]),
+            "{n} -> {a} not in {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|(x, _)| x.contains(&renamed)),
+        "{names:?}"
+    );
+    let o = fx.nc(&["status"], Duration::from_secs(30));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!(
+            "names:      *.docker.internal on {server}:53, {} names (resolver: {})",
+            names.len(),
+            resolver_file.display()
+        )),
+        "{t}"
+    );
+
+    // doctor: a container by name, then the resolver file gone.
+    let (ok, t) = doctor(&fx, &[]);
+    assert!(ok, "{t}");
+    assert!(
+        t.lines().any(
+            |l| l.starts_with("ok    names: ") && l.contains("through this machine's resolver")
+        ),
+        "{t}"
+    );
+    let kept = fs::read_to_string(&resolver_file).unwrap();
+    fs::remove_file(&resolver_file).unwrap();
+    let t = doctor_fails_at(&fx, "names", "a missing resolver file");
+    assert!(
+        t.contains(&format!(
+            "resolver file missing: {}",
+            resolver_file.display()
+        )),
+        "{t}"
+    );
+    fs::write(&resolver_file, kept).unwrap();
+
+    // A crash leaves the file; `down` removes it.
+    fx.up()
+        .stop_with(SIGKILL, Duration::from_secs(5))
+        .expect("up survived SIGKILL");
+    assert!(resolver_file.exists());
+    let o = fx.nc(&["down", "--config", cfg.to_str().unwrap()], DOWN);
+    let out = text(&o);
+    assert!(o.status.success(), "down failed: {out}");
+    assert!(
+        out.contains(&format!(
+            "removed resolver file {}",
+            resolver_file.display()
+        )),
+        "{out}"
+    );
+    assert!(!resolver_file.exists(), "resolver file left after down");
+}

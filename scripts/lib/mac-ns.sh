@@ -46,4 +46,13 @@ remove_vm_side() {
 remove_mac_ns() {
   ip link del "$2" 2>/dev/null
   ip netns del "$1" 2>/dev/null
+  rm -rf "/etc/netns/$1"
+}
+
+# mac_resolver NS SERVER: the "Mac"'s resolver asks SERVER, as
+# /etc/resolver/docker.internal makes a Mac's do for that domain: `ip netns
+# exec` binds /etc/netns/NS/resolv.conf over /etc/resolv.conf.
+mac_resolver() {
+  mkdir -p "/etc/netns/$1"
+  printf 'nameserver %s\noptions timeout:1 attempts:2\n' "$2" >"/etc/netns/$1/resolv.conf"
 }

@@ -21,6 +21,7 @@
 pub mod cargo;
 pub mod config;
 pub mod daemon;
+pub mod dig;
 pub mod docker;
 pub mod keys;
 pub mod names;
@@ -37,6 +38,7 @@ pub mod wg;
 pub use cargo::*;
 pub use config::*;
 pub use daemon::*;
+pub use dig::*;
 pub use keys::*;
 pub use names::*;
 pub use netns::*;

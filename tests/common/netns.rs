@@ -73,6 +73,20 @@ impl Netns {
         c
     }
 
+    /// The namespace's own `/etc/resolv.conf`: `ip netns exec` binds
+    /// `/etc/netns/NAME/resolv.conf` over it, so every program started
+    /// that way (curl, getaddrinfo) asks `nameserver`, as a Mac's programs
+    /// ask what /etc/resolver names. Removed with the namespace.
+    pub fn set_resolver(&self, nameserver: &str) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:1 attempts:2\n"),
+        )
+        .unwrap();
+    }
+
     /// Runs `ip netns exec NAME args...`, bounded by [`CMD_TIMEOUT`].
     /// Panics on timeout (with captured output); returns the output otherwise.
     pub fn exec<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
@@ -204,5 +218,7 @@ impl Drop for Netns {
             }
             thread::sleep(Duration::from_millis(50 * (attempt + 1)));
         }
+        // Files `ip netns exec` binds over /etc (a resolv.conf).
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }

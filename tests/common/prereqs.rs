@@ -16,7 +16,7 @@ use crate::uapi::UAPI_DIR;
 
 /// Packages that provide every tool these tests need.
 pub const APT_HINT: &str =
-    "apt-get install -y --no-install-recommends wireguard-go wireguard-tools iperf3 iproute2 iputils-ping util-linux";
+    "apt-get install -y --no-install-recommends wireguard-go wireguard-tools iperf3 iproute2 iputils-ping util-linux bind9-dnsutils";
 
 pub(crate) fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -52,7 +52,7 @@ pub fn require_prereqs() {
         if !geteuid().is_root() {
             return Err("netconnect e2e tests must run as root; run e.g. `sudo -E cargo test`".into());
         }
-        let missing: Vec<&str> = ["wg", "wireguard-go", "ip", "ss", "iperf3", "ping", "setpriv"]
+        let missing: Vec<&str> = ["wg", "wireguard-go", "ip", "ss", "iperf3", "ping", "setpriv", "dig"]
             .into_iter()
             .filter(|t| find_in_path(t).is_none())
             .collect();
