@@ -271,6 +271,66 @@ impl ContainerInfo {
     }
 }
 
+impl ContainerInfo {
+    /// From `docker inspect`; `None` unless it runs.
+    pub fn from_inspect(c: &bollard::models::ContainerInspectResponse) -> Option<Self> {
+        if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            return None;
+        }
+        let addresses = c
+            .network_settings
+            .as_ref()
+            .and_then(|s| s.networks.as_ref())
+            .map(|nets| {
+                nets.values()
+                    .flat_map(|e| [e.ip_address.as_deref(), e.global_ipv6_address.as_deref()])
+                    .flatten()
+                    .filter_map(|a| a.parse().ok())
+                    .collect::<BTreeSet<std::net::IpAddr>>()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(ContainerInfo {
+            id: c.id.clone().unwrap_or_default(),
+            name: c
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            labels: c
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            addresses,
+        })
+    }
+}
+
+/// One container as it is now, `None` if it does not run (or is gone).
+/// Its events are sent before Engine 20.10 updates the list it answers
+/// `docker ps` from (a network connect, a die), so a list made at an event
+/// can be stale; inspecting waits for the container's lock, which the
+/// engine holds until the change is complete.
+pub async fn container(docker: &Docker, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
+    match timed(docker.inspect_container(
+        id,
+        None::<bollard::query_parameters::InspectContainerOptions>,
+    ))
+    .await
+    {
+        Ok(c) => Ok(ContainerInfo::from_inspect(&c)),
+        Err(DockerError::Api(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The running containers (one request).
 pub async fn containers(docker: &Docker) -> Result<Vec<ContainerInfo>, DockerError> {
     let list = timed(docker.list_containers(Some(
@@ -318,17 +378,19 @@ pub enum Change {
         exit_code: Option<i64>,
     },
     /// A container renamed, or attached to or detached from a network.
-    Containers,
+    Container(String),
     Other,
 }
 
 impl Change {
-    /// Whether the running containers' names or addresses may differ now.
-    pub fn touches_containers(&self) -> bool {
-        matches!(
-            self,
-            Change::ContainerStarted(_) | Change::ContainerDied { .. } | Change::Containers
-        )
+    /// The container whose names or addresses may differ now.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            Change::ContainerStarted(id)
+            | Change::ContainerDied { id, .. }
+            | Change::Container(id) => Some(id),
+            _ => None,
+        }
     }
 }
 
@@ -340,8 +402,19 @@ pub fn classify(ev: &EventMessage) -> Change {
         .unwrap_or_default();
     match (ev.typ, ev.action.as_deref()) {
         (Some(EventMessageTypeEnum::NETWORK), Some("create" | "destroy")) => Change::Networks,
-        (Some(EventMessageTypeEnum::NETWORK), Some("connect" | "disconnect")) => Change::Containers,
-        (Some(EventMessageTypeEnum::CONTAINER), Some("rename")) => Change::Containers,
+        // The actor is the network; the container is an attribute.
+        (Some(EventMessageTypeEnum::NETWORK), Some("connect" | "disconnect")) => {
+            match ev
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get("container"))
+            {
+                Some(c) => Change::Container(c.clone()),
+                None => Change::Other,
+            }
+        }
+        (Some(EventMessageTypeEnum::CONTAINER), Some("rename")) => Change::Container(id),
         (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
         (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => Change::ContainerDied {
             exit_code: ev
@@ -388,19 +461,27 @@ mod tests {
             serde_json::from_str(r#"{"Type":"network","Action":"destroy","Actor":{"ID":"n"}}"#)
                 .unwrap();
         assert_eq!(classify(&ev), Change::Networks);
-        for (typ, action) in [
-            ("container", "rename"),
-            ("network", "connect"),
-            ("network", "disconnect"),
-        ] {
+        let ev: EventMessage = serde_json::from_str(
+            r#"{"Type":"container","Action":"rename","Actor":{"ID":"c1","Attributes":{"name":"new","oldName":"/old"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(classify(&ev), Change::Container("c1".into()));
+        for action in ["connect", "disconnect"] {
             let ev: EventMessage = serde_json::from_str(&format!(
-                r#"{{"Type":"{typ}","Action":"{action}","Actor":{{"ID":"x"}}}}"#
+                r#"{{"Type":"network","Action":"{action}","Actor":{{"ID":"net1","Attributes":{{"container":"c2","name":"shop"}}}}}}"#
             ))
             .unwrap();
-            assert_eq!(classify(&ev), Change::Containers, "{typ} {action}");
-            assert!(classify(&ev).touches_containers());
+            assert_eq!(classify(&ev), Change::Container("c2".into()), "{action}");
         }
-        assert!(!Change::Networks.touches_containers());
+        assert_eq!(Change::Networks.container(), None);
+        assert_eq!(
+            Change::ContainerDied {
+                id: "c3".into(),
+                exit_code: None
+            }
+            .container(),
+            Some("c3")
+        );
     }
 
     #[test]
@@ -421,6 +502,21 @@ mod tests {
             ["172.19.0.3", "172.20.0.5", "fd00:19::3"]
                 .map(|a| a.parse::<std::net::IpAddr>().unwrap())
         );
+        let inspected: bollard::models::ContainerInspectResponse = serde_json::from_str(
+            r#"{"Id":"abc","Name":"/shop-web-1","State":{"Running":true},
+                "Config":{"Labels":{"com.docker.compose.service":"web"}},
+                "NetworkSettings":{"Networks":{
+                    "shop_default":{"IPAddress":"172.19.0.3","GlobalIPv6Address":"fd00:19::3"},
+                    "other":{"IPAddress":"172.20.0.5","GlobalIPv6Address":""}}}}"#,
+        )
+        .unwrap();
+        let i = ContainerInfo::from_inspect(&inspected).unwrap();
+        assert_eq!((i.id.as_str(), i.name.as_str()), ("abc", "shop-web-1"));
+        assert_eq!(i.addresses, info.addresses);
+        assert_eq!(i.label("com.docker.compose.service"), Some("web"));
+        let stopped: bollard::models::ContainerInspectResponse =
+            serde_json::from_str(r#"{"Id":"abc","Name":"/x","State":{"Running":false}}"#).unwrap();
+        assert_eq!(ContainerInfo::from_inspect(&stopped), None);
         // Host networking: listed with no address.
         let c: bollard::models::ContainerSummary = serde_json::from_str(
             r#"{"Id":"h","Names":["/helper"],"NetworkSettings":{"Networks":{"host":{"IPAddress":""}}}}"#,

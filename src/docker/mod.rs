@@ -7,8 +7,8 @@ pub mod local;
 pub mod vmside;
 
 pub use client::{
-    classify, connect, containers, desired_subnets, events, networks, Change, ContainerInfo,
-    DockerError, Engine, NetworkInfo,
+    classify, connect, container, containers, desired_subnets, events, networks, Change,
+    ContainerInfo, DockerError, Engine, NetworkInfo,
 };
 pub use discovery::{
     candidates, user_home, Candidate, Inputs, Invoker, RealFiles, RealUsers, Source,

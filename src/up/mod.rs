@@ -179,7 +179,6 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         skipped: Vec::new(),
         zone: names.as_ref().map(|n| n.zone.clone()),
         containers: Vec::new(),
-        stopped: BTreeSet::new(),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
         filter: file.networks.clone(),

@@ -22,6 +22,8 @@ pub trait EngineApi {
     async fn networks(&self) -> Result<Vec<NetworkInfo>, DockerError>;
     /// The running containers, for their names.
     async fn containers(&self) -> Result<Vec<ContainerInfo>, DockerError>;
+    /// One container as it is now; `None` unless it runs.
+    async fn container(&self, id: &str) -> Result<Option<ContainerInfo>, DockerError>;
     /// Network and container events until the engine goes away.
     fn events(&self) -> BoxStream<'static, Result<Change, String>>;
     /// Load the helper image if the engine lacks it.
@@ -80,6 +82,10 @@ impl EngineApi for DockerApi {
 
     async fn containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
         docker::containers(&self.engine.docker).await
+    }
+
+    async fn container(&self, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
+        docker::container(&self.engine.docker, id).await
     }
 
     fn events(&self) -> BoxStream<'static, Result<Change, String>> {

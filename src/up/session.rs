@@ -7,7 +7,7 @@
 //! Nothing here runs on a clock while nothing happens. What wakes it:
 //! - Docker events: a network created or removed (one list request, then
 //!   the routes), the helper container dying, a container started,
-//!   stopped, renamed or attached (one list request, then the names); a
+//!   stopped, renamed or attached (one inspect of it, then the names); a
 //!   broken stream means the engine restarted: reconnect with backoff,
 //!   re-run the helper, resync.
 //! - The routing table's change notices: a route someone else deleted is
@@ -82,11 +82,6 @@ pub struct Session<E, T, R, W> {
     /// running containers (as last listed) and the routed subnets.
     pub zone: Option<Arc<Zone>>,
     pub containers: Vec<ContainerInfo>,
-    /// Containers whose `die` came and no `start` since. Engine 20.10
-    /// updates the list it answers from only after the die event and the
-    /// network disconnects, so a list made at either still shows them
-    /// running; they are left out until a list agrees.
-    pub stopped: BTreeSet<String>,
     pub liveness: probe::Liveness,
     pub probe_seq: u16,
     /// Which networks to route, and extra routes (configuration file).
@@ -228,17 +223,8 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
     }
 
     async fn on_change(&mut self, ch: Change) {
-        match &ch {
-            Change::ContainerDied { id, .. } => {
-                self.stopped.insert(id.clone());
-            }
-            Change::ContainerStarted(id) => {
-                self.stopped.remove(id);
-            }
-            _ => {}
-        }
-        if ch.touches_containers() {
-            self.sync_names().await;
+        if let Some(id) = ch.container() {
+            self.update_container(id).await;
         }
         match ch {
             Change::Networks => self.sync_routes().await,
@@ -505,15 +491,29 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             return;
         }
         match self.engine.containers().await {
-            Ok(mut c) => {
-                let stopped = &mut self.stopped;
-                stopped.retain(|id| c.iter().any(|c| c.id == *id));
-                c.retain(|c| !stopped.contains(&c.id));
-                self.containers = c;
-            }
+            Ok(c) => self.containers = c,
             Err(e) => {
                 warn!(error = %e, "listing Docker containers failed; names will be updated at the next event");
                 return;
+            }
+        }
+        self.apply_names();
+    }
+
+    /// One container changed (its event named it): inspect it (one
+    /// request), then the names.
+    async fn update_container(&mut self, id: &str) {
+        if self.zone.is_none() {
+            return;
+        }
+        match self.engine.container(id).await {
+            Ok(now) => {
+                self.containers.retain(|c| c.id != id);
+                self.containers.extend(now);
+            }
+            Err(e) => {
+                warn!(error = %e, container = id, "inspecting a Docker container failed; listing them all");
+                return self.sync_names().await;
             }
         }
         self.apply_names();
@@ -642,6 +642,7 @@ mod tests {
     struct EngineLog {
         networks: AtomicUsize,
         containers: AtomicUsize,
+        inspected: AtomicUsize,
         events: AtomicUsize,
         starts: AtomicUsize,
         inspects: AtomicUsize,
@@ -657,6 +658,7 @@ mod tests {
         fn requests(&self) -> usize {
             self.networks.load(SeqCst)
                 + self.containers.load(SeqCst)
+                + self.inspected.load(SeqCst)
                 + self.starts.load(SeqCst)
                 + self.inspects.load(SeqCst)
                 + self.reconnects.load(SeqCst)
@@ -680,6 +682,16 @@ mod tests {
         async fn containers(&self) -> Result<Vec<ContainerInfo>, DockerError> {
             self.log.containers.fetch_add(1, SeqCst);
             Ok(self.ctrs.lock().unwrap().clone())
+        }
+        async fn container(&self, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
+            self.log.inspected.fetch_add(1, SeqCst);
+            Ok(self
+                .ctrs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.id == id)
+                .cloned())
         }
         fn events(&self) -> BoxStream<'static, Result<Change, String>> {
             self.log.events.fetch_add(1, SeqCst);
@@ -922,7 +934,6 @@ mod tests {
             skipped: Vec::new(),
             zone: Some(zone.clone()),
             containers: Vec::new(),
-            stopped: BTreeSet::new(),
             liveness: probe::Liveness::new(now()),
             probe_seq: 0,
             filter: NetworkFilter::default(),
@@ -1004,7 +1015,7 @@ mod tests {
                 .unwrap()
                 .push(network("shop", "172.20.0.0/16"));
             w.send(Change::Networks);
-            // A container event lists containers, not networks.
+            // A container event asks about that container, not networks.
             w.send(Change::ContainerStarted("other".into()));
             w.settle().await;
             assert_eq!(
@@ -1032,8 +1043,9 @@ mod tests {
         }
     }
 
-    /// Names follow container events, one list request each, and the
-    /// routes without any: a name is served only while its subnet is routed.
+    /// Names follow container events, one inspect of the named container
+    /// each (the list only at start), and the routes without any request:
+    /// a name is served only while its subnet is routed.
     #[tokio::test(start_paused = true)]
     async fn names_follow_container_events_and_routes() {
         use crate::dns::names::Answer;
@@ -1049,17 +1061,18 @@ mod tests {
             assert_eq!(w.answer("web.docker.internal"), addr("172.17.0.5"));
             // Renamed: the old name goes, the new one answers.
             w.ctrs.lock().unwrap()[0].name = "front".into();
-            w.send(Change::Containers);
+            w.send(Change::Container("id-web".into()));
             w.settle().await;
             assert_eq!(w.answer("web.docker.internal"), Answer::NxDomain);
             assert_eq!(w.answer("front.docker.internal"), addr("172.17.0.5"));
-            assert_eq!(w.log.containers.load(SeqCst), 3);
             // On a network that appears: named once routed, with no
             // further container request.
             w.ctrs.lock().unwrap().push(container("db", "172.20.0.3"));
-            w.send(Change::Containers);
+            w.send(Change::Container("id-db".into()));
             w.settle().await;
             assert_eq!(w.answer("db.docker.internal"), Answer::NxDomain);
+            let asked = (w.log.containers.load(SeqCst), w.log.inspected.load(SeqCst));
+            assert_eq!(asked, (1, 3));
             w.nets
                 .lock()
                 .unwrap()
@@ -1067,33 +1080,31 @@ mod tests {
             w.send(Change::Networks);
             w.settle().await;
             assert_eq!(w.answer("db.docker.internal"), addr("172.20.0.3"));
-            assert_eq!(w.log.containers.load(SeqCst), 4);
-            // Stopped, while the engine's list still shows it running
-            // (Engine 20.10 updates it after the die event): gone anyway.
-            w.send(Change::ContainerDied {
-                id: "id-db".into(),
-                exit_code: Some(0),
-            });
+            assert_eq!(
+                (w.log.containers.load(SeqCst), w.log.inspected.load(SeqCst)),
+                asked
+            );
+            // Disconnected from that network: no address left to serve.
+            w.ctrs.lock().unwrap()[1].addresses.clear();
+            w.send(Change::Container("id-db".into()));
             w.settle().await;
             assert_eq!(w.answer("db.docker.internal"), Answer::NxDomain);
-            w.send(Change::Containers);
-            w.settle().await;
-            assert_eq!(w.answer("db.docker.internal"), Answer::NxDomain);
-            // Started again.
-            w.send(Change::ContainerStarted("id-db".into()));
-            w.settle().await;
-            assert_eq!(w.answer("db.docker.internal"), addr("172.20.0.3"));
-            // Stopped, and the list agrees.
-            w.ctrs.lock().unwrap().clear();
+            // Stopped: an inspect finds it not running.
+            w.ctrs.lock().unwrap().retain(|c| c.id != "id-web");
             w.send(Change::ContainerDied {
-                id: "id-db".into(),
+                id: "id-web".into(),
                 exit_code: Some(0),
             });
             w.settle().await;
             assert!(w.zone.current().is_empty());
+            // The engine came back: one list again.
+            let (tx, rx) = unbounded_channel();
+            w.end_stream(vec![rx]);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(tx);
+            assert_eq!(w.log.containers.load(SeqCst), 2);
         })
         .await;
-        assert!(s.stopped.is_empty(), "{:?}", s.stopped);
     }
 
     #[tokio::test(start_paused = true)]
