@@ -279,6 +279,12 @@ fn docker_ipv6_network_is_reachable() {
         3,
         "ping -6 {ip6} lost replies"
     );
+    // Its name has both families: A and AAAA.
+    let name = format!("{c}.docker.internal");
+    let a = dig(&fx.mac.ns, Some("10.33.33.1"), &name, "A", false);
+    assert_eq!(a.answers, ["10.213.15.2"], "{}", a.raw);
+    let aaaa = dig(&fx.mac.ns, Some("10.33.33.1"), &name, "AAAA", false);
+    assert_eq!(aaaa.answers, [ip6.clone()], "{}", aaaa.raw);
 }
 
 // ---------------------------------------------------------------------------
@@ -1477,8 +1483,8 @@ fn docker_helper_writes_to_nft_where_nft_holds_dockers_chains() {
 struct Counters {
     /// Voluntary + involuntary context switches of all threads.
     wakeups: u64,
-    /// utime + stime, in clock ticks.
-    cpu_ticks: u64,
+    /// CPU time of all threads, in ns (schedstat).
+    cpu_ns: u64,
     /// rx + tx packets of the Mac's veth (the underlay).
     underlay: u64,
     /// rx + tx packets of the tunnel interface in the Mac.
@@ -1498,12 +1504,20 @@ fn process_counters(pid: u32) -> (u64, u64) {
             }
         }
     }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // the 14th and 15th of the line.
-    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
-    (wakeups, ticks)
+    // CPU time from the scheduler's own clock (first field of each
+    // thread's schedstat, in ns): utime/stime come in 10 ms ticks, too
+    // coarse for a few wakeups (one crossing of a tick boundary reads as
+    // 10 ms).
+    let mut cpu_ns = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("up is gone") {
+        let s = fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap_or_default();
+        cpu_ns += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (wakeups, cpu_ns)
 }
 
 fn link_packets(stats_dir: impl Fn(&str) -> String) -> u64 {
@@ -1514,7 +1528,7 @@ fn link_packets(stats_dir: impl Fn(&str) -> String) -> u64 {
 }
 
 fn counters(fx: &mut Fx) -> Counters {
-    let (wakeups, cpu_ticks) = process_counters(fx.up().pid());
+    let (wakeups, cpu_ns) = process_counters(fx.up().pid());
     let veth = fx.mac.root_veth.clone();
     let underlay = link_packets(|f| {
         fs::read_to_string(format!("/sys/class/net/{veth}/statistics/{f}")).unwrap()
@@ -1526,7 +1540,7 @@ fn counters(fx: &mut Fx) -> Counters {
     });
     Counters {
         wakeups,
-        cpu_ticks,
+        cpu_ns,
         underlay,
         tunnel,
     }
@@ -1535,7 +1549,7 @@ fn counters(fx: &mut Fx) -> Counters {
 /// Over a quiet minute, once a request has been answered and WireGuard's
 /// passive keepalive is behind: no Docker request besides the one event
 /// stream, no packet on the underlay or in the tunnel, at most one wakeup
-/// a second for the whole process and no CPU tick. Before issue 13 the
+/// a second for the whole process and at most 20 ms of CPU. Before issue 13 the
 /// same minute held 8 requests, ~45 underlay packets and ~12 wakeups a
 /// second (bench/README.md). Then the first request after the quiet
 /// minute is still answered.
@@ -1572,11 +1586,11 @@ fn docker_up_at_rest_asks_nothing_sends_nothing_and_sleeps() {
     let secs = t0.elapsed().as_secs_f64();
     let d = |f: fn(&Counters) -> u64| f(&after) - f(&before);
     eprintln!(
-        "MEASURE: a quiet minute of up ({secs:.1} s): {} wakeups ({:.2}/s), {} CPU ticks, \
+        "MEASURE: a quiet minute of up ({secs:.1} s): {} wakeups ({:.2}/s), {:.1} ms of CPU, \
          {} underlay packets, {} tunnel packets, Docker requests {requests:?}",
         d(|c| c.wakeups),
         d(|c| c.wakeups) as f64 / secs,
-        d(|c| c.cpu_ticks),
+        d(|c| c.cpu_ns) as f64 / 1e6,
         d(|c| c.underlay),
         d(|c| c.tunnel),
     );
@@ -1593,7 +1607,13 @@ fn docker_up_at_rest_asks_nothing_sends_nothing_and_sleeps() {
         "more than one wakeup a second: {} in {secs:.1} s",
         d(|c| c.wakeups)
     );
-    assert_eq!(d(|c| c.cpu_ticks), 0, "CPU used while idle");
+    // A wakeup of the debug build's timer thread costs ~1.6 ms (measured
+    // with schedstat); before issue 13 the minute cost 80-100 ms.
+    assert!(
+        d(|c| c.cpu_ns) <= 20_000_000,
+        "{:.1} ms of CPU in a quiet minute",
+        d(|c| c.cpu_ns) as f64 / 1e6
+    );
     // And the next request is answered as the first was.
     fx.curl_ok(&ip0, &c0, HELPER_RECOVERY);
 }
