@@ -128,13 +128,6 @@ DOMAIN=docker.internal NC_ADDR=10.33.33.1 REF_ADDR=10.33.34.1
 if ((DEBUG)); then BIN=$ROOT/target/debug/netconnect PROFILE=debug; else BIN=$ROOT/target/release/netconnect PROFILE=release; fi
 WORK="" UP_PID="" REF_PID=""
 
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 remove_containers() {
   local ids
   mapfile -t ids < <(docker ps -aq --filter "label=$LABEL" 2>/dev/null)

@@ -73,13 +73,6 @@ TUN_IF=ncbidl IMAGE=netconnect-demo-busybox:1
 BIN=$ROOT/target/debug/netconnect
 WORK="" UP_PID="" PROXY_PID=""
 
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   set +e
   # `up` first, while the proxy still carries its helper removal.

@@ -56,3 +56,12 @@ mac_resolver() {
   mkdir -p "/etc/netns/$1"
   printf 'nameserver %s\noptions timeout:1 attempts:2\n' "$2" >"/etc/netns/$1/resolv.conf"
 }
+
+# stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL; reaped if ours.
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}

@@ -244,20 +244,11 @@ impl ContainerInfo {
             .and_then(|n| n.first())
             .map(|n| n.trim_start_matches('/').to_owned())
             .unwrap_or_default();
-        let addresses = c
-            .network_settings
-            .as_ref()
-            .and_then(|s| s.networks.as_ref())
-            .map(|nets| {
-                nets.values()
-                    .flat_map(|e| [e.ip_address.as_deref(), e.global_ipv6_address.as_deref()])
-                    .flatten()
-                    .filter_map(|a| a.parse().ok())
-                    .collect::<BTreeSet<std::net::IpAddr>>()
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let addresses = endpoint_addresses(
+            c.network_settings
+                .as_ref()
+                .and_then(|s| s.networks.as_ref()),
+        );
         ContainerInfo {
             id: c.id.clone().unwrap_or_default(),
             name,
@@ -277,20 +268,11 @@ impl ContainerInfo {
         if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
             return None;
         }
-        let addresses = c
-            .network_settings
-            .as_ref()
-            .and_then(|s| s.networks.as_ref())
-            .map(|nets| {
-                nets.values()
-                    .flat_map(|e| [e.ip_address.as_deref(), e.global_ipv6_address.as_deref()])
-                    .flatten()
-                    .filter_map(|a| a.parse().ok())
-                    .collect::<BTreeSet<std::net::IpAddr>>()
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let addresses = endpoint_addresses(
+            c.network_settings
+                .as_ref()
+                .and_then(|s| s.networks.as_ref()),
+        );
         Some(ContainerInfo {
             id: c.id.clone().unwrap_or_default(),
             name: c
@@ -308,6 +290,24 @@ impl ContainerInfo {
             addresses,
         })
     }
+}
+
+/// A container's addresses on every network it is attached to, both
+/// families, each once (list and inspect answers alike).
+fn endpoint_addresses(
+    networks: Option<&HashMap<String, bollard::models::EndpointSettings>>,
+) -> Vec<std::net::IpAddr> {
+    networks
+        .map(|nets| {
+            nets.values()
+                .flat_map(|e| [e.ip_address.as_deref(), e.global_ipv6_address.as_deref()])
+                .flatten()
+                .filter_map(|a| a.parse().ok())
+                .collect::<BTreeSet<std::net::IpAddr>>()
+                .into_iter()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One container as it is now, `None` if it does not run (or is gone).
