@@ -284,7 +284,7 @@ fn docker_ipv6_network_is_reachable() {
     let a = dig(&fx.mac.ns, Some("10.33.33.1"), &name, "A", false);
     assert_eq!(a.answers, ["10.213.15.2"], "{}", a.raw);
     let aaaa = dig(&fx.mac.ns, Some("10.33.33.1"), &name, "AAAA", false);
-    assert_eq!(aaaa.answers, [ip6.clone()], "{}", aaaa.raw);
+    assert_eq!(aaaa.answers, std::slice::from_ref(&ip6), "{}", aaaa.raw);
 }
 
 // ---------------------------------------------------------------------------
