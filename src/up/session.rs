@@ -79,7 +79,8 @@ pub struct Session<E, T, R, W> {
     pub routed: BTreeSet<IpNet>,
     pub skipped: Vec<Skipped>,
     /// The names served, when the name server runs: rebuilt from the
-    /// running containers (as last listed) and the routed subnets.
+    /// running containers (listed at start, each then updated by an
+    /// inspect at its events) and the routed subnets.
     pub zone: Option<Arc<Zone>>,
     pub containers: Vec<ContainerInfo>,
     pub liveness: probe::Liveness,
@@ -223,7 +224,9 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
     }
 
     async fn on_change(&mut self, ch: Change) {
-        if let Some(id) = ch.container() {
+        // The helper has host networking, hence no name; its own events
+        // are answered below (and inspected there when it dies).
+        if let Some(id) = ch.container().filter(|id| !self.is_helper(id)) {
             self.update_container(id).await;
         }
         match ch {
