@@ -2,9 +2,9 @@
 # bench/run.sh: benchmark netconnect against wireguard-go. See bench/README.md.
 #
 #   bench/run.sh [host] [wg-bench options]  netconnect (host side) vs wireguard-go,
-#                                           both against a wireguard-go peer
+#                                           both against a wireguard-go peer (interop)
 #   bench/run.sh pair [wg-bench options]    netconnect<->netconnect vs
-#                                           wireguard-go<->wireguard-go
+#                                           wireguard-go<->wireguard-go (0.0.20250522)
 #   bench/run.sh idle [--window S] [--settle S]
 #                                           idle CPU, wakeups and RSS with a peer
 #
@@ -21,6 +21,10 @@ PROG=bench/run.sh
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WG_BENCH=${WG_BENCH:-$ROOT/../shared/bench/wg-bench.sh}
 NC_DEFAULT="$ROOT/target/release/netconnect device {IFACE}"
+# The reference: upstream wireguard-go 0.0.20250522 (TUN TSO/GRO, UDP
+# GSO/GRO), not Debian's 2022 build. WG_REF overrides the binary.
+WG_REF=${WG_REF:-$ROOT/../shared/bench/wireguard-go-0.0.20250522/wireguard-go}
+REF="$WG_REF -f {IFACE}"
 if [[ -n ${NC_IMPL:-} ]]; then
   NC=$NC_IMPL
   NC_BUILD=${NC_BUILD:-0}
@@ -50,6 +54,7 @@ build() {
 
 run_wg_bench() {
   [[ -f $WG_BENCH ]] || die "wg-bench.sh not found at $WG_BENCH: set WG_BENCH=/path/to/shared/bench/wg-bench.sh"
+  [[ -x $WG_REF ]] || die "the reference wireguard-go is not at $WG_REF: set WG_REF=/path/to/wireguard-go-0.0.20250522/wireguard-go"
   build
   log "running: bash $(printf '%q ' "$WG_BENCH" "$@")"
   exec bash "$WG_BENCH" "$@"
@@ -347,7 +352,7 @@ case ${1:-} in
 esac
 
 case $mode in
-  host) run_wg_bench --host "$NC" --peer wireguard-go --compare wireguard-go --pin --reps 3 "$@" ;;
-  pair) run_wg_bench --host "$NC" --peer "$NC" --compare wireguard-go --compare-peer wireguard-go --pin --reps 3 "$@" ;;
+  host) run_wg_bench --host "$NC" --peer "$REF" --compare "$REF" --pin --reps 3 "$@" ;;
+  pair) run_wg_bench --host "$NC" --peer "$NC" --compare "$REF" --compare-peer "$REF" --pin --reps 3 "$@" ;;
   idle) run_idle "$@" ;;
 esac

@@ -1,11 +1,24 @@
-//! Batched UDP I/O: many datagrams per system call.
+//! Batched UDP I/O: many datagrams per system call, and on Linux many
+//! datagrams per trip through the network stack.
 //!
 //! At small packet sizes the cost of a tunnel is system calls, not crypto
 //! (a profile of 64-byte UDP showed `recvfrom`/`sendto` and the wake-ups
 //! around them well above ChaCha20-Poly1305). `recvmmsg`/`sendmmsg` move up
-//! to [`BATCH`] datagrams per call, as wireguard-go does on Linux. Where
-//! they do not exist (macOS) the same types fall back to one datagram per
-//! call, so the device code has one shape everywhere.
+//! to [`BATCH`] datagrams per call, as wireguard-go does on Linux. In bulk
+//! the cost is the kernel's per-datagram work instead, so on Linux a run of
+//! equal-sized datagrams to one peer leaves as one UDP GSO send
+//! (`UDP_SEGMENT`: the stack sees one 64 KiB buffer, cut into datagrams at
+//! the last moment) and arrives through UDP GRO (`UDP_GRO`: the receiver
+//! gets such runs back whole, with their stride). Where none of this exists
+//! (macOS) the same types move one datagram per call, so the device code
+//! has one shape everywhere.
+//!
+//! Why not quinn-udp: it sends one `sendmsg` per run (no `sendmmsg` for the
+//! mixed sizes of interactive traffic), sets the don't-fragment bit on every
+//! socket (a TUN MTU raised above the path's then fails instead of
+//! fragmenting, as it does with wireguard-go and the kernel), and its
+//! batched macOS path calls private system calls behind an unsafe switch
+//! that nothing here can test.
 //!
 //! The buffers are one large allocation each, so the allocator takes them
 //! from `mmap` and pages are only resident once a packet has touched them:
@@ -29,27 +42,48 @@ pub struct Slots {
 
 impl Slots {
     pub fn new(slot: usize) -> Slots {
+        Slots::with_count(slot, BATCH)
+    }
+
+    pub fn with_count(slot: usize, count: usize) -> Slots {
         Slots {
-            buf: vec![0u8; slot * BATCH].into_boxed_slice(),
+            buf: vec![0u8; slot * count].into_boxed_slice(),
             slot,
         }
+    }
+
+    /// Every slot at once, as the buffers of a batched read.
+    pub fn split<const N: usize>(&mut self) -> [&mut [u8]; N] {
+        let mut chunks = self.buf.chunks_mut(self.slot);
+        std::array::from_fn(|_| chunks.next().expect("N slots"))
     }
 
     pub fn get(&self, i: usize) -> &[u8] {
         &self.buf[i * self.slot..(i + 1) * self.slot]
     }
 
+    // The macOS reader's; Linux reads through `split`.
+    #[allow(dead_code)]
     pub fn get_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.buf[i * self.slot..(i + 1) * self.slot]
     }
 }
 
-/// Receives up to [`BATCH`] datagrams at once.
+/// Datagrams one send batch holds: a 64 KiB super-packet from the TUN,
+/// split at a 1380-byte MSS, is 48 packets.
+pub const SEND_BATCH: usize = 64;
+
+/// Bytes a send batch holds, packed: four largest datagrams.
+const ARENA: usize = 4 * 65568;
+
+/// Receives up to [`BATCH`] messages at once; with UDP GRO a message is a
+/// run of datagrams of `stride` bytes (the last may be shorter).
 pub struct RecvBatch {
     slots: Slots,
     lens: [usize; BATCH],
+    strides: [usize; BATCH],
     from: [Option<SocketAddr>; BATCH],
-    headers: sys::Headers,
+    headers: sys::RecvHeaders,
 }
 
 impl RecvBatch {
@@ -57,46 +91,99 @@ impl RecvBatch {
         RecvBatch {
             slots: Slots::new(slot),
             lens: [0; BATCH],
+            strides: [0; BATCH],
             from: [None; BATCH],
-            headers: sys::Headers::new(),
+            headers: sys::RecvHeaders::new(),
         }
     }
 
-    /// Datagram `i` of the last receive and who sent it.
-    pub fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
-        (&self.slots.get(i)[..self.lens[i]], self.from[i])
+    /// Message `i` of the last receive, its datagrams' stride, and who
+    /// sent it.
+    pub fn message(&self, i: usize) -> (&[u8], usize, Option<SocketAddr>) {
+        (&self.slots.get(i)[..self.lens[i]], self.strides[i], self.from[i])
     }
 
-    /// Non-blocking: how many datagrams arrived, or `WouldBlock`.
+    /// Non-blocking: how many messages arrived, or `WouldBlock`.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
-        sys::recv(
+        let n = sys::recv(
             socket.as_raw_fd(),
             &mut self.headers,
             &mut self.slots,
             &mut self.lens,
+            &mut self.strides,
             &mut self.from,
-        )
+        )?;
+        for i in 0..n {
+            if self.strides[i] == 0 {
+                self.strides[i] = self.lens[i].max(1);
+            }
+        }
+        Ok(n)
     }
 }
 
-/// Collects encrypted datagrams, each with its destination, and sends them
-/// with as few system calls as the platform allows.
+/// Collects encrypted datagrams, each with its destination, packed one
+/// after another so that a run of them can leave as one GSO send, and
+/// sends them with as few system calls as the platform allows.
 pub struct SendBatch {
-    slots: Slots,
-    lens: [usize; BATCH],
-    to: [Option<SocketAddr>; BATCH],
+    buf: Box<[u8]>,
+    pos: usize,
+    starts: [usize; SEND_BATCH],
+    lens: [usize; SEND_BATCH],
+    to: [Option<SocketAddr>; SEND_BATCH],
     n: usize,
-    headers: sys::Headers,
+    headers: sys::SendHeaders,
 }
 
+/// What [`SendBatch`] hands the system-call layer.
+pub struct Datagrams<'a> {
+    pub buf: &'a [u8],
+    pub starts: &'a [usize],
+    pub lens: &'a [usize],
+    pub to: &'a [Option<SocketAddr>],
+}
+
+impl Datagrams<'_> {
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.buf[self.starts[i]..self.starts[i] + self.lens[i]]
+    }
+
+    /// How many datagrams from `first` on can leave as one GSO send of at
+    /// most `max_segments`: same destination, the same size but for a
+    /// shorter last one, no more than a UDP payload holds in all.
+    pub fn run(&self, first: usize, max_segments: usize) -> usize {
+        let size = self.lens[first];
+        let mut bytes = size;
+        let mut k = 1;
+        while first + k < self.lens.len() && k < max_segments {
+            let j = first + k;
+            let len = self.lens[j];
+            if self.to[j] != self.to[first] || len > size || bytes + len > MAX_UDP_PAYLOAD {
+                break;
+            }
+            bytes += len;
+            k += 1;
+            if len < size {
+                break;
+            }
+        }
+        k
+    }
+}
+
+/// The largest payload one UDP send may carry (IPv4's limit, the lower).
+const MAX_UDP_PAYLOAD: usize = 65507;
+
 impl SendBatch {
-    pub fn new(slot: usize) -> SendBatch {
+    pub fn new() -> SendBatch {
         SendBatch {
-            slots: Slots::new(slot),
-            lens: [0; BATCH],
-            to: [None; BATCH],
+            buf: vec![0u8; ARENA].into_boxed_slice(),
+            pos: 0,
+            starts: [0; SEND_BATCH],
+            lens: [0; SEND_BATCH],
+            to: [None; SEND_BATCH],
             n: 0,
-            headers: sys::Headers::new(),
+            headers: sys::SendHeaders::new(),
         }
     }
 
@@ -107,38 +194,45 @@ impl SendBatch {
 
     pub fn clear(&mut self) {
         self.n = 0;
+        self.pos = 0;
     }
 
-    /// The next free slot, to encrypt into; [`SendBatch::commit`] keeps it.
+    /// Whether a datagram of up to `size` bytes still fits.
+    pub fn has_room(&self, size: usize) -> bool {
+        self.n < SEND_BATCH && self.pos + size <= self.buf.len()
+    }
+
+    /// The free space after the last datagram, to encrypt into (check
+    /// [`SendBatch::has_room`] first); [`SendBatch::commit`] keeps it.
     pub fn slot(&mut self) -> &mut [u8] {
-        let n = self.n;
-        self.slots.get_mut(n)
+        &mut self.buf[self.pos..]
     }
 
-    /// Keep the first `len` bytes of the next slot, bound for `to` (already
-    /// in the socket's address family).
+    /// Keep the first `len` bytes of the slot, bound for `to` (already in
+    /// the socket's address family).
     pub fn commit(&mut self, len: usize, to: SocketAddr) {
+        self.starts[self.n] = self.pos;
         self.lens[self.n] = len;
         self.to[self.n] = Some(to);
+        self.pos += len;
         self.n += 1;
     }
 
-    /// Datagram `i` of the batch and its length.
+    /// Datagram `i` of the batch.
     pub fn datagram(&self, i: usize) -> &[u8] {
-        &self.slots.get(i)[..self.lens[i]]
+        &self.buf[self.starts[i]..self.starts[i] + self.lens[i]]
     }
 
     /// Non-blocking: send datagrams `from..` and return how many went out
     /// (at least one), or `WouldBlock`.
     pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
-        sys::send(
-            socket.as_raw_fd(),
-            &mut self.headers,
-            &self.slots,
-            &self.lens[..self.n],
-            &self.to[..self.n],
-            from,
-        )
+        let d = Datagrams {
+            buf: &self.buf,
+            starts: &self.starts[..self.n],
+            lens: &self.lens[..self.n],
+            to: &self.to[..self.n],
+        };
+        sys::send(socket.as_raw_fd(), &mut self.headers, &d, from)
     }
 }
 
@@ -147,51 +241,117 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
 
-    #[test]
-    fn batches_round_trip_in_order_with_their_sources() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let mut out = SendBatch::new(2048);
-        for i in 0..5u8 {
-            let slot = out.slot();
-            slot[..3].copy_from_slice(&[i, i, i]);
-            out.commit(3 + i as usize % 2, to);
-        }
-        let mut done = 0;
-        while done < out.len() {
-            done += out.send(&tx, done).unwrap();
-        }
-        let mut inb = RecvBatch::new(2048);
+    /// Every datagram `rx` receives within a second, as (bytes, sender),
+    /// with GRO runs cut at their stride.
+    fn drain(rx: &UdpSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        drain_messages(rx, want).0
+    }
+
+    /// Also how many messages carried them.
+    fn drain_messages(rx: &UdpSocket, want: usize) -> (Vec<(Vec<u8>, SocketAddr)>, usize) {
+        rx.set_nonblocking(true).unwrap();
+        let mut inb = RecvBatch::new(65536);
         let mut got = Vec::new();
+        let mut messages = 0;
         for _ in 0..100 {
-            match inb.recv(&rx) {
+            match inb.recv(rx) {
                 Ok(n) => {
+                    messages += n;
                     for i in 0..n {
-                        let (d, from) = inb.datagram(i);
-                        assert_eq!(from, Some(tx.local_addr().unwrap()));
-                        got.push(d.to_vec());
+                        let (m, stride, from) = inb.message(i);
+                        for d in m.chunks(stride) {
+                            got.push((d.to_vec(), from.unwrap()));
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),
             }
-            if got.len() == 5 {
+            if got.len() >= want {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let want: Vec<Vec<u8>> = (0..5u8)
-            .map(|i| {
-                let mut v = vec![i, i, i];
-                v.truncate(3 + i as usize % 2);
-                if i % 2 == 1 {
-                    v.push(0);
-                }
-                v
-            })
-            .collect();
-        assert_eq!(got, want);
+        (got, messages)
+    }
+
+    fn send_all(out: &mut SendBatch, tx: &UdpSocket) -> usize {
+        let mut done = 0;
+        let mut calls = 0;
+        while done < out.len() {
+            done += out.send(tx, done).unwrap();
+            calls += 1;
+        }
+        calls
+    }
+
+    #[test]
+    fn batches_round_trip_in_order_with_their_sources() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut out = SendBatch::new();
+        let mut want = Vec::new();
+        for i in 0..5u8 {
+            let len = 3 + i as usize % 2;
+            out.slot()[..len].fill(i);
+            out.commit(len, to);
+            want.push((vec![i; len], tx.local_addr().unwrap()));
+        }
+        send_all(&mut out, &tx);
+        assert_eq!(drain(&rx, 5), want);
+    }
+
+    #[test]
+    fn runs_are_cut_at_size_destination_and_shorter_tail() {
+        let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1".parse().unwrap();
+        let mut out = SendBatch::new();
+        for (len, to) in [(100, a), (100, a), (60, a), (100, a), (100, b), (200, b), (10, b)] {
+            out.commit(len, to);
+        }
+        let d = Datagrams {
+            buf: &out.buf,
+            starts: &out.starts[..out.n],
+            lens: &out.lens[..out.n],
+            to: &out.to[..out.n],
+        };
+        // 100,100,60 to a: a run ending in its shorter tail; then 100 to a
+        // alone (b differs); 100 to b (200 is larger); 200, 10 to b.
+        let runs: Vec<usize> = [0, 3, 4, 5].iter().map(|&i| d.run(i, 64)).collect();
+        assert_eq!(runs, vec![3, 1, 1, 2]);
+        assert_eq!(d.run(0, 2), 2, "capped by the segment limit");
+    }
+
+    /// A run of equal datagrams leaves in one system call (GSO) and
+    /// arrives as the same datagrams, in order, whether or not the receiver
+    /// asked for GRO.
+    #[test]
+    fn a_run_is_one_send_and_the_same_datagrams_arrive() {
+        for gro in [false, true] {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            if gro {
+                sys::enable_gro(&socket2::SockRef::from(&rx));
+            }
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let to = rx.local_addr().unwrap();
+            let mut out = SendBatch::new();
+            let mut want = Vec::new();
+            for i in 0..40u8 {
+                let len = if i == 39 { 700 } else { 1400 };
+                out.slot()[..len].fill(i);
+                out.commit(len, to);
+                want.push((vec![i; len], tx.local_addr().unwrap()));
+            }
+            let calls = send_all(&mut out, &tx);
+            let (got, messages) = drain_messages(&rx, 40);
+            assert_eq!(got, want, "gro={gro}");
+            if sys::GSO {
+                assert_eq!(calls, 1, "gro={gro}");
+                // With GRO the run arrives as one message, else one each.
+                assert_eq!(messages, if gro { 1 } else { 40 });
+            }
+        }
     }
 
     #[test]

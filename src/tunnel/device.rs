@@ -27,25 +27,29 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn, Instrument};
 
 use super::allowed_ips::AllowedIps;
-use super::batch::{RecvBatch, SendBatch, Slots, BATCH};
+use super::batch::{RecvBatch, SendBatch, SEND_BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use super::peer::Peer;
 use super::timers::{self, Alarm, Output, Sample};
+use super::tunio::{Tun, TunReader, TunWriter, READ_BATCH};
 use crate::keys::{Key, PublicKey};
 
 /// Largest IP packet we read from the TUN or a datagram from the socket.
 const MAX_PACKET: usize = 65536;
 /// WireGuard adds 32 bytes to each packet; handshakes need 148.
 const OUT_BUF: usize = MAX_PACKET + 32;
+/// The least room boringtun needs to answer a datagram in place (a
+/// handshake response, a cookie reply).
+const HANDSHAKE_OUT: usize = 256;
+/// Room to leave for encrypting a packet: 32 bytes of WireGuard, or a
+/// 148-byte handshake initiation in its place.
+const WG_GROWTH: usize = 148;
 /// Handshakes per second before cookies are demanded (boringtun's device uses
 /// the same figure).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Socket buffers as wireguard-go sizes them: bursts from a fast sender
 /// overflow the default 208 KiB first.
 const SOCKET_BUFFER: usize = 7 << 20;
-
-/// The packet interface a device runs on; a TUN in production.
-pub type Tun = tun::AsyncDevice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -656,38 +660,30 @@ impl Shared {
         self.failed.send_replace(Some(reason));
     }
 
-    /// TUN → peer: route by destination, encrypt, send. Packets are read
-    /// while the TUN has them (up to a batch), then sent with one
-    /// `sendmmsg`.
+    /// TUN → peer: route by destination, encrypt, send. A read yields a
+    /// batch (a split super-packet, or what the queue held); it is
+    /// encrypted and sent a `sendmmsg` at a time.
     async fn tun_to_net(self: Arc<Self>) {
-        let mut input = Slots::new(MAX_PACKET);
-        let mut lens = [0usize; BATCH];
-        let mut out = SendBatch::new(OUT_BUF);
-        let mut route: [Option<Arc<Peer>>; BATCH] = std::array::from_fn(|_| None);
-        let mut senders: [Option<Arc<Peer>>; BATCH] = std::array::from_fn(|_| None);
+        let mut reader = TunReader::new();
+        let mut out = SendBatch::new();
+        let mut route: Vec<Option<Arc<Peer>>> = vec![None; READ_BATCH];
+        let mut senders: [Option<Arc<Peer>>; SEND_BATCH] = std::array::from_fn(|_| None);
         loop {
-            let n = match self.tun.recv(input.get_mut(0)).await {
+            let count = match reader.recv(&self.tun).await {
                 Ok(n) => n,
                 Err(e) if is_transient(&e) => continue,
+                // No errno: a super-packet that could not be split. One
+                // packet, not the device.
+                Err(e) if e.raw_os_error().is_none() => {
+                    debug!(error = %e, "a packet from the TUN could not be split; dropped");
+                    continue;
+                }
                 Err(e) => return self.fail(format!("reading from the TUN device failed: {e}")),
             };
-            lens[0] = n;
-            let mut count = 1;
-            while count < BATCH {
-                // The fd is non-blocking: an empty queue answers WouldBlock,
-                // and the next `recv().await` re-arms readiness.
-                match (*self.tun).recv(input.get_mut(count)) {
-                    Ok(n) => {
-                        lens[count] = n;
-                        count += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
             let (socket, dual) = {
                 let st = self.state.read();
                 for (i, r) in route.iter_mut().enumerate().take(count) {
-                    *r = Tunn::dst_address(&input.get(i)[..lens[i]])
+                    *r = Tunn::dst_address(reader.packet(i))
                         .and_then(|dst| st.allowed.lookup(dst))
                         .cloned();
                 }
@@ -699,65 +695,71 @@ impl Shared {
             {
                 self.offered.notify.notify_waiters();
             }
-            out.clear();
-            for i in 0..count {
-                let Some(peer) = route[i].take() else {
-                    trace!("no peer for destination, dropped");
-                    continue;
-                };
-                let endpoint = peer.endpoint();
-                let (kick, result) = {
-                    let mut guard = peer.tunn.lock();
-                    let Some(t) = guard.as_mut() else { continue };
-                    let kick = peer.freshen(t, &self.alarm);
-                    let result = match t.encapsulate(&input.get(i)[..lens[i]], out.slot()) {
-                        TunnResult::WriteToNetwork(b) => {
-                            // A handshake initiation when there is no session.
-                            peer.produced(b, &self.alarm);
-                            Some(Ok(b.len()))
-                        }
-                        TunnResult::Err(e) => Some(Err(e)),
-                        // Queued behind a handshake in progress.
-                        _ => None,
+            let mut i = 0;
+            while i < count {
+                out.clear();
+                while i < count && out.has_room(reader.packet(i).len() + WG_GROWTH) {
+                    let packet = reader.packet(i);
+                    let Some(peer) = route[i].take() else {
+                        i += 1;
+                        trace!("no peer for destination, dropped");
+                        continue;
                     };
-                    (kick, result)
-                };
-                if let Some(k) = kick {
-                    send(&peer, socket.as_deref(), &k, None).await;
-                }
-                let Some(result) = result else { continue };
-                match (result, endpoint) {
-                    (Ok(len), Some(to)) => {
-                        senders[out.len()] = Some(peer);
-                        out.commit(len, wire_addr(dual, to));
-                    }
-                    (Ok(_), None) => {
-                        trace!(peer = %peer.public_key, "no endpoint yet, packet dropped")
-                    }
-                    (Err(e), _) => {
-                        debug!(peer = %peer.public_key, error = ?e, "encapsulate failed")
-                    }
-                }
-            }
-            let Some(socket) = socket else { continue };
-            let mut done = 0;
-            while done < out.len() {
-                match socket
-                    .async_io(Interest::WRITABLE, || out.send(&*socket, done))
-                    .await
-                {
-                    Ok(k) => {
-                        for (j, sender) in senders.iter_mut().enumerate().skip(done).take(k) {
-                            if let Some(p) = sender.take() {
-                                p.sent(out.datagram(j).len());
+                    i += 1;
+                    let endpoint = peer.endpoint();
+                    let (kick, result) = {
+                        let mut guard = peer.tunn.lock();
+                        let Some(t) = guard.as_mut() else { continue };
+                        let kick = peer.freshen(t, &self.alarm);
+                        let result = match t.encapsulate(packet, out.slot()) {
+                            TunnResult::WriteToNetwork(b) => {
+                                // A handshake initiation when there is no session.
+                                peer.produced(b, &self.alarm);
+                                Some(Ok(b.len()))
                             }
-                        }
-                        done += k;
+                            TunnResult::Err(e) => Some(Err(e)),
+                            // Queued behind a handshake in progress.
+                            _ => None,
+                        };
+                        (kick, result)
+                    };
+                    if let Some(k) = kick {
+                        send(&peer, socket.as_deref(), &k, None).await;
                     }
-                    Err(e) => {
-                        debug!(error = %e, "send failed");
-                        senders[done] = None;
-                        done += 1;
+                    let Some(result) = result else { continue };
+                    match (result, endpoint) {
+                        (Ok(len), Some(to)) => {
+                            senders[out.len()] = Some(peer);
+                            out.commit(len, wire_addr(dual, to));
+                        }
+                        (Ok(_), None) => {
+                            trace!(peer = %peer.public_key, "no endpoint yet, packet dropped")
+                        }
+                        (Err(e), _) => {
+                            debug!(peer = %peer.public_key, error = ?e, "encapsulate failed")
+                        }
+                    }
+                }
+                let Some(socket) = &socket else { continue };
+                let mut done = 0;
+                while done < out.len() {
+                    match socket
+                        .async_io(Interest::WRITABLE, || out.send(&**socket, done))
+                        .await
+                    {
+                        Ok(k) => {
+                            for (j, sender) in senders.iter_mut().enumerate().skip(done).take(k) {
+                                if let Some(p) = sender.take() {
+                                    p.sent(out.datagram(j).len());
+                                }
+                            }
+                            done += k;
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "send failed");
+                            senders[done] = None;
+                            done += 1;
+                        }
                     }
                 }
             }
@@ -765,10 +767,12 @@ impl Shared {
     }
 
     /// Peer → TUN: receive a batch, and for each datagram find the peer,
-    /// decrypt, check the source against the peer's allowed IPs, write.
+    /// decrypt, check the source against the peer's allowed IPs; then write
+    /// what passed to the TUN, a batch at a time.
     async fn net_to_tun(self: Arc<Self>, socket: Arc<UdpSocket>) {
         let mut batch = RecvBatch::new(MAX_PACKET);
-        let mut dst = vec![0u8; OUT_BUF];
+        let mut writer = TunWriter::new();
+        let mut spare = vec![0u8; OUT_BUF];
         loop {
             let n = match socket
                 .async_io(Interest::READABLE, || batch.recv(&*socket))
@@ -782,15 +786,31 @@ impl Shared {
                 }
             };
             for i in 0..n {
-                let (datagram, from) = batch.datagram(i);
+                let (message, stride, from) = batch.message(i);
                 let Some(from) = from else { continue };
-                self.receive(&socket, datagram, canonical(from), &mut dst)
-                    .await;
+                let from = canonical(from);
+                // A GRO message is a run of datagrams `stride` bytes apart.
+                for datagram in message.chunks(stride) {
+                    self.receive(&socket, datagram, from, &mut writer, &mut spare)
+                        .await;
+                    if writer.is_full() {
+                        self.flush(&mut writer).await;
+                    }
+                }
             }
+            self.flush(&mut writer).await;
         }
     }
 
-    async fn receive(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, dst: &mut [u8]) {
+    /// Decrypt one datagram; a packet for the TUN joins `writer`.
+    async fn receive(
+        &self,
+        socket: &UdpSocket,
+        datagram: &[u8],
+        from: SocketAddr,
+        writer: &mut TunWriter,
+        spare: &mut [u8],
+    ) {
         let route = self.state.read().route_datagram(datagram, from);
         let (peer, roams) = match route {
             Route::Peer { peer, roams } => (peer, roams),
@@ -805,6 +825,16 @@ impl Shared {
         let mut input: &[u8] = datagram;
         loop {
             let mut kick = None;
+            // The first step decrypts the datagram straight into the
+            // writer's next slot (a data packet only shrinks); later steps
+            // (packets queued behind a handshake) go out through `spare`.
+            let first = !input.is_empty();
+            let dst: &mut [u8] = if first {
+                writer.slot(datagram.len().max(HANDSHAKE_OUT))
+            } else {
+                &mut *spare
+            };
+            let base = dst.as_ptr() as usize;
             let step = decap_step(
                 &peer,
                 &self.alarm,
@@ -812,7 +842,7 @@ impl Shared {
                 datagram.len(),
                 roams,
                 &mut input,
-                &mut *dst,
+                dst,
                 &mut kick,
             );
             if let Some(k) = kick {
@@ -822,31 +852,35 @@ impl Shared {
                 Step::Stop => return,
                 Step::Send(out, to) => send(&peer, Some(socket), out, to).await,
                 Step::Deliver(packet, source) => {
-                    self.deliver(&peer, packet, source).await;
+                    let (at, len) = (packet.as_ptr() as usize - base, packet.len());
+                    if !self.state.read().admits(&peer, source) {
+                        debug!(peer = %peer.public_key, src = %source, "source not in peer's allowed IPs, dropped");
+                    } else if first {
+                        writer.commit(at, len);
+                    }
                     return;
                 }
             }
         }
     }
 
-    async fn deliver(&self, peer: &Arc<Peer>, packet: &[u8], source: IpAddr) {
-        if !self.state.read().admits(peer, source) {
-            debug!(peer = %peer.public_key, src = %source, "source not in peer's allowed IPs, dropped");
+    /// Write what `writer` holds. One refused batch is never the end of the
+    /// device: the kernel refuses a write while the interface is down (EIO)
+    /// or a packet it cannot parse (EINVAL), and the next may be fine. The
+    /// first refusal is a warning, the rest are counted (`status` shows the
+    /// count).
+    async fn flush(&self, writer: &mut TunWriter) {
+        let Err((n, e)) = writer.flush(&self.tun).await else {
+            return;
+        };
+        if is_transient(&e) {
             return;
         }
-        // One packet is never the end of the device: the kernel refuses a
-        // write while the interface is down (EIO) or a packet it cannot
-        // parse (EINVAL), and the next packet may be fine. The first refusal
-        // is a warning, the rest are counted (`status` shows the count).
-        if let Err(e) = self.tun.send(packet).await {
-            if !is_transient(&e) {
-                let before = self.tun_refused.fetch_add(1, Ordering::Relaxed);
-                if before == 0 {
-                    warn!(iface = %self.name, error = %e, "the TUN refused a packet; dropped (further refusals are counted, not logged)");
-                } else {
-                    debug!(iface = %self.name, error = %e, "the TUN refused a packet; dropped");
-                }
-            }
+        let before = self.tun_refused.fetch_add(n as u64, Ordering::Relaxed);
+        if before == 0 {
+            warn!(iface = %self.name, error = %e, "the TUN refused a packet; dropped (further refusals are counted, not logged)");
+        } else {
+            debug!(iface = %self.name, error = %e, packets = n, "the TUN refused a write; dropped");
         }
     }
 
@@ -1185,6 +1219,7 @@ fn bind_udp(port: u16, fwmark: u32) -> Result<std::net::UdpSocket, ConfigError> 
     socket.set_nonblocking(true).map_err(map)?;
     // Best effort: without privilege the kernel caps these at rmem_max.
     super::sys::tune_buffers(&socket, SOCKET_BUFFER);
+    super::sys::enable_gro(&socket);
     if fwmark != 0 {
         super::sys::set_mark(&socket, fwmark).map_err(|source| ConfigError::Fwmark {
             mark: fwmark,

@@ -21,7 +21,16 @@ mod sys;
 #[path = "sys_macos.rs"]
 mod sys;
 
+// The TUN as batches: offloads on Linux, one packet per call on macOS.
+#[cfg(target_os = "linux")]
+#[path = "tunio_linux.rs"]
+mod tunio;
+#[cfg(target_os = "macos")]
+#[path = "tunio_macos.rs"]
+mod tunio;
+
 pub use allowed_ips::AllowedIps;
 pub use config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
-pub use device::{libc_errno, ConfigError, Device, Tun};
+pub use device::{libc_errno, ConfigError, Device};
+pub use tunio::Tun;
 pub(crate) use device::{Received, Receiver};

@@ -45,12 +45,25 @@ pub fn create_tun(name: &str, mtu: u16) -> Result<(Tun, String), PlatformError> 
     if interface_exists(name) {
         return Err(PlatformError::InterfaceExists(name.to_owned()));
     }
-    let mut config = tun::Configuration::default();
-    config.tun_name(name).mtu(mtu);
-    let tun = tun::create_as_async(&config).map_err(|e| PlatformError::Tun {
-        name: name.to_owned(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    // Offloads first; a kernel that refuses TUNSETOFFLOAD gets the plain
+    // TUN, which works the same a packet at a time.
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu)
+            .enable(false)
+            .offload(offload)
+            .build_async()
+    };
+    let tun = build(true)
+        .or_else(|e| {
+            tracing::debug!(error = %e, "TUN offloads refused; a packet per read and write");
+            build(false)
+        })
+        .map_err(|source| PlatformError::Tun {
+            name: name.to_owned(),
+            source,
+        })?;
     Ok((tun, name.to_owned()))
 }
 
