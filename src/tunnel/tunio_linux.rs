@@ -92,7 +92,13 @@ pub struct TunWriter {
 impl TunWriter {
     pub fn new() -> TunWriter {
         TunWriter {
-            bufs: (0..WRITE_BATCH).map(|_| Vec::new()).collect(),
+            // Coalescing appends to the first packet of a run in place and
+            // skips a run whose buffer would have to grow, so each buffer has
+            // room for a whole super-packet from the start. Only the pages a
+            // packet touches become resident.
+            bufs: (0..WRITE_BATCH)
+                .map(|_| Vec::with_capacity(2 * HEADROOM + MAX_PACKET))
+                .collect(),
             n: 0,
             gro: GROTable::new(),
         }
