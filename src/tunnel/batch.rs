@@ -20,9 +20,9 @@
 //! batched macOS path calls private system calls behind an unsafe switch
 //! that nothing here can test.
 //!
-//! The buffers are one large allocation each, so the allocator takes them
-//! from `mmap` and pages are only resident once a packet has touched them:
-//! an idle device pays for the batch in address space, not in RSS.
+//! The buffers are one anonymous mapping each ([`PageBuf`]), so pages are
+//! only resident once a packet has touched them: an idle device pays for
+//! the batch in address space, not in RSS.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,9 +34,66 @@ use super::sys;
 /// Beyond a few dozen the gain is small and the burst into the TUN large.
 pub const BATCH: usize = 32;
 
-/// Slots of a batch: `BATCH` fixed-size pieces of one allocation.
+/// Zeroed memory straight from the kernel (an anonymous mapping): its pages
+/// become resident only when a packet touches them. Through the allocator a
+/// buffer freed and allocated again (the receive task's, at every rebind)
+/// comes back from the heap and is zeroed by hand, all of it resident: 2 MiB
+/// of an idle device's RSS.
+pub struct PageBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: an owned, unaliased allocation, like a Box<[u8]>.
+unsafe impl Send for PageBuf {}
+unsafe impl Sync for PageBuf {}
+
+impl PageBuf {
+    pub fn new(len: usize) -> PageBuf {
+        use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+        let size = std::num::NonZeroUsize::new(len).expect("a non-empty buffer");
+        // SAFETY: a fresh private mapping, owned by the value from here on.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .unwrap_or_else(|e| panic!("cannot map {len} bytes for packet buffers: {e}"));
+        PageBuf {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for PageBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` mapped, zero-initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for Deref, and &mut self makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Slots of a batch: fixed-size pieces of one mapping.
 pub struct Slots {
-    pub(super) buf: Box<[u8]>,
+    pub(super) buf: PageBuf,
     pub(super) slot: usize,
 }
 
@@ -47,7 +104,7 @@ impl Slots {
 
     pub fn with_count(slot: usize, count: usize) -> Slots {
         Slots {
-            buf: vec![0u8; slot * count].into_boxed_slice(),
+            buf: PageBuf::new(slot * count),
             slot,
         }
     }
@@ -126,7 +183,7 @@ impl RecvBatch {
 /// after another so that a run of them can leave as one GSO send, and
 /// sends them with as few system calls as the platform allows.
 pub struct SendBatch {
-    buf: Box<[u8]>,
+    buf: PageBuf,
     pos: usize,
     starts: [usize; SEND_BATCH],
     lens: [usize; SEND_BATCH],
@@ -177,7 +234,7 @@ const MAX_UDP_PAYLOAD: usize = 65507;
 impl SendBatch {
     pub fn new() -> SendBatch {
         SendBatch {
-            buf: vec![0u8; ARENA].into_boxed_slice(),
+            buf: PageBuf::new(ARENA),
             pos: 0,
             starts: [0; SEND_BATCH],
             lens: [0; SEND_BATCH],

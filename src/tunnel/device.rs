@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn, Instrument};
 
 use super::allowed_ips::AllowedIps;
-use super::batch::{RecvBatch, SendBatch, SEND_BATCH};
+use super::batch::{PageBuf, RecvBatch, SendBatch, SEND_BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use super::peer::Peer;
 use super::timers::{self, Alarm, Output, Sample};
@@ -772,7 +772,7 @@ impl Shared {
     async fn net_to_tun(self: Arc<Self>, socket: Arc<UdpSocket>) {
         let mut batch = RecvBatch::new(MAX_PACKET);
         let mut writer = TunWriter::new();
-        let mut spare = vec![0u8; OUT_BUF];
+        let mut spare = PageBuf::new(OUT_BUF);
         loop {
             let n = match socket
                 .async_io(Interest::READABLE, || batch.recv(&*socket))

@@ -14,7 +14,7 @@ use std::io;
 
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
-use super::batch::Slots;
+use super::batch::{PageBuf, Slots};
 
 /// The packet interface a device runs on.
 pub type Tun = tun_rs::AsyncDevice;
@@ -41,7 +41,7 @@ const MAX_PACKET: usize = 65536;
 /// Reads batches of packets from the TUN.
 pub struct TunReader {
     /// One raw read: the virtio header and a packet or super-packet.
-    raw: Box<[u8]>,
+    raw: PageBuf,
     slots: Slots,
     sizes: Box<[usize]>,
 }
@@ -49,7 +49,7 @@ pub struct TunReader {
 impl TunReader {
     pub fn new() -> TunReader {
         TunReader {
-            raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET].into_boxed_slice(),
+            raw: PageBuf::new(VIRTIO_NET_HDR_LEN + MAX_PACKET),
             slots: Slots::with_count(MAX_PACKET, READ_BATCH),
             sizes: vec![0; READ_BATCH].into_boxed_slice(),
         }
@@ -86,21 +86,19 @@ impl TunReader {
 pub struct TunWriter {
     bufs: Vec<Vec<u8>>,
     n: usize,
-    gro: GROTable,
+    /// Made at the first flush of two packets or more: its flow tables are
+    /// ~1 MiB resident, which a device that only ever saw pings and
+    /// keepalives should not pay.
+    gro: Option<GROTable>,
 }
 
 impl TunWriter {
     pub fn new() -> TunWriter {
         TunWriter {
-            // Coalescing appends to the first packet of a run in place and
-            // skips a run whose buffer would have to grow, so each buffer has
-            // room for a whole super-packet from the start. Only the pages a
-            // packet touches become resident.
-            bufs: (0..WRITE_BATCH)
-                .map(|_| Vec::with_capacity(2 * HEADROOM + MAX_PACKET))
-                .collect(),
+            // Empty until used: see `slot`.
+            bufs: (0..WRITE_BATCH).map(|_| Vec::new()).collect(),
             n: 0,
-            gro: GROTable::new(),
+            gro: None,
         }
     }
 
@@ -112,6 +110,10 @@ impl TunWriter {
     /// [`TunWriter::commit`] keeps it.
     pub fn slot(&mut self, max: usize) -> &mut [u8] {
         let b = &mut self.bufs[self.n];
+        // Coalescing appends to the first packet of a run in place and skips
+        // a run whose buffer would have to grow, so a buffer gets room for a
+        // whole super-packet at its first use (an idle device has none).
+        b.reserve_exact((2 * HEADROOM + MAX_PACKET).saturating_sub(b.len()));
         b.resize(HEADROOM + max, 0);
         &mut b[HEADROOM..]
     }
@@ -135,7 +137,21 @@ impl TunWriter {
         if n == 0 {
             return Ok(());
         }
-        tun.send_multiple(&mut self.gro, &mut self.bufs[..n], HEADROOM)
+        if n == 1 {
+            // Nothing to coalesce: written as is, behind an empty virtio
+            // header (no GSO, checksum complete) where the TUN expects one.
+            // Pings and keepalive-sized traffic never build the GRO table.
+            let b = &mut self.bufs[0];
+            let start = if tun.tcp_gso() {
+                b[..HEADROOM].fill(0);
+                0
+            } else {
+                HEADROOM
+            };
+            return tun.send(&b[start..]).await.map(drop).map_err(|e| (1, e));
+        }
+        let gro = self.gro.get_or_insert_with(GROTable::new);
+        tun.send_multiple(gro, &mut self.bufs[..n], HEADROOM)
             .await
             .map(drop)
             .map_err(|e| (n, e))
