@@ -109,7 +109,9 @@ impl Slots {
         }
     }
 
-    /// Every slot at once, as the buffers of a batched read.
+    /// Every slot at once, as the buffers of a batched read (Linux's TUN
+    /// reader; the utun reads one slot at a time).
+    #[allow(dead_code)]
     pub fn split<const N: usize>(&mut self) -> [&mut [u8]; N] {
         let mut chunks = self.buf.chunks_mut(self.slot);
         std::array::from_fn(|_| chunks.next().expect("N slots"))
@@ -207,7 +209,9 @@ impl Datagrams<'_> {
 
     /// How many datagrams from `first` on can leave as one GSO send of at
     /// most `max_segments`: same destination, the same size but for a
-    /// shorter last one, no more than a UDP payload holds in all.
+    /// shorter last one, no more than a UDP payload holds in all. (Linux
+    /// only sends this way; macOS has no GSO.)
+    #[allow(dead_code)]
     pub fn run(&self, first: usize, max_segments: usize) -> usize {
         let size = self.lens[first];
         let mut bytes = size;
@@ -229,6 +233,7 @@ impl Datagrams<'_> {
 }
 
 /// The largest payload one UDP send may carry (IPv4's limit, the lower).
+#[allow(dead_code)]
 const MAX_UDP_PAYLOAD: usize = 65507;
 
 impl SendBatch {

@@ -21,7 +21,7 @@ pub type Tun = tun_rs::AsyncDevice;
 
 /// Bytes the writer keeps in front of each packet: the virtio header that
 /// tells the kernel how a coalesced packet was built.
-pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
 /// Packets one read may yield: a 64 KiB super-packet split at the smallest
 /// MSS the kernel will use still fits.

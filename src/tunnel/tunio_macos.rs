@@ -9,10 +9,6 @@ use super::batch::Slots;
 /// The packet interface a device runs on.
 pub type Tun = tun::AsyncDevice;
 
-/// No header goes in front of a packet written to a utun (`tun` adds the
-/// address family itself).
-pub const HEADROOM: usize = 0;
-
 /// Packets a reader drains into one batch.
 pub const READ_BATCH: usize = 32;
 
