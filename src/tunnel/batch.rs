@@ -121,8 +121,6 @@ impl Slots {
         &self.buf[i * self.slot..(i + 1) * self.slot]
     }
 
-    // The macOS reader's; Linux reads through `split`.
-    #[allow(dead_code)]
     pub fn get_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.buf[i * self.slot..(i + 1) * self.slot]
     }

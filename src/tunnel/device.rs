@@ -31,6 +31,7 @@ use super::batch::{PageBuf, RecvBatch, SendBatch, SEND_BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use super::peer::Peer;
 use super::timers::{self, Alarm, Output, Sample};
+use super::packet_io::TunIo;
 use super::tunio::{Tun, TunReader, TunWriter, READ_BATCH};
 use crate::keys::{Key, PublicKey};
 
@@ -84,18 +85,19 @@ pub mod libc_errno {
     pub const EPROTO: i32 = 71;
 }
 
-/// A running WireGuard device. Dropping it stops its tasks and closes the
-/// TUN, which removes the interface.
-pub struct Device {
-    shared: Arc<Shared>,
+/// A running WireGuard device on packet interface `T` (a TUN unless a test
+/// says otherwise). Dropping it stops its tasks and closes the TUN, which
+/// removes the interface.
+pub struct Device<T: TunIo = Tun> {
+    shared: Arc<Shared<T>>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     timers: parking_lot::Mutex<TimerThread>,
     failed: watch::Receiver<Option<String>>,
 }
 
-struct Shared {
+struct Shared<T> {
     name: String,
-    tun: Tun,
+    tun: T,
     state: RwLock<State>,
     /// Set when a task hits an error it cannot recover from (the TUN vanished).
     failed: watch::Sender<Option<String>>,
@@ -135,10 +137,10 @@ struct State {
     next_index: u32,
 }
 
-impl Device {
+impl<T: TunIo> Device<T> {
     /// Start a device on `tun`, listening on `listen_port` (0: any free port).
     /// Must be called inside a tokio runtime.
-    pub fn start(name: &str, tun: Tun, listen_port: u16) -> Result<Device, ConfigError> {
+    pub fn start(name: &str, tun: T, listen_port: u16) -> Result<Device<T>, ConfigError> {
         let (failed_tx, failed_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
@@ -356,7 +358,7 @@ impl Device {
     }
 }
 
-impl Drop for Device {
+impl<T: TunIo> Drop for Device<T> {
     fn drop(&mut self) {
         for t in self.tasks.lock().iter() {
             t.abort();
@@ -629,7 +631,7 @@ fn decap_step<'a>(
     }
 }
 
-impl Shared {
+impl<T: TunIo> Shared<T> {
     /// Bind a new socket on `port` and move the receive task to it; the old
     /// socket stays until the new one is bound, so a failure changes nothing.
     fn rebind(self: &Arc<Self>, st: &mut State, port: u16) -> Result<(), ConfigError> {
@@ -669,7 +671,7 @@ impl Shared {
         let mut route: Vec<Option<Arc<Peer>>> = vec![None; READ_BATCH];
         let mut senders: [Option<Arc<Peer>>; SEND_BATCH] = std::array::from_fn(|_| None);
         loop {
-            let count = match reader.recv(&self.tun).await {
+            let count = match self.tun.recv(&mut reader).await {
                 Ok(n) => n,
                 Err(e) if is_transient(&e) => continue,
                 // No errno: a super-packet that could not be split. One
@@ -870,7 +872,7 @@ impl Shared {
     /// first refusal is a warning, the rest are counted (`status` shows the
     /// count).
     async fn flush(&self, writer: &mut TunWriter) {
-        let Err((n, e)) = writer.flush(&self.tun).await else {
+        let Err((n, e)) = self.tun.flush(writer).await else {
             return;
         };
         if is_transient(&e) {
@@ -1080,7 +1082,7 @@ struct TimerThread {
 }
 
 impl TimerThread {
-    fn spawn(shared: &Arc<Shared>) -> io::Result<TimerThread> {
+    fn spawn<T: TunIo>(shared: &Arc<Shared<T>>) -> io::Result<TimerThread> {
         let weak = Arc::downgrade(shared);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();

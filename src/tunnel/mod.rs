@@ -9,6 +9,9 @@ mod allowed_ips;
 mod batch;
 mod config;
 mod device;
+mod packet_io;
+#[cfg(test)]
+mod mem_tests;
 mod peer;
 mod timers;
 
@@ -32,5 +35,6 @@ mod tunio;
 pub use allowed_ips::AllowedIps;
 pub use config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 pub use device::{libc_errno, ConfigError, Device};
+pub use packet_io::{mem_tun, MemTun, MemTunPeer, TunIo};
 pub use tunio::Tun;
 pub(crate) use device::{Received, Receiver};

@@ -52,6 +52,17 @@ impl TunReader {
     pub fn packet(&self, i: usize) -> &[u8] {
         &self.slots.get(i)[..self.sizes[i]]
     }
+
+    /// How many packets a batch holds.
+    pub fn capacity(&self) -> usize {
+        READ_BATCH
+    }
+
+    /// Put `packet` in slot `i`, as a read would (the in-memory TUN).
+    pub fn load(&mut self, i: usize, packet: &[u8]) {
+        self.slots.get_mut(i)[..packet.len()].copy_from_slice(packet);
+        self.sizes[i] = packet.len();
+    }
 }
 
 pub struct TunWriter {
@@ -69,6 +80,14 @@ impl TunWriter {
 
     pub fn is_full(&self) -> bool {
         self.n == WRITE_BATCH
+    }
+
+    /// Hand every collected packet to `f` and empty the batch (the
+    /// in-memory TUN's write).
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) {
+        for b in &self.bufs[..std::mem::take(&mut self.n)] {
+            f(&b[]);
+        }
     }
 
     pub fn slot(&mut self, max: usize) -> &mut [u8] {

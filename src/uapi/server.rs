@@ -11,7 +11,7 @@ use crate::sockets::{PrivateSocket, SocketError};
 use tracing::{debug, warn, Instrument};
 
 use super::protocol::{format_errno, format_get, parse_set, ProtocolError, MAX_LINE};
-use crate::tunnel::{ConfigError, Device, DeviceStatus, DeviceUpdate};
+use crate::tunnel::{ConfigError, Device, DeviceStatus, DeviceUpdate, TunIo};
 
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
@@ -62,7 +62,7 @@ impl UapiListener {
 
     /// Accept clients until the task is dropped; each client runs on its own
     /// task so a slow or broken one cannot stall the others.
-    pub async fn serve(&self, device: Arc<Device>) {
+    pub async fn serve<T: TunIo>(&self, device: Arc<Device<T>>) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
@@ -93,7 +93,7 @@ pub(crate) trait Configure {
     fn apply(&self, update: &DeviceUpdate) -> Result<(), ConfigError>;
 }
 
-impl Configure for Device {
+impl<T: TunIo> Configure for Device<T> {
     fn name(&self) -> &str {
         Device::name(self)
     }
