@@ -157,7 +157,11 @@ impl RecvBatch {
     /// Message `i` of the last receive, its datagrams' stride, and who
     /// sent it.
     pub fn message(&self, i: usize) -> (&[u8], usize, Option<SocketAddr>) {
-        (&self.slots.get(i)[..self.lens[i]], self.strides[i], self.from[i])
+        (
+            &self.slots.get(i)[..self.lens[i]],
+            self.strides[i],
+            self.from[i],
+        )
     }
 
     /// Non-blocking: how many messages arrived, or `WouldBlock`.
@@ -367,7 +371,15 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
         let b: SocketAddr = "192.0.2.2:1".parse().unwrap();
         let mut out = SendBatch::new();
-        for (len, to) in [(100, a), (100, a), (60, a), (100, a), (100, b), (200, b), (10, b)] {
+        for (len, to) in [
+            (100, a),
+            (100, a),
+            (60, a),
+            (100, a),
+            (100, b),
+            (200, b),
+            (10, b),
+        ] {
             out.commit(len, to);
         }
         let d = Datagrams {

@@ -29,9 +29,9 @@ use tracing::{debug, info, trace, warn, Instrument};
 use super::allowed_ips::AllowedIps;
 use super::batch::{PageBuf, RecvBatch, SendBatch, SEND_BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
+use super::packet_io::TunIo;
 use super::peer::Peer;
 use super::timers::{self, Alarm, Output, Sample};
-use super::packet_io::TunIo;
 use super::tunio::{Tun, TunReader, TunWriter, READ_BATCH};
 use crate::keys::{Key, PublicKey};
 

@@ -61,7 +61,10 @@ impl End {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.device.status().listen_port)
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            self.device.status().listen_port,
+        )
     }
 
     /// Make `other` a peer of this end, owning `ip`/32.
@@ -83,7 +86,10 @@ impl End {
 
     /// The next packet the device writes, if one comes within `wait`.
     async fn next(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        timeout(wait, self.tun.from_device.recv()).await.ok().flatten()
+        timeout(wait, self.tun.from_device.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -138,10 +144,12 @@ async fn a_peer_cannot_send_from_an_address_it_does_not_own() {
     a.send(packet(A, B, b"up")).await;
     assert!(b.next(WAIT).await.is_some());
     // Decrypts fine at B, but 10.0.0.99 is not A's: dropped.
-    a.send(packet(Ipv4Addr::new(10, 0, 0, 99), B, b"spoofed")).await;
+    a.send(packet(Ipv4Addr::new(10, 0, 0, 99), B, b"spoofed"))
+        .await;
     assert_eq!(b.next(QUIET).await, None, "a spoofed source was delivered");
     // No peer covers the destination: never leaves A.
-    a.send(packet(A, Ipv4Addr::new(10, 9, 9, 9), b"nowhere")).await;
+    a.send(packet(A, Ipv4Addr::new(10, 9, 9, 9), b"nowhere"))
+        .await;
     let ok = packet(A, B, b"still fine");
     a.send(ok.clone()).await;
     assert_eq!(b.next(WAIT).await, Some(ok));
@@ -153,8 +161,13 @@ async fn a_closed_tun_ends_the_device_with_its_reason() {
     let a = End::new("mem-gone");
     let device = a.device.clone();
     drop(a.tun);
-    let reason = timeout(WAIT, device.failed()).await.expect("device noticed");
-    assert!(reason.contains("reading from the TUN device failed"), "{reason}");
+    let reason = timeout(WAIT, device.failed())
+        .await
+        .expect("device noticed");
+    assert!(
+        reason.contains("reading from the TUN device failed"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +204,10 @@ async fn a_full_tun_drops_and_counts_instead_of_stalling() {
         })
         .unwrap();
     b.send(packet(B, A, b"handshake")).await;
-    timeout(WAIT, tun.from_device.recv()).await.unwrap().unwrap();
+    timeout(WAIT, tun.from_device.recv())
+        .await
+        .unwrap()
+        .unwrap();
     // Nobody reads the receiving TUN now: 4 packets fit, the rest are refused.
     for i in 0..50u8 {
         b.send(packet(B, A, &[i; 100])).await;
@@ -208,10 +224,12 @@ async fn a_full_tun_drops_and_counts_instead_of_stalling() {
     }
     assert_eq!(got, 4);
     b.send(packet(B, A, b"after")).await;
-    let p = timeout(WAIT, tun.from_device.recv()).await.unwrap().unwrap();
+    let p = timeout(WAIT, tun.from_device.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&p[28..], b"after");
 }
-
 
 /// The UAPI's edge cases against a real device, no TUN, no `wg`: a bad
 /// request is refused with an errno, applies nothing, and the socket goes
@@ -260,9 +278,18 @@ async fn uapi_refuses_bad_requests_and_keeps_serving() {
     let long = format!("set=1\nprivate_key={}\n\n", "a".repeat(10_000));
     for (req, what) in [
         ("set=1\nprivate_key=zzz\n\n".to_string(), "bad key"),
-        (format!("set=1\nprivate_key={}\n\n", "g".repeat(64)), "non-hex key"),
-        (format!("set=1\npublic_key={peer}\nallowed_ip=10.0.0.0/33\n\n"), "bad CIDR"),
-        (format!("set=1\npublic_key={peer}\nallowed_ip=fd00::/129\n\n"), "bad v6 CIDR"),
+        (
+            format!("set=1\nprivate_key={}\n\n", "g".repeat(64)),
+            "non-hex key",
+        ),
+        (
+            format!("set=1\npublic_key={peer}\nallowed_ip=10.0.0.0/33\n\n"),
+            "bad CIDR",
+        ),
+        (
+            format!("set=1\npublic_key={peer}\nallowed_ip=fd00::/129\n\n"),
+            "bad v6 CIDR",
+        ),
         ("set=1\nbogus=1\n\n".to_string(), "unknown key"),
         ("frobnicate=1\n\n".to_string(), "unknown operation"),
         (long, "10 000-byte line"),
@@ -272,12 +299,19 @@ async fn uapi_refuses_bad_requests_and_keeps_serving() {
         let g = get().await;
         assert_eq!(errno(&g), Some(0), "{what}: not serving after it: {g:?}");
         assert!(!g.contains("/33") && !g.contains("/129"), "{what}: {g}");
-        assert!(!g.contains(&peer), "{what}: a refused transaction left its peer: {g}");
+        assert!(
+            !g.contains(&peer),
+            "{what}: a refused transaction left its peer: {g}"
+        );
     }
     // No blank line before EOF: half a transaction, not applied (port 0
     // would have moved the device to another free port).
     ask(b"set=1\nlisten_port=0\n".to_vec()).await;
-    assert_eq!(a.device.status().listen_port, port, "half a transaction applied");
+    assert_eq!(
+        a.device.status().listen_port,
+        port,
+        "half a transaction applied"
+    );
     // A whole one is.
     let r = ask(b"set=1\nlisten_port=0\n\n".to_vec()).await;
     assert_eq!(errno(&r), Some(0), "{r}");

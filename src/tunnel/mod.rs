@@ -9,9 +9,9 @@ mod allowed_ips;
 mod batch;
 mod config;
 mod device;
-mod packet_io;
 #[cfg(test)]
 mod mem_tests;
+mod packet_io;
 mod peer;
 mod timers;
 
@@ -35,6 +35,6 @@ mod tunio;
 pub use allowed_ips::AllowedIps;
 pub use config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 pub use device::{libc_errno, ConfigError, Device};
+pub(crate) use device::{Received, Receiver};
 pub use packet_io::{mem_tun, MemTun, MemTunPeer, TunIo};
 pub use tunio::Tun;
-pub(crate) use device::{Received, Receiver};

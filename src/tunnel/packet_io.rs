@@ -66,10 +66,10 @@ pub fn mem_tun(capacity: usize) -> (MemTun, MemTunPeer) {
     )
 }
 
-/// The error a closed in-memory TUN reports: the one a TUN whose interface
-/// was deleted gives.
+/// The error a closed in-memory TUN reports: an OS error, so the device
+/// stops as it does when its TUN's interface is deleted (EBADFD there).
 fn gone() -> io::Error {
-    io::Error::from_raw_os_error(nix::libc::EBADFD)
+    io::Error::from_raw_os_error(nix::libc::EBADF)
 }
 
 impl TunIo for MemTun {

@@ -8,8 +8,8 @@ use std::os::fd::RawFd;
 
 use nix::libc;
 use nix::sys::socket::{
-    sendmmsg, sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags, MultiHeaders,
-    SockaddrLike, SockaddrStorage,
+    sendmmsg, sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags, MultiHeaders, SockaddrLike,
+    SockaddrStorage,
 };
 
 use super::batch::{Datagrams, Slots, BATCH, SEND_BATCH};
@@ -218,7 +218,8 @@ pub fn send(
 fn send_gso(fd: RawFd, d: &Datagrams<'_>, first: usize, run: usize) -> io::Result<()> {
     let start = d.starts[first];
     let end = d.starts[first + run - 1] + d.lens[first + run - 1];
-    let segment = u16::try_from(d.lens[first]).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let segment =
+        u16::try_from(d.lens[first]).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let to = d.to[first].map(SockaddrStorage::from);
     let iov = [IoSlice::new(&d.buf[start..end])];
     sendmsg(

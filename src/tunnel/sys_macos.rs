@@ -52,12 +52,7 @@ pub fn recv(
     Ok(1)
 }
 
-pub fn send(
-    fd: RawFd,
-    _: &mut SendHeaders,
-    d: &Datagrams<'_>,
-    first: usize,
-) -> io::Result<usize> {
+pub fn send(fd: RawFd, _: &mut SendHeaders, d: &Datagrams<'_>, first: usize) -> io::Result<usize> {
     // SAFETY: the caller holds the socket open for the duration of the call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let sock = socket2::SockRef::from(&fd);

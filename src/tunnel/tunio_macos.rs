@@ -86,7 +86,7 @@ impl TunWriter {
     /// in-memory TUN's write).
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) {
         for b in &self.bufs[..std::mem::take(&mut self.n)] {
-            f(&b[]);
+            f(b);
         }
     }
 
