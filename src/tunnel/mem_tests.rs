@@ -40,7 +40,12 @@ struct End {
 
 impl End {
     fn new(name: &str) -> End {
-        let (mem, tun) = mem_tun(1024);
+        End::with_capacity(name, 1024)
+    }
+
+    /// An end whose TUN queues hold `capacity` packets each way.
+    fn with_capacity(name: &str, capacity: usize) -> End {
+        let (mem, tun) = mem_tun(capacity);
         let device = Device::start(name, mem, 0).unwrap();
         let key = Key::generate_private();
         device
@@ -172,37 +177,11 @@ async fn a_closed_tun_ends_the_device_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tun_drops_and_counts_instead_of_stalling() {
-    let (mem, mut tun) = mem_tun(4);
-    let device = Arc::new(Device::start("mem-full", mem, 0).unwrap());
+    let mut a = End::with_capacity("mem-full", 4);
     let b = End::new("mem-sender");
-    let key = Key::generate_private();
-    device
-        .apply(&DeviceUpdate {
-            private_key: Some(key.clone()),
-            ..Default::default()
-        })
-        .unwrap();
-    let mut p = PeerUpdate::new(b.public());
-    p.endpoint = Some(b.addr());
-    p.allowed_ips = vec!["10.0.0.2/32".parse().unwrap()];
-    device
-        .apply(&DeviceUpdate {
-            peers: vec![p],
-            ..Default::default()
-        })
-        .unwrap();
-    let mut q = PeerUpdate::new(public(&key));
-    q.endpoint = Some(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        device.status().listen_port,
-    ));
-    q.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
-    b.device
-        .apply(&DeviceUpdate {
-            peers: vec![q],
-            ..Default::default()
-        })
-        .unwrap();
+    a.peer(&b, B);
+    b.peer(&a, A);
+    let (device, tun) = (a.device.clone(), &mut a.tun);
     b.send(packet(B, A, b"handshake")).await;
     timeout(WAIT, tun.from_device.recv())
         .await

@@ -23,8 +23,9 @@ pub type Tun = tun_rs::AsyncDevice;
 /// tells the kernel how a coalesced packet was built.
 const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
-/// Packets one read may yield: a 64 KiB super-packet split at the smallest
-/// MSS the kernel will use still fits.
+/// Packets one read may yield: a 64 KiB super-packet split at an MSS of 512
+/// bytes or more fits (a TUN MTU of ~560 and up; below that a super-packet
+/// that does not fit is dropped with a debug line).
 const MAX_SEGMENTS: usize = 128;
 
 /// Packets a reader holds: two reads' worth, so that small packets, one per
