@@ -18,7 +18,7 @@
 //! socket (a TUN MTU raised above the path's then fails instead of
 //! fragmenting, as it does with wireguard-go and the kernel), and its
 //! batched macOS path calls private system calls behind an unsafe switch
-//! that nothing here can test.
+//! that nothing here can test (`sys_macos.rs` says what is known of them).
 //!
 //! The buffers are one anonymous mapping each ([`PageBuf`]), so pages are
 //! only resident once a packet has touched them: an idle device pays for

@@ -1,6 +1,18 @@
 //! macOS system calls of the data plane, under the names of `sys_linux.rs`.
 //! macOS has no `recvmmsg`/`sendmmsg` and no UDP GSO or GRO: a batch is one
-//! datagram per call, so the device code keeps one shape everywhere.
+//! datagram per call, so the device code keeps one shape everywhere. This is
+//! also what wireguard-go does on macOS.
+//!
+//! Why not the private `sendmsg_x`/`recvmsg_x` (quinn-udp's opt-in "fast
+//! Apple datapath"): what they do wrong depends on the macOS release.
+//! Before macOS 15.6 `recvmsg_x` can leave the socket locked, after which
+//! the machine's loopback traffic stops until a reboot (bun, PR 34461); a
+//! non-blocking `sendmsg_x` near `SO_SNDBUF` can return `EWOULDBLOCK` for
+//! ever (quinn, PR 2727); Firefox's neqo keeps quinn's path off on Intel
+//! Macs after failures on 10.15, and Firezone turned it off for a release
+//! over a fault first seen on macOS 15.4. We support macOS 11 and run as
+//! root on every Mac that installs us, and no Mac here can run such a path:
+//! it waits until one can measure it (bench/README.md, issue 15).
 
 use std::io;
 use std::net::SocketAddr;
