@@ -1,22 +1,28 @@
 //! Per-packet cost of the data plane without a TUN, a namespace or another
-//! process: two devices on in-memory TUNs (`tunnel::MemTun`) over UDP on
-//! loopback. A burst goes in at A's TUN and is timed until all of it has
-//! come out of B's: route, encrypt, batch, send, receive, decrypt, check
-//! allowed IPs, write. The kernel's part is loopback UDP only.
+//! process: two devices on in-memory TUNs (`tunnel::MemTun`). A burst goes
+//! in at A's TUN and is timed until all of it has come out of B's: route,
+//! encrypt, batch, send, receive, decrypt, check allowed IPs, write.
+//! `mem_net` carries the datagrams over an in-memory switch
+//! (`tunnel::MemNet`), so no kernel is involved and the figure is the
+//! device's own work; `loopback` over UDP on loopback, so the difference is
+//! what the kernel's UDP costs.
 //!
 //!     cargo bench --bench dataplane
 //!
-//! Root is not needed, but as root the sockets get their 7 MiB buffers, as
-//! in production; without, a burst may overflow loopback's default buffers
-//! and the bench stops with a message instead of hanging.
+//! Root is not needed, but as root the loopback sockets get their 7 MiB
+//! buffers, as in production; without, a burst may overflow loopback's
+//! default buffers and the bench stops with a message instead of hanging.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
 use netconnect::keys::{Key, PublicKey};
-use netconnect::tunnel::{mem_tun, Device, DeviceUpdate, MemTun, MemTunPeer, PeerUpdate};
+use netconnect::tunnel::{
+    mem_tun, Device, DeviceUpdate, KernelNet, MemNet, MemTun, MemTunPeer, Net, PeerUpdate,
+};
 
 fn main() {
     divan::main();
@@ -45,9 +51,9 @@ struct End {
     key: Key,
 }
 
-fn end() -> End {
+fn end(net: Arc<dyn Net>) -> End {
     let (mem, tun) = mem_tun(4 * BURST);
-    let device = Device::start("bench", mem, 0).expect("device");
+    let device = Device::start_on("bench", mem, net, 0).expect("device");
     let key = Key::generate_private();
     device
         .apply(&DeviceUpdate {
@@ -73,17 +79,31 @@ fn link(from: &End, to: &End, ip: Ipv4Addr) {
         .expect("peer");
 }
 
-/// A's TUN to B's TUN, `size`-byte IPv4 packets.
+/// A's TUN to B's TUN, `size`-byte IPv4 packets, over the in-memory
+/// switch: the device alone.
 #[divan::bench(args = [64, 1420])]
-fn tun_to_tun(bencher: Bencher, size: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+fn mem_net(bencher: Bencher, size: usize) {
+    let net: Arc<dyn Net> = Arc::new(MemNet::new());
+    tun_to_tun(bencher, size, net)
+}
+
+/// The same over UDP on loopback: the device and the kernel's UDP.
+#[divan::bench(args = [64, 1420])]
+fn loopback(bencher: Bencher, size: usize) {
+    tun_to_tun(bencher, size, Arc::new(KernelNet))
+}
+
+fn tun_to_tun(bencher: Bencher, size: usize, net: Arc<dyn Net>) {
+    // One thread for both devices: a burst's time is then the CPU work of
+    // both ends (and of the kernel's UDP, on loopback), not how well two
+    // workers happened to overlap it.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let (a, mut b) = rt.block_on(async {
-        let a = end();
-        let b = end();
+        let a = end(net.clone());
+        let b = end(net);
         link(&a, &b, B);
         link(&b, &a, A);
         (a, b)
@@ -105,7 +125,7 @@ fn tun_to_tun(bencher: Bencher, size: usize) {
                     .flatten();
                 assert!(
                     got.is_some(),
-                    "packet {i} of {BURST} lost on loopback (run as root for 7 MiB socket buffers)"
+                    "packet {i} of {BURST} lost (on loopback: run as root for 7 MiB socket buffers)"
                 );
             }
         })

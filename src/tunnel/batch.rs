@@ -164,6 +164,15 @@ impl RecvBatch {
         )
     }
 
+    /// Put message `i` in place by hand, a run of datagrams `stride` bytes
+    /// apart as UDP GRO delivers them: an in-memory socket's receive.
+    pub fn set(&mut self, i: usize, message: &[u8], stride: usize, from: SocketAddr) {
+        self.slots.get_mut(i)[..message.len()].copy_from_slice(message);
+        self.lens[i] = message.len();
+        self.strides[i] = stride.max(1);
+        self.from[i] = Some(from);
+    }
+
     /// Non-blocking: how many messages arrived, or `WouldBlock`.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let n = sys::recv(
@@ -211,9 +220,8 @@ impl Datagrams<'_> {
 
     /// How many datagrams from `first` on can leave as one GSO send of at
     /// most `max_segments`: same destination, the same size but for a
-    /// shorter last one, no more than a UDP payload holds in all. (Linux
-    /// only sends this way; macOS has no GSO.)
-    #[allow(dead_code)]
+    /// shorter last one, no more than a UDP payload holds in all. (Linux's
+    /// kernel and the in-memory switch send this way; macOS has no GSO.)
     pub fn run(&self, first: usize, max_segments: usize) -> usize {
         let size = self.lens[first];
         let mut bytes = size;
@@ -235,7 +243,6 @@ impl Datagrams<'_> {
 }
 
 /// The largest payload one UDP send may carry (IPv4's limit, the lower).
-#[allow(dead_code)]
 const MAX_UDP_PAYLOAD: usize = 65507;
 
 impl SendBatch {
@@ -287,6 +294,16 @@ impl SendBatch {
         &self.buf[self.starts[i]..self.starts[i] + self.lens[i]]
     }
 
+    /// The batch as the system-call layer sees it.
+    pub fn datagrams(&self) -> Datagrams<'_> {
+        Datagrams {
+            buf: &self.buf,
+            starts: &self.starts[..self.n],
+            lens: &self.lens[..self.n],
+            to: &self.to[..self.n],
+        }
+    }
+
     /// Non-blocking: send datagrams `from..` and return how many went out
     /// (at least one), or `WouldBlock`.
     pub fn send(&mut self, socket: &impl AsRawFd, from: usize) -> io::Result<usize> {
@@ -297,6 +314,11 @@ impl SendBatch {
             to: &self.to[..self.n],
         };
         sys::send(socket.as_raw_fd(), &mut self.headers, &d, from)
+    }
+
+    /// Where datagram `i` goes.
+    pub fn destination(&self, i: usize) -> Option<SocketAddr> {
+        self.to[i]
     }
 }
 

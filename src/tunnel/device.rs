@@ -8,8 +8,9 @@
 //! across an `.await`.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,8 +21,6 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519;
 use parking_lot::RwLock;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, trace, warn, Instrument};
@@ -29,6 +28,7 @@ use tracing::{debug, info, trace, warn, Instrument};
 use super::allowed_ips::AllowedIps;
 use super::batch::{PageBuf, RecvBatch, SendBatch, SEND_BATCH};
 use super::config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
+use super::net::{KernelNet, Net, NetSocket};
 use super::packet_io::TunIo;
 use super::peer::Peer;
 use super::timers::{self, Alarm, Output, Sample};
@@ -48,9 +48,6 @@ const WG_GROWTH: usize = 148;
 /// Handshakes per second before cookies are demanded (boringtun's device uses
 /// the same figure).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
-/// Socket buffers as wireguard-go sizes them: bursts from a fast sender
-/// overflow the default 208 KiB first.
-const SOCKET_BUFFER: usize = 7 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -98,6 +95,8 @@ pub struct Device<T: TunIo = Tun> {
 struct Shared<T> {
     name: String,
     tun: T,
+    /// Where sockets come from: the kernel, or an in-memory switch.
+    net: Arc<dyn Net>,
     state: RwLock<State>,
     /// Set when a task hits an error it cannot recover from (the TUN vanished).
     failed: watch::Sender<Option<String>>,
@@ -127,7 +126,7 @@ struct State {
     limiter: Arc<RateLimiter>,
     listen_port: u16,
     fwmark: u32,
-    socket: Option<Arc<UdpSocket>>,
+    socket: Option<Arc<dyn NetSocket>>,
     /// The socket is IPv6 with IPv4 mapped in (else IPv4 only).
     socket_dual: bool,
     socket_task: Option<JoinHandle<()>>,
@@ -141,10 +140,22 @@ impl<T: TunIo> Device<T> {
     /// Start a device on `tun`, listening on `listen_port` (0: any free port).
     /// Must be called inside a tokio runtime.
     pub fn start(name: &str, tun: T, listen_port: u16) -> Result<Device<T>, ConfigError> {
+        Device::start_on(name, tun, Arc::new(KernelNet), listen_port)
+    }
+
+    /// [`Device::start`] with its sockets from `net` (the micro-benchmark's
+    /// in-memory [`super::MemNet`]).
+    pub fn start_on(
+        name: &str,
+        tun: T,
+        net: Arc<dyn Net>,
+        listen_port: u16,
+    ) -> Result<Device<T>, ConfigError> {
         let (failed_tx, failed_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             tun,
+            net,
             state: RwLock::new(State::new()),
             failed: failed_tx,
             tun_refused: std::sync::atomic::AtomicU64::new(0),
@@ -187,7 +198,8 @@ impl<T: TunIo> Device<T> {
         if let Some(mark) = update.fwmark {
             if mark != st.fwmark {
                 if let Some(sock) = &st.socket {
-                    set_mark(sock, mark).map_err(|source| ConfigError::Fwmark { mark, source })?;
+                    sock.set_mark(mark)
+                        .map_err(|source| ConfigError::Fwmark { mark, source })?;
                 }
                 st.fwmark = mark;
             }
@@ -635,14 +647,10 @@ impl<T: TunIo> Shared<T> {
     /// Bind a new socket on `port` and move the receive task to it; the old
     /// socket stays until the new one is bound, so a failure changes nothing.
     fn rebind(self: &Arc<Self>, st: &mut State, port: u16) -> Result<(), ConfigError> {
-        let std_sock = bind_udp(port, st.fwmark)?;
-        let socket = Arc::new(
-            UdpSocket::from_std(std_sock).map_err(|source| ConfigError::Bind { port, source })?,
-        );
+        let socket = self.net.bind(port, st.fwmark)?;
         let actual = socket
-            .local_addr()
-            .map_err(|source| ConfigError::Bind { port, source })?
-            .port();
+            .local_port()
+            .map_err(|source| ConfigError::Bind { port, source })?;
         if let Some(old) = st.socket_task.take() {
             old.abort();
         }
@@ -650,7 +658,7 @@ impl<T: TunIo> Shared<T> {
         st.socket_task = Some(tokio::spawn(
             self.clone().net_to_tun(socket.clone()).instrument(span),
         ));
-        st.socket_dual = is_dual(&socket);
+        st.socket_dual = socket.dual();
         st.socket = Some(socket);
         st.listen_port = actual;
         info!(iface = %self.name, port = actual, "listening");
@@ -745,10 +753,7 @@ impl<T: TunIo> Shared<T> {
                 let Some(socket) = &socket else { continue };
                 let mut done = 0;
                 while done < out.len() {
-                    match socket
-                        .async_io(Interest::WRITABLE, || out.send(&**socket, done))
-                        .await
-                    {
+                    match poll_fn(|cx| socket.poll_send(cx, &mut out, done)).await {
                         Ok(k) => {
                             for (j, sender) in senders.iter_mut().enumerate().skip(done).take(k) {
                                 if let Some(p) = sender.take() {
@@ -771,15 +776,12 @@ impl<T: TunIo> Shared<T> {
     /// Peer → TUN: receive a batch, and for each datagram find the peer,
     /// decrypt, check the source against the peer's allowed IPs; then write
     /// what passed to the TUN, a batch at a time.
-    async fn net_to_tun(self: Arc<Self>, socket: Arc<UdpSocket>) {
+    async fn net_to_tun(self: Arc<Self>, socket: Arc<dyn NetSocket>) {
         let mut batch = RecvBatch::new(MAX_PACKET);
         let mut writer = TunWriter::new();
         let mut spare = PageBuf::new(OUT_BUF);
         loop {
-            let n = match socket
-                .async_io(Interest::READABLE, || batch.recv(&*socket))
-                .await
-            {
+            let n = match poll_fn(|cx| socket.poll_recv(cx, &mut batch)).await {
                 Ok(n) => n,
                 // ICMP errors from earlier sends surface here; not fatal.
                 Err(e) => {
@@ -793,7 +795,7 @@ impl<T: TunIo> Shared<T> {
                 let from = canonical(from);
                 // A GRO message is a run of datagrams `stride` bytes apart.
                 for datagram in message.chunks(stride) {
-                    self.receive(&socket, datagram, from, &mut writer, &mut spare)
+                    self.receive(&*socket, datagram, from, &mut writer, &mut spare)
                         .await;
                     if writer.is_full() {
                         self.flush(&mut writer).await;
@@ -807,7 +809,7 @@ impl<T: TunIo> Shared<T> {
     /// Decrypt one datagram; a packet for the TUN joins `writer`.
     async fn receive(
         &self,
-        socket: &UdpSocket,
+        socket: &dyn NetSocket,
         datagram: &[u8],
         from: SocketAddr,
         writer: &mut TunWriter,
@@ -817,9 +819,8 @@ impl<T: TunIo> Shared<T> {
         let (peer, roams) = match route {
             Route::Peer { peer, roams } => (peer, roams),
             Route::Cookie(c, len) => {
-                let _ = socket
-                    .send_to(&c[..len], wire_addr(is_dual(socket), from))
-                    .await;
+                let to = wire_addr(socket.dual(), from);
+                let _ = poll_fn(|cx| socket.poll_send_to(cx, &c[..len], to)).await;
                 return;
             }
             Route::Drop => return,
@@ -923,8 +924,7 @@ impl<T: TunIo> Shared<T> {
                 continue;
             };
             let Some(to) = peer.endpoint() else { continue };
-            let to = socket2::SockAddr::from(wire_addr(dual, to));
-            match socket2::SockRef::from(&**socket).send_to(out, &to) {
+            match socket.try_send_to(out, wire_addr(dual, to)) {
                 Ok(n) => peer.sent(n),
                 Err(e) => debug!(peer = %peer.public_key, error = %e, "timer send failed"),
             }
@@ -1134,13 +1134,14 @@ impl Drop for TimerThread {
     }
 }
 
-async fn send(peer: &Peer, socket: Option<&UdpSocket>, buf: &[u8], to: Option<SocketAddr>) {
+async fn send(peer: &Peer, socket: Option<&dyn NetSocket>, buf: &[u8], to: Option<SocketAddr>) {
     let Some(socket) = socket else { return };
     let Some(to) = to.or_else(|| peer.endpoint()) else {
         trace!(peer = %peer.public_key, "no endpoint yet, packet dropped");
         return;
     };
-    match socket.send_to(buf, wire_addr(is_dual(socket), to)).await {
+    let wire = wire_addr(socket.dual(), to);
+    match poll_fn(|cx| socket.poll_send_to(cx, buf, wire)).await {
         Ok(n) => peer.sent(n),
         Err(e) => debug!(peer = %peer.public_key, %to, error = %e, "send failed"),
     }
@@ -1175,12 +1176,6 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether `socket` is the dual-stack (IPv6) kind; a system call, so the hot
-/// path reads the answer cached in the device state instead.
-fn is_dual(socket: &UdpSocket) -> bool {
-    socket.local_addr().is_ok_and(|a| a.is_ipv6())
-}
-
 /// The inverse of [`canonical`] for sending on a dual-stack socket.
 fn wire_addr(dual: bool, to: SocketAddr) -> SocketAddr {
     match (dual, to) {
@@ -1189,50 +1184,6 @@ fn wire_addr(dual: bool, to: SocketAddr) -> SocketAddr {
         }
         _ => to,
     }
-}
-
-/// One socket for both address families where the host has IPv6, IPv4 only
-/// where it does not.
-fn bind_udp(port: u16, fwmark: u32) -> Result<std::net::UdpSocket, ConfigError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let map = |source: io::Error| {
-        if source.kind() == io::ErrorKind::AddrInUse {
-            ConfigError::AddrInUse(port)
-        } else {
-            ConfigError::Bind { port, source }
-        }
-    };
-    let dual = || -> io::Result<Socket> {
-        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_only_v6(false)?;
-        s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
-        Ok(s)
-    };
-    let socket = match dual() {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(map(e)),
-        Err(_) => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(map)?;
-            s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
-                .map_err(map)?;
-            s
-        }
-    };
-    socket.set_nonblocking(true).map_err(map)?;
-    // Best effort: without privilege the kernel caps these at rmem_max.
-    super::sys::tune_buffers(&socket, SOCKET_BUFFER);
-    super::sys::enable_gro(&socket);
-    if fwmark != 0 {
-        super::sys::set_mark(&socket, fwmark).map_err(|source| ConfigError::Fwmark {
-            mark: fwmark,
-            source,
-        })?;
-    }
-    Ok(socket.into())
-}
-
-fn set_mark(socket: &UdpSocket, mark: u32) -> io::Result<()> {
-    super::sys::set_mark(&socket2::SockRef::from(socket), mark)
 }
 
 #[cfg(test)]

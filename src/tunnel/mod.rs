@@ -11,6 +11,7 @@ mod config;
 mod device;
 #[cfg(test)]
 mod mem_tests;
+mod net;
 mod packet_io;
 mod peer;
 mod timers;
@@ -36,5 +37,6 @@ pub use allowed_ips::AllowedIps;
 pub use config::{DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 pub use device::{libc_errno, ConfigError, Device};
 pub(crate) use device::{Received, Receiver};
+pub use net::{KernelNet, MemNet, Net, NetSocket};
 pub use packet_io::{mem_tun, MemTun, MemTunPeer, TunIo};
 pub use tunio::Tun;
