@@ -279,8 +279,10 @@ impl NetSocket for MemSocket {
 
     fn poll_recv(&self, cx: &mut Context<'_>, batch: &mut RecvBatch) -> Poll<io::Result<usize>> {
         let mut rx = self.rx.lock();
+        // Closed: the switch is gone, so nothing will ever arrive. Waiting
+        // for ever is the truth; an error would make the receive task spin.
         let Some((run, stride, from)) = ready!(rx.poll_recv(cx)) else {
-            return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+            return Poll::Pending;
         };
         batch.set(0, &run, stride, from);
         let mut n = 1;
@@ -401,6 +403,19 @@ mod tests {
         assert_eq!(m.chunks(stride).map(|d| d[0]).collect::<Vec<_>>(), [6, 7]);
         let n = poll_fn(|cx| c.poll_recv(cx, &mut inb)).await.unwrap();
         assert_eq!((n, inb.message(0).0), (1, &[5u8; 100][..]));
+    }
+
+    #[tokio::test]
+    async fn mem_socket_outliving_its_switch_waits_instead_of_failing() {
+        let net = MemNet::new();
+        let a = net.bind(0, 0).unwrap();
+        drop(net);
+        let mut batch = RecvBatch::new(64);
+        let polled = poll_fn(|cx| Poll::Ready(a.poll_recv(cx, &mut batch))).await;
+        assert!(polled.is_pending());
+        // Sending into a switch that is gone drops, as to a closed port.
+        let to = SocketAddr::from(([127, 0, 0, 1], 9));
+        assert_eq!(a.try_send_to(b"x", to).unwrap(), 1);
     }
 
     #[tokio::test]
