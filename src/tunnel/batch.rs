@@ -315,11 +315,6 @@ impl SendBatch {
         };
         sys::send(socket.as_raw_fd(), &mut self.headers, &d, from)
     }
-
-    /// Where datagram `i` goes.
-    pub fn destination(&self, i: usize) -> Option<SocketAddr> {
-        self.to[i]
-    }
 }
 
 #[cfg(test)]

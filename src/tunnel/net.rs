@@ -306,7 +306,7 @@ impl NetSocket for MemSocket {
         let mut i = first;
         while i < batch.len() {
             let k = d.run(i, GRO_SEGMENTS);
-            if let Some(to) = batch.destination(i) {
+            if let Some(to) = d.to[i] {
                 // A run is packed: one slice of the batch's arena.
                 let (start, last) = (d.starts[i], i + k - 1);
                 let run = d.buf[start..d.starts[last] + d.lens[last]].to_vec();
