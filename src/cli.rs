@@ -162,6 +162,7 @@ impl HelperCommand {
                 let HelperArgs {
                     host_public_key,
                     host_endpoint,
+                    host_port,
                     interface,
                     vm_address,
                     host_address,
@@ -173,7 +174,10 @@ impl HelperCommand {
                 } = h;
                 flag("mode", mode.as_str().into());
                 flag("host-public-key", host_public_key.clone());
-                flag("host-endpoint", host_endpoint.clone());
+                if let Some(e) = host_endpoint {
+                    flag("host-endpoint", e.clone());
+                }
+                flag("host-port", host_port.to_string());
                 flag("interface", interface.clone());
                 flag("vm-address", vm_address.to_string());
                 flag("host-address", host_address.to_string());
@@ -230,13 +234,13 @@ pub struct UpArgs {
     /// UDP port of the tunnel on this machine; 0 picks a free one.
     #[arg(long, env = "NETCONNECT_LISTEN_PORT", default_value_t = 0)]
     pub listen_port: u16,
-    /// How the VM reaches this machine, HOST or HOST:PORT (default port: the listen port).
-    #[arg(
-        long,
-        env = "NETCONNECT_HOST_ENDPOINT",
-        default_value = "host.docker.internal"
-    )]
-    pub host_endpoint: String,
+    /// How the VM reaches this machine, HOST or HOST:PORT (default port: the listen
+    /// port). Default: found by the VM side, which tries the engine's host-gateway,
+    /// the runtime's name for this machine (host.docker.internal, host.lima.internal,
+    /// host.containers.internal, host.rancher-desktop.internal) and the VM's default
+    /// gateway, and keeps the first through which a handshake completes.
+    #[arg(long, env = "NETCONNECT_HOST_ENDPOINT")]
+    pub host_endpoint: Option<String>,
     /// Image archive (`docker save`, gzip allowed) loaded when the engine lacks the
     /// helper image; default: PREFIX/share/netconnect/netconnect-helper.tar.gz for
     /// PREFIX/bin/netconnect (Homebrew), then next to the binary.
@@ -283,9 +287,13 @@ pub struct HelperArgs {
     /// Public key of the host side (base64).
     #[arg(long)]
     pub host_public_key: String,
-    /// HOST:PORT where the VM reaches the host side.
+    /// HOST, HOST:PORT or [IPv6]:PORT where the VM reaches the host side: the
+    /// only address tried. Without it the helper finds the way (`helper::endpoint`).
     #[arg(long)]
-    pub host_endpoint: String,
+    pub host_endpoint: Option<String>,
+    /// The host side's UDP port, for every address found without --host-endpoint.
+    #[arg(long)]
+    pub host_port: u16,
     /// Tunnel interface to create in the VM.
     #[arg(long, default_value = "netconnect0")]
     pub interface: String,
@@ -350,7 +358,8 @@ mod tests {
         let commands = [
             HelperCommand::Helper(HelperArgs {
                 host_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
-                host_endpoint: "host.docker.internal:51820".into(),
+                host_endpoint: Some("host.docker.internal:51820".into()),
+                host_port: 51820,
                 interface: "nc-vm1".into(),
                 vm_address: "10.40.0.2".parse().unwrap(),
                 host_address: "10.40.0.1".parse().unwrap(),
@@ -359,6 +368,19 @@ mod tests {
                 key_file: "/keys/vm.key".into(),
                 mode: HelperMode::Userspace,
                 routes,
+            }),
+            HelperCommand::Helper(HelperArgs {
+                host_public_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+                host_endpoint: None,
+                host_port: 4000,
+                interface: "nc-vm2".into(),
+                vm_address: "10.40.0.2".parse().unwrap(),
+                host_address: "10.40.0.1".parse().unwrap(),
+                vm_address6: "fd40::2".parse().unwrap(),
+                host_address6: "fd40::1".parse().unwrap(),
+                key_file: "/keys/vm.key".into(),
+                mode: HelperMode::Kernel,
+                routes: vec![],
             }),
             HelperCommand::Cleanup(vm.clone()),
             HelperCommand::Check(vm),

@@ -121,6 +121,17 @@ async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
     ) {
         return false;
     }
+    // 2b. runtime
+    let runtime = runtime_verdict(engine.runtime, engine.rootless);
+    let runtime_ok = l.say("runtime", runtime);
+    if !runtime_ok {
+        return false;
+    }
+    // OrbStack routes by itself: with no daemon of ours, nothing is left
+    // to check (a daemon run with --force is checked as any other).
+    if engine.runtime.routes_containers_itself() && snap.is_none() {
+        return true;
+    }
     // 3. helper image
     let image =
         match crate::docker::vmside::image_present(&engine.docker, &target.helper_image).await {
@@ -186,6 +197,33 @@ async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
     }
     // 11. and by its name
     l.say("names", names(&engine.docker, &snap).await)
+}
+
+/// Why a rootless engine cannot be used, and what to do instead.
+pub fn rootless_problem(runtime: crate::docker::Runtime) -> String {
+    let fix = match runtime {
+        crate::docker::Runtime::Podman => {
+            "make the Podman machine rootful: podman machine stop && podman machine set --rootful && podman machine start"
+        }
+        _ => "use the engine's rootful mode (a rootless engine's host network is a user namespace's)",
+    };
+    format!(
+        "the {} engine runs rootless: the VM-side helper needs the VM's own network (host networking with NET_ADMIN); {fix}",
+        runtime.as_str()
+    )
+}
+
+/// The runtime link: which one answers, and what that runtime needs.
+fn runtime_verdict(runtime: crate::docker::Runtime, rootless: bool) -> Verdict {
+    if rootless {
+        let p = rootless_problem(runtime);
+        let (what, fix) = p.split_once("; ").unwrap_or((&p, ""));
+        return broken(what, fix);
+    }
+    match runtime.advice() {
+        Some(a) => ok(format!("{} ({a})", runtime.as_str())),
+        None => ok(runtime.as_str()),
+    }
 }
 
 /// Resolve one running container's name: from netconnect's server
@@ -421,13 +459,25 @@ fn handshake(s: &Snapshot) -> Verdict {
             "wait a few seconds and run doctor again",
         );
     };
+    let way = match &s.vm {
+        Some(v) => match (&v.endpoint, &v.endpoint_source) {
+            (Some(e), Some(src)) => format!("; the VM sends to {e} ({src})"),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
     match t.last_handshake_age_s {
-        Some(age) if age <= HANDSHAKE_FRESH.as_secs() => ok(format!("last handshake {age} s ago")),
+        Some(age) if age <= HANDSHAKE_FRESH.as_secs() => {
+            ok(format!("last handshake {age} s ago{way}"))
+        }
         // The probe below sends a packet, which starts a new one.
         Some(age) => ok(format!(
-            "last handshake {age} s ago: the tunnel is idle, and the next packet starts a new one"
+            "last handshake {age} s ago{way}: the tunnel is idle, and the next packet starts a new one"
         )),
-        None => broken("no handshake with the VM side yet", HANDSHAKE_FIX),
+        None => match s.vm.as_ref().and_then(|v| v.error.as_deref()) {
+            Some(e) => broken(format!("no handshake with the VM side yet: {e}"), HANDSHAKE_FIX),
+            None => broken("no handshake with the VM side yet", HANDSHAKE_FIX),
+        },
     }
 }
 
@@ -697,6 +747,60 @@ mod tests {
             networks: routes,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_runtime_line_names_it_and_what_it_needs() {
+        use crate::docker::Runtime;
+        assert_eq!(runtime_verdict(Runtime::Dockerd, false), ok("dockerd"));
+        let Verdict::Ok(t) = runtime_verdict(Runtime::Colima, false) else {
+            panic!()
+        };
+        assert!(
+            t.starts_with("colima (") && t.contains("--network-address"),
+            "{t}"
+        );
+        let Verdict::Broken { what, fix } = runtime_verdict(Runtime::Podman, true) else {
+            panic!("a rootless Podman passed")
+        };
+        assert!(what.contains("podman engine runs rootless"), "{what}");
+        assert_eq!(
+            fix,
+            "make the Podman machine rootful: podman machine stop && podman machine set --rootful && podman machine start"
+        );
+        let Verdict::Ok(t) = runtime_verdict(Runtime::OrbStack, false) else {
+            panic!()
+        };
+        assert!(t.contains("not needed"), "{t}");
+    }
+
+    #[test]
+    fn the_handshake_line_says_which_way_home_and_why_none() {
+        use crate::control::snapshot::VmState;
+        let mut s = snap(vec![], Some(4));
+        s.vm = Some(VmState {
+            state: "found".into(),
+            endpoint: Some("192.168.5.2:4000".into()),
+            endpoint_source: Some("host.lima.internal".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            handshake(&s),
+            ok("last handshake 4 s ago; the VM sends to 192.168.5.2:4000 (host.lima.internal)")
+        );
+        let mut s = snap(vec![], None);
+        s.vm = Some(VmState {
+            state: "none".into(),
+            error: Some("the VM side reached this machine through none of: 10.0.0.1:4 (default-gateway); pass ...".into()),
+            ..Default::default()
+        });
+        let Verdict::Broken { what, .. } = handshake(&s) else {
+            panic!()
+        };
+        assert!(
+            what.starts_with("no handshake with the VM side yet: the VM side reached this machine through none of: 10.0.0.1:4"),
+            "{what}"
+        );
     }
 
     fn net(name: &str, subnet: &str, route: RouteState) -> NetworkRoute {

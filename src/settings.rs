@@ -31,7 +31,8 @@ pub struct Target {
 pub struct Up {
     pub target: Target,
     pub listen_port: u16,
-    pub host_endpoint: String,
+    /// `None`: the VM side finds the way (`helper::endpoint`).
+    pub host_endpoint: Option<String>,
     pub helper_archive: Option<PathBuf>,
     pub force: bool,
     pub host_address: IpAddr,
@@ -71,7 +72,10 @@ pub fn up(args: &UpArgs, m: &ArgMatches, c: &Config) -> Up {
     Up {
         target: target(&args.target, m, c),
         listen_port: pick(m, "listen_port", &args.listen_port, &c.listen_port),
-        host_endpoint: pick(m, "host_endpoint", &args.host_endpoint, &c.host_endpoint),
+        host_endpoint: args
+            .host_endpoint
+            .clone()
+            .or_else(|| c.host_endpoint.clone()),
         helper_archive: args.helper_archive.clone(),
         force: args.force,
         host_address: pick(m, "host_address", &args.host_address, &c.host_address),
@@ -105,7 +109,7 @@ mod tests {
              docker_host = \"unix:///from/file.sock\"\nvm_address = \"10.44.0.2\"\n",
         );
         assert_eq!(s.listen_port, 5000);
-        assert_eq!(s.host_endpoint, "10.9.9.9");
+        assert_eq!(s.host_endpoint.as_deref(), Some("10.9.9.9"));
         assert_eq!(s.target.interface, "nc9");
         assert_eq!(s.target.vm_interface, "netconnect0");
         assert_eq!(

@@ -72,6 +72,7 @@ pub async fn offline(target: &Target, socket: &Path, config: &Config) -> Snapsho
         host: engine.host.clone(),
         version: engine.server_version.clone(),
         api_version: engine.api_version.clone(),
+        runtime: engine.runtime.as_str().into(),
     });
     if let Ok(h) = crate::docker::vmside::helpers(&engine.docker, &target.vm_interface).await {
         if let Some(h) = h.first() {
@@ -141,8 +142,15 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
         Some(e) => {
             let _ = writeln!(
                 o,
-                "engine:     {} (Docker {}, API {})",
-                e.host, e.version, e.api_version
+                "engine:     {} ({}{}, API {})",
+                e.host,
+                if e.runtime.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}, ", e.runtime)
+                },
+                e.version,
+                e.api_version
             );
         }
         None => {
@@ -182,6 +190,9 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
                 n => format!("; {n} packet(s) refused by {} and dropped", t.interface),
             }
         );
+    }
+    if let Some(v) = &s.vm {
+        let _ = writeln!(o, "way home:   {}", vm_text(v));
     }
     let h = &s.helper;
     let _ = writeln!(
@@ -245,6 +256,15 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
     o
 }
 
+/// How the VM reaches us, as the helper found it.
+fn vm_text(v: &crate::control::snapshot::VmState) -> String {
+    match (v.state.as_str(), &v.endpoint, &v.endpoint_source) {
+        ("found", Some(e), Some(src)) => format!("the VM sends to {e} ({src})"),
+        ("none", ..) => v.error.clone().unwrap_or_else(|| "none found".into()),
+        _ => "the helper is trying the VM's ways to this machine".into(),
+    }
+}
+
 fn dns_text(d: &crate::control::snapshot::DnsState) -> String {
     match d.state.as_str() {
         "serving" => {
@@ -295,6 +315,7 @@ mod tests {
                 host: "unix:///var/run/docker.sock".into(),
                 version: "20.10.24".into(),
                 api_version: "1.41".into(),
+                runtime: "colima".into(),
             }),
             tunnel: Some(TunnelState {
                 interface: "nc0".into(),
@@ -342,7 +363,22 @@ mod tests {
             ],
             ..Default::default()
         };
+        let mut s = s;
+        s.vm = Some(crate::control::snapshot::VmState {
+            state: "found".into(),
+            endpoint: Some("192.168.5.2:4000".into()),
+            endpoint_source: Some("host.lima.internal".into()),
+            ..Default::default()
+        });
         let t = render(&s, UNIX_EPOCH + Duration::from_secs(1090));
+        assert!(
+            t.contains("engine:     unix:///var/run/docker.sock (colima, 20.10.24, API 1.41)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("way home:   the VM sends to 192.168.5.2:4000 (host.lima.internal)\n"),
+            "{t}"
+        );
         assert!(
             t.starts_with("netconnect up: running (pid 42, for 90 s;"),
             "{t}"

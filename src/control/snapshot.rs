@@ -29,6 +29,28 @@ pub struct Snapshot {
     pub extra_routes: Vec<ExtraRoute>,
     /// Container names (absent from a daemon older than this field).
     pub dns: Option<DnsState>,
+    /// How the VM side reaches this machine, once a helper runs.
+    pub vm: Option<VmState>,
+}
+
+/// The way home the helper found (`crate::helper::endpoint`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct VmState {
+    /// `searching` (the helper is trying its candidates), `found`, or
+    /// `none` (nothing it tried answered; see `error`).
+    pub state: String,
+    /// The address the VM sends its handshakes to: `192.168.5.2:51820`.
+    pub endpoint: Option<String>,
+    /// Where that address came from: `--host-endpoint`, `host-gateway`,
+    /// `host.docker.internal`, `host.lima.internal`,
+    /// `host.containers.internal`, `host.rancher-desktop.internal` or
+    /// `default-gateway`.
+    pub endpoint_source: Option<String>,
+    /// Every address tried, when none answered, and the fix.
+    pub error: Option<String>,
+    /// Addresses left out as the VM's own: `172.17.0.1 (host-gateway)`.
+    pub rejected: Vec<String>,
 }
 
 /// The name server inside `up`.
@@ -75,6 +97,7 @@ impl Default for Snapshot {
             networks: Vec::new(),
             extra_routes: Vec::new(),
             dns: None,
+            vm: None,
         }
     }
 }
@@ -86,6 +109,9 @@ pub struct EngineState {
     pub host: String,
     pub version: String,
     pub api_version: String,
+    /// `docker-desktop`, `colima`, `rancher-desktop`, `podman`, `lima`,
+    /// `orbstack` or `dockerd` (`crate::docker::runtime`).
+    pub runtime: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

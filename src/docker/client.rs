@@ -62,6 +62,10 @@ pub struct Engine {
     pub source: Source,
     pub server_version: String,
     pub api_version: String,
+    /// Which runtime this is ([`super::runtime`]).
+    pub runtime: super::Runtime,
+    /// The engine runs rootless: the helper cannot work there.
+    pub rootless: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -70,6 +74,7 @@ impl std::fmt::Debug for Engine {
             .field("host", &self.host)
             .field("source", &self.source)
             .field("server_version", &self.server_version)
+            .field("runtime", &self.runtime)
             .finish()
     }
 }
@@ -127,13 +132,52 @@ async fn try_connect(c: &Candidate) -> Result<Engine, DockerError> {
     };
     let docker = timed(docker.negotiate_version()).await?;
     let v = timed(docker.version()).await?;
+    // `/info` only names the runtime: an engine whose answer bollard
+    // cannot read is still an engine.
+    let info = match timed(docker.info()).await {
+        Ok(i) => Some(i),
+        Err(e) => {
+            debug!(error = %e, "the engine's /info answer could not be read");
+            None
+        }
+    };
+    let facts = runtime_facts(&v, info.as_ref());
+    let runtime = super::runtime::identify(&facts, c.source, &c.host, c.context.as_deref());
     Ok(Engine {
         api_version: docker.client_version().to_string(),
         docker,
         host: c.host.clone(),
         source: c.source,
         server_version: v.version.unwrap_or_default(),
+        runtime,
+        rootless: facts.rootless(),
     })
+}
+
+/// What names the runtime in the engine's `/version` and `/info`.
+fn runtime_facts(
+    v: &bollard::models::SystemVersion,
+    info: Option<&bollard::models::SystemInfo>,
+) -> super::runtime::Facts {
+    super::runtime::Facts {
+        operating_system: info
+            .and_then(|i| i.operating_system.clone())
+            .unwrap_or_default(),
+        name: info.and_then(|i| i.name.clone()).unwrap_or_default(),
+        kernel: info
+            .and_then(|i| i.kernel_version.clone())
+            .or_else(|| v.kernel_version.clone())
+            .unwrap_or_default(),
+        labels: info.and_then(|i| i.labels.clone()).unwrap_or_default(),
+        components: v
+            .components
+            .as_ref()
+            .map(|c| c.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default(),
+        security_options: info
+            .and_then(|i| i.security_options.clone())
+            .unwrap_or_default(),
+    }
 }
 
 /// What netconnect needs to know about a Docker network.
@@ -558,6 +602,7 @@ mod tests {
             host: format!("unix://{}", path.display()),
             source: Source::Context,
             owner: Some(owner),
+            context: None,
         };
         let e = connect(&[candidate(user)]).await.unwrap_err().to_string();
         assert!(

@@ -20,6 +20,7 @@ pub enum Source {
     RancherDesktop,
     OrbStack,
     Podman,
+    Lima,
     Default,
 }
 
@@ -34,6 +35,7 @@ impl Source {
             Source::RancherDesktop => "Rancher Desktop's socket",
             Source::OrbStack => "OrbStack's socket",
             Source::Podman => "Podman machine's socket",
+            Source::Lima => "Lima's docker socket",
             Source::Default => "the default socket",
         }
     }
@@ -48,6 +50,9 @@ pub struct Candidate {
     /// home): the uid that, besides root, may own it (see
     /// [`Inputs::owner`]).
     pub owner: Option<u32>,
+    /// The docker context this came from, by name (it helps name the
+    /// runtime: `colima-work`, `rancher-desktop`).
+    pub context: Option<String>,
 }
 
 /// What discovery looks at, gathered by the caller (from the environment,
@@ -188,6 +193,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
             host: normalize(h),
             source: Source::Flag,
             owner: None,
+            context: None,
         }];
     }
     if let Some(h) = inputs.env_docker_host.as_deref().filter(|h| !h.is_empty()) {
@@ -195,6 +201,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
             host: normalize(h),
             source: Source::Env,
             owner: None,
+            context: None,
         }];
     }
     let mut out = Vec::new();
@@ -203,11 +210,12 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
         .clone()
         .or_else(|| inputs.home.as_ref().map(|h| h.join(".docker")));
     if let Some(dir) = &config_dir {
-        if let Some(host) = context_host(dir, inputs.env_docker_context.as_deref(), files) {
+        if let Some((name, host)) = context_host(dir, inputs.env_docker_context.as_deref(), files) {
             out.push(Candidate {
                 host,
                 source: Source::Context,
                 owner: inputs.owner,
+                context: Some(name),
             });
         }
     }
@@ -222,6 +230,8 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
                 ".local/share/containers/podman/machine/podman.sock",
                 Source::Podman,
             ),
+            // Lima's `docker` template (limactl start template://docker).
+            (".lima/docker/sock/docker.sock", Source::Lima),
         ];
         for (rel, source) in sockets {
             let p = home.join(rel);
@@ -230,6 +240,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
                     host: format!("unix://{}", p.display()),
                     source,
                     owner: inputs.owner,
+                    context: None,
                 });
             }
         }
@@ -238,6 +249,7 @@ pub fn candidates(inputs: &Inputs, files: &dyn Files) -> Vec<Candidate> {
         host: "unix:///var/run/docker.sock".into(),
         source: Source::Default,
         owner: None,
+        context: None,
     });
     // A context usually points at one of the well-known sockets: try each once.
     let mut seen = std::collections::HashSet::new();
@@ -254,9 +266,14 @@ fn normalize(h: &str) -> String {
     }
 }
 
-/// The endpoint of the current `docker context`, if it is not `default`.
-/// Docker stores context `NAME` under `contexts/meta/<sha256(NAME)>/meta.json`.
-fn context_host(config_dir: &Path, env_context: Option<&str>, files: &dyn Files) -> Option<String> {
+/// The name and endpoint of the current `docker context`, if it is not
+/// `default`. Docker stores context `NAME` under
+/// `contexts/meta/<sha256(NAME)>/meta.json`.
+fn context_host(
+    config_dir: &Path,
+    env_context: Option<&str>,
+    files: &dyn Files,
+) -> Option<(String, String)> {
     let name = match env_context {
         Some(n) => n.to_owned(),
         None => {
@@ -277,7 +294,7 @@ fn context_host(config_dir: &Path, env_context: Option<&str>, files: &dyn Files)
     )?;
     let v: serde_json::Value = serde_json::from_str(&meta).ok()?;
     let host = v.get("Endpoints")?.get("docker")?.get("Host")?.as_str()?;
-    Some(normalize(host))
+    Some((name, normalize(host)))
 }
 
 #[cfg(test)]

@@ -31,20 +31,7 @@ pub fn local_bridge(networks: &[NetworkInfo], local: &[IpAddr]) -> Option<LocalB
         })
 }
 
-/// The addresses of this network namespace's interfaces.
-pub fn local_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    addrs
-        .filter_map(|a| a.address)
-        .filter_map(|s| {
-            s.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })
-        .collect()
-}
+pub use crate::platform::local_addresses;
 
 #[cfg(test)]
 mod tests {

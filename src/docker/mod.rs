@@ -4,6 +4,7 @@
 pub mod client;
 pub mod discovery;
 pub mod local;
+pub mod runtime;
 pub mod vmside;
 
 pub use client::{
@@ -14,3 +15,4 @@ pub use discovery::{
     candidates, user_home, Candidate, Inputs, Invoker, RealFiles, RealUsers, Source,
 };
 pub use local::{local_addresses, local_bridge, LocalBridge};
+pub use runtime::Runtime;

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -162,8 +162,99 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// The message that moves the one peer `key` of `iface` to `endpoint`,
+/// leaving its allowed IPs and the device as they are (the way home is
+/// tried one candidate at a time, `super::endpoint`).
+pub fn set_endpoint(iface: &str, key: &PublicKey, endpoint: SocketAddr) -> WireguardMessage {
+    WireguardMessage {
+        cmd: WireguardCmd::SetDevice,
+        attributes: vec![
+            WireguardAttribute::IfName(iface.to_owned()),
+            WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(key.0),
+                WireguardPeerAttribute::Endpoint(endpoint),
+            ])]),
+        ],
+    }
+}
+
 /// Send `msg` to the kernel's WireGuard family and wait for its ack.
 pub fn apply(iface: &str, msg: WireguardMessage) -> Result<(), KernelError> {
+    let fail = |reason: String| KernelError::Genl {
+        iface: iface.into(),
+        reason,
+    };
+    let (sock, family) = open_family(iface)?;
+    let mut genl = GenlMessage::from_payload(msg);
+    genl.set_resolved_family_id(family);
+    request(&sock, genl, 2, NLM_F_REQUEST | NLM_F_ACK).map_err(fail)?;
+    Ok(())
+}
+
+/// When peer `key` of `iface` last completed a handshake (`wg show
+/// IFACE latest-handshakes`); `None`: never.
+pub fn last_handshake(
+    iface: &str,
+    key: &PublicKey,
+) -> Result<Option<std::time::SystemTime>, KernelError> {
+    let fail = |reason: String| KernelError::Genl {
+        iface: iface.into(),
+        reason,
+    };
+    let (sock, family) = open_family(iface)?;
+    let mut genl = GenlMessage::from_payload(WireguardMessage {
+        cmd: WireguardCmd::GetDevice,
+        attributes: vec![WireguardAttribute::IfName(iface.to_owned())],
+    });
+    genl.set_resolved_family_id(family);
+    let replies = request(&sock, genl, 3, NLM_F_REQUEST | NLM_F_DUMP).map_err(fail)?;
+    let messages = replies.into_iter().filter_map(|r| match r.payload {
+        NetlinkPayload::InnerMessage(m) => Some(m.payload),
+        _ => None,
+    });
+    Ok(handshake_of(messages, key))
+}
+
+/// The peer's last handshake in a `WG_CMD_GET_DEVICE` answer (it may
+/// span several messages); zero seconds means never.
+fn handshake_of(
+    messages: impl IntoIterator<Item = WireguardMessage>,
+    key: &PublicKey,
+) -> Option<std::time::SystemTime> {
+    for m in messages {
+        for a in m.attributes {
+            let WireguardAttribute::Peers(peers) = a else {
+                continue;
+            };
+            for WireguardPeer(attrs) in peers {
+                if !attrs
+                    .iter()
+                    .any(|p| matches!(p, WireguardPeerAttribute::PublicKey(k) if *k == key.0))
+                {
+                    continue;
+                }
+                for p in attrs {
+                    if let WireguardPeerAttribute::LastHandshake(t) = p {
+                        if t.seconds <= 0 {
+                            return None;
+                        }
+                        return Some(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::new(
+                                    t.seconds as u64,
+                                    t.nano_seconds.clamp(0, 999_999_999) as u32,
+                                ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A generic netlink socket and the WireGuard family's id.
+fn open_family(iface: &str) -> Result<(Socket, u16), KernelError> {
     let fail = |reason: String| KernelError::Genl {
         iface: iface.into(),
         reason,
@@ -173,10 +264,7 @@ pub fn apply(iface: &str, msg: WireguardMessage) -> Result<(), KernelError> {
     sock.connect(&NlAddr::new(0, 0))
         .map_err(|e| fail(e.to_string()))?;
     let family = resolve_family(&sock, "wireguard").map_err(fail)?;
-    let mut genl = GenlMessage::from_payload(msg);
-    genl.set_resolved_family_id(family);
-    request(&sock, genl, 2).map_err(fail)?;
-    Ok(())
+    Ok((sock, family))
 }
 
 fn resolve_family(sock: &Socket, name: &str) -> Result<u16, String> {
@@ -184,8 +272,8 @@ fn resolve_family(sock: &Socket, name: &str) -> Result<u16, String> {
         cmd: GenlCtrlCmd::GetFamily,
         nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
     });
-    let replies =
-        request(sock, msg, 1).map_err(|e| format!("generic netlink family {name:?}: {e}"))?;
+    let replies = request(sock, msg, 1, NLM_F_REQUEST | NLM_F_ACK)
+        .map_err(|e| format!("generic netlink family {name:?}: {e}"))?;
     for reply in replies {
         if let NetlinkPayload::InnerMessage(m) = reply.payload {
             for nla in m.payload.nlas {
@@ -198,11 +286,13 @@ fn resolve_family(sock: &Socket, name: &str) -> Result<u16, String> {
     Err(format!("the kernel has no generic netlink family {name:?}"))
 }
 
-/// One request with `NLM_F_ACK`; the replies before the ack.
+/// One request (`NLM_F_ACK`, or `NLM_F_DUMP`); the replies before the
+/// ack or the dump's end.
 fn request<F>(
     sock: &Socket,
     payload: GenlMessage<F>,
     seq: u32,
+    flags: u16,
 ) -> Result<Vec<NetlinkMessage<GenlMessage<F>>>, String>
 where
     F: netlink_packet_generic::GenlFamily
@@ -211,7 +301,7 @@ where
         + std::fmt::Debug,
 {
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.flags = flags;
     header.sequence_number = seq;
     let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
     msg.finalize();
@@ -332,6 +422,61 @@ mod tests {
             .attributes
             .iter()
             .any(|a| matches!(a, WireguardAttribute::ListenPort(_))));
+    }
+
+    /// A `WG_CMD_GET_DEVICE` answer as the kernel sends it (emitted and
+    /// parsed back, so the wire form is exercised): two peers, the host's
+    /// with a handshake, the other never; and the set-endpoint message
+    /// names only the interface and the peer's key and endpoint.
+    #[test]
+    fn last_handshake_is_read_from_the_peer_s_attributes() {
+        use netlink_packet_core::ParseableParametrized;
+        use netlink_packet_generic::{GenlFamily, GenlHeader};
+        use netlink_packet_wireguard::WireguardTimeSpec;
+        let host = PublicKey([7; 32]);
+        let other = PublicKey([8; 32]);
+        let peer = |k: &PublicKey, s: i64| {
+            WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(k.0),
+                WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
+                    seconds: s,
+                    nano_seconds: 5,
+                }),
+            ])
+        };
+        let answer = WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![
+                WireguardAttribute::IfName("nc0".into()),
+                WireguardAttribute::Peers(vec![peer(&other, 0), peer(&host, 1_700_000_000)]),
+            ],
+        };
+        let mut buf = vec![0; answer.buffer_len()];
+        answer.emit(&mut buf);
+        let back = WireguardMessage::parse_with_param(
+            &buf,
+            GenlHeader {
+                cmd: answer.command(),
+                version: 1,
+            },
+        )
+        .unwrap();
+        let want = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        assert_eq!(handshake_of([back.clone()], &host), Some(want));
+        assert_eq!(handshake_of([back], &other), None);
+        assert_eq!(handshake_of([], &host), None);
+
+        let m = set_endpoint("nc0", &host, "192.168.5.2:51820".parse().unwrap());
+        assert_eq!(
+            m.attributes,
+            vec![
+                WireguardAttribute::IfName("nc0".into()),
+                WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                    WireguardPeerAttribute::PublicKey(host.0),
+                    WireguardPeerAttribute::Endpoint("192.168.5.2:51820".parse().unwrap()),
+                ])]),
+            ]
+        );
     }
 
     /// The generic netlink transport against the real kernel: the control

@@ -54,6 +54,23 @@ pub use os::netlink;
 
 use std::net::IpAddr;
 
+/// The addresses of this network namespace's interfaces: what the engine's
+/// bridge gateway is compared with on the host (is the engine local?), and
+/// what the VM-side helper never sends its handshakes to.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}
+
 /// WireGuard's usual MTU: 1500 minus the largest (IPv6) encapsulation.
 pub const DEFAULT_MTU: u16 = 1420;
 

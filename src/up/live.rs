@@ -12,6 +12,7 @@ use crate::control::snapshot::{self, NetworkRoute, Snapshot};
 use crate::control::StatusSource;
 use crate::dns::server::Zone;
 use crate::docker::Engine;
+use crate::helper::endpoint::Report;
 use crate::keys::PublicKey;
 use crate::tunnel::{Device, DeviceStatus};
 
@@ -54,6 +55,7 @@ impl View {
             host: e.host.clone(),
             version: e.server_version.clone(),
             api_version: e.api_version.clone(),
+            runtime: e.runtime.as_str().into(),
         });
     }
 
@@ -91,6 +93,11 @@ impl View {
         let mut i = self.inner.lock();
         i.snap.helper.state = "idle".into();
         i.snap.helper.id = None;
+    }
+
+    /// The helper's word on the way home; `None`: a helper is looking.
+    pub fn way_home(&self, report: Option<&Report>) {
+        self.inner.lock().snap.vm = Some(vm_state(report));
     }
 
     /// The name server's state; `zone`: the names it serves.
@@ -171,6 +178,31 @@ pub fn dns_names(state: &mut snapshot::DnsState, table: &crate::dns::names::Tabl
             addresses: addrs.iter().map(|a| a.to_string()).collect(),
         })
         .collect();
+}
+
+/// The status's `vm` section from the helper's report.
+pub fn vm_state(report: Option<&Report>) -> snapshot::VmState {
+    match report {
+        None => snapshot::VmState {
+            state: "searching".into(),
+            ..Default::default()
+        },
+        Some(Report::Found(c)) => snapshot::VmState {
+            state: "found".into(),
+            endpoint: Some(c.addr.to_string()),
+            endpoint_source: Some(c.source.as_str().into()),
+            ..Default::default()
+        },
+        Some(Report::None { tried, rejected }) => snapshot::VmState {
+            state: "none".into(),
+            error: Some(Report::describe_none(tried, rejected)),
+            rejected: rejected
+                .iter()
+                .map(|r| format!("{} ({})", r.addr, r.source.as_str()))
+                .collect(),
+            ..Default::default()
+        },
+    }
 }
 
 fn unix(t: SystemTime) -> Option<u64> {

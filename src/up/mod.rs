@@ -85,9 +85,25 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         _ = &mut shutdown => return Ok(()),
     };
     connecting.done(format!(
-        "Docker {} (API {}) at {}",
-        engine.server_version, engine.api_version, engine.host
+        "{} engine {} (API {}) at {}",
+        engine.runtime.as_str(),
+        engine.server_version,
+        engine.api_version,
+        engine.host
     ));
+    info!(runtime = engine.runtime.as_str(), "container runtime");
+    if engine.rootless {
+        anyhow::bail!("{}", crate::doctor::rootless_problem(engine.runtime));
+    }
+    // OrbStack routes container addresses to this machine itself: a
+    // tunnel of ours would only shadow its routes.
+    if engine.runtime.routes_containers_itself() && !args.force {
+        info!(
+            runtime = engine.runtime.as_str(),
+            "containers are already reachable: this runtime routes their addresses to this machine itself; nothing to do (--force runs anyway)"
+        );
+        return Ok(());
+    }
     // Linux with the engine in this namespace: its bridges are ours already.
     if platform::ENGINE_MAY_BE_LOCAL && !args.force {
         let networks = docker::networks(&engine.docker).await?;
@@ -146,7 +162,8 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         image: args.target.helper_image.clone(),
         name: format!("netconnect-helper-{}", args.target.vm_interface),
         host_public_key: PublicKey::from(&host_key.public_key()),
-        host_endpoint: endpoint_with_port(&args.host_endpoint, port),
+        host_endpoint: args.host_endpoint.clone(),
+        host_port: port,
         vm_interface: args.target.vm_interface.clone(),
         vm_address: args.vm_address,
         host_address: args.host_address,
@@ -302,40 +319,5 @@ async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
                 delay = (delay * 2).min(BACKOFF_MAX);
             }
         }
-    }
-}
-
-/// `HOST` gets the listen port; `HOST:PORT` and `[V6]:PORT` are kept.
-pub fn endpoint_with_port(endpoint: &str, port: u16) -> String {
-    if endpoint.parse::<std::net::SocketAddr>().is_ok() {
-        return endpoint.to_owned();
-    }
-    if let Ok(ip) = endpoint.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return std::net::SocketAddr::new(ip, port).to_string();
-    }
-    match endpoint.rsplit_once(':') {
-        Some((_, p)) if p.parse::<u16>().is_ok() => endpoint.to_owned(),
-        _ => format!("{endpoint}:{port}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_get_the_listen_port_when_they_have_none() {
-        assert_eq!(
-            endpoint_with_port("host.docker.internal", 51820),
-            "host.docker.internal:51820"
-        );
-        assert_eq!(
-            endpoint_with_port("host.docker.internal:4000", 51820),
-            "host.docker.internal:4000"
-        );
-        assert_eq!(endpoint_with_port("10.1.2.3", 7), "10.1.2.3:7");
-        assert_eq!(endpoint_with_port("10.1.2.3:9", 7), "10.1.2.3:9");
-        assert_eq!(endpoint_with_port("fd00::1", 7), "[fd00::1]:7");
-        assert_eq!(endpoint_with_port("[fd00::1]:9", 7), "[fd00::1]:9");
     }
 }

@@ -40,6 +40,7 @@ use crate::dns::names::Table;
 use crate::dns::server::Zone;
 use crate::docker::vmside::{HelperError, HelperSpec, RunningHelper};
 use crate::docker::{self, Change, ContainerInfo, NetworkInfo};
+use crate::helper::endpoint::Report;
 use crate::progress;
 use crate::routes::{self, Router, SkipReason, Skipped, WatchEvent};
 use crate::tunnel::{DeviceUpdate, PeerUpdate};
@@ -101,6 +102,24 @@ pub struct Session<E, T, R, W> {
     /// When the last helper start was tried: the next waits [`HELPER_RETRY`]
     /// from it (a deadline, so that other wakeups do not put it off).
     pub helper_tried: Instant,
+}
+
+/// The next word of the running helper on the way home; pending while
+/// there is none to wait for. Once the helper's output has ended, it is
+/// forgotten (`None` for this turn of the loop, pending after).
+async fn way_home_changed(helper: &mut Option<RunningHelper>) -> Option<Report> {
+    let Some(rx) = helper.as_mut().and_then(|h| h.way_home.as_mut()) else {
+        return std::future::pending().await;
+    };
+    match rx.changed().await {
+        Ok(()) => rx.borrow_and_update().clone(),
+        Err(_) => {
+            if let Some(h) = helper.as_mut() {
+                h.way_home = None;
+            }
+            None
+        }
+    }
 }
 
 /// Why `up` ends when its tunnel is gone.
@@ -179,6 +198,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                     _ = tokio::time::sleep(announce_every), if !self.announced && self.helper.is_some() => {
                         self.announce_when_ready();
                     }
+                    Some(report) = way_home_changed(&mut self.helper) => self.on_way_home(&report),
                     ev = events.next() => match ev {
                         Some(Ok(ch)) => self.on_change(ch).await,
                         Some(Err(e)) => {
@@ -250,6 +270,26 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
             _ => {}
         }
+    }
+
+    /// The helper said how the VM reaches us (or that nothing it tried
+    /// answered): into the status, and the log.
+    fn on_way_home(&mut self, report: &Report) {
+        match report {
+            Report::Found(c) => info!(
+                target: progress::TARGET,
+                endpoint = %c.addr,
+                source = c.source.as_str(),
+                "the VM side reaches this machine"
+            ),
+            Report::None { tried, rejected } => {
+                warn!(
+                    "{}; `netconnect up` goes on trying",
+                    Report::describe_none(tried, rejected)
+                )
+            }
+        }
+        self.view.way_home(Some(report));
     }
 
     /// Traffic went into the tunnel: start the VM side if it was parked,
@@ -361,6 +401,8 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         let new_key = self.helper.as_ref().map(|h| h.vm_public_key) != Some(started.vm_public_key);
         self.view
             .helper_running(Some((&started.id, started.vm_public_key)));
+        // A new helper looks for the way home afresh.
+        self.view.way_home(None);
         if !self.announced {
             info!(target: progress::TARGET, "waiting for the first handshake with the VM side");
             self.handshake = Some(progress::step(
@@ -675,6 +717,8 @@ mod tests {
         /// One receiver per `events()` call; none left: a stream that ends.
         streams: Arc<Mutex<Vec<UnboundedReceiver<Change>>>>,
         engine: Engine,
+        /// What the next started helper will say on the way home.
+        way_home: Arc<Mutex<Option<tokio::sync::watch::Receiver<Option<Report>>>>>,
     }
 
     impl EngineApi for FakeEngine {
@@ -724,6 +768,7 @@ mod tests {
                 id: format!("helper{n}"),
                 vm_public_key: PublicKey([n as u8; 32]),
                 mode: Mode::Userspace,
+                way_home: self.way_home.lock().unwrap().take(),
             })
         }
         async fn is_running(&self, _: &str) -> bool {
@@ -834,6 +879,7 @@ mod tests {
         tunnel: Arc<FakeTunnel>,
         router: FakeRouter,
         watch: UnboundedSender<WatchEvent>,
+        way_home: Arc<Mutex<Option<tokio::sync::watch::Receiver<Option<Report>>>>>,
     }
 
     impl World {
@@ -889,6 +935,7 @@ mod tests {
         tunnel.handshaken.store(true, SeqCst);
         let router = FakeRouter::default();
         let (watch, watch_rx) = unbounded_channel();
+        let way_home = Arc::new(Mutex::new(None));
         let docker = bollard::Docker::connect_with_http(
             "http://192.0.2.1:9",
             1,
@@ -901,13 +948,16 @@ mod tests {
             source: crate::docker::Source::Flag,
             server_version: "0".into(),
             api_version: "1.41".into(),
+            runtime: Default::default(),
+            rootless: false,
         };
         let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
         let spec = HelperSpec {
             image: "netconnect-helper:test".into(),
             name: "netconnect-helper-test".into(),
             host_public_key: PublicKey([1; 32]),
-            host_endpoint: "192.0.2.1:51820".into(),
+            host_endpoint: Some("192.0.2.1:51820".into()),
+            host_port: 51820,
             vm_interface: "nc-vm".into(),
             vm_address: v4("10.33.33.2"),
             host_address: v4("10.33.33.1"),
@@ -923,6 +973,7 @@ mod tests {
                 ctrs: ctrs.clone(),
                 streams: streams.clone(),
                 engine,
+                way_home: way_home.clone(),
             },
             tunnel: tunnel.clone(),
             router: router.clone(),
@@ -964,6 +1015,7 @@ mod tests {
             tunnel,
             router,
             watch,
+            way_home,
         };
         (s, world)
     }
@@ -1005,6 +1057,61 @@ mod tests {
         })
         .await;
         assert!(s.announced);
+    }
+
+    /// The helper's word on the way home reaches `status` as it comes:
+    /// searching at the start, then the address and source it found; a
+    /// helper started afresh searches again.
+    #[tokio::test(start_paused = true)]
+    async fn the_way_home_the_helper_reports_is_in_the_status() {
+        use crate::control::StatusSource as _;
+        use crate::helper::endpoint::{Candidate, Rejected, Source};
+        let (mut s, w) = session();
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        *w.way_home.lock().unwrap() = Some(rx);
+        let view = s.view.clone();
+        drive(&mut s, async {
+            w.settle().await;
+            let vm = view.snapshot().vm.expect("a vm section once a helper runs");
+            assert_eq!(vm.state, "searching");
+            assert_eq!(vm.endpoint_source, None);
+            tx.send(Some(Report::None {
+                tried: vec![Candidate {
+                    addr: "10.0.0.1:51820".parse().unwrap(),
+                    source: Source::DefaultGateway,
+                }],
+                rejected: vec![Rejected {
+                    addr: "172.17.0.1".parse().unwrap(),
+                    source: Source::HostGateway,
+                }],
+            }))
+            .unwrap();
+            w.settle().await;
+            let vm = view.snapshot().vm.unwrap();
+            assert_eq!(vm.state, "none");
+            let e = vm.error.unwrap();
+            assert!(
+                e.contains("10.0.0.1:51820 (default-gateway)") && e.contains("--host-endpoint"),
+                "{e}"
+            );
+            assert_eq!(vm.rejected, vec!["172.17.0.1 (host-gateway)".to_string()]);
+            tx.send(Some(Report::Found(Candidate {
+                addr: "192.168.5.2:51820".parse().unwrap(),
+                source: Source::Name("host.lima.internal"),
+            })))
+            .unwrap();
+            w.settle().await;
+            let vm = view.snapshot().vm.unwrap();
+            assert_eq!(vm.state, "found");
+            assert_eq!(vm.endpoint.as_deref(), Some("192.168.5.2:51820"));
+            assert_eq!(vm.endpoint_source.as_deref(), Some("host.lima.internal"));
+            assert_eq!(vm.error, None);
+            // The helper's output ends (it exited): the word stays.
+            drop(tx);
+            w.settle().await;
+            assert_eq!(view.snapshot().vm.unwrap().state, "found");
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,7 @@ use futures::StreamExt;
 
 use crate::cli::{HelperArgs, HelperCommand, HelperMode};
 use crate::docker::client::timed;
+use crate::helper::endpoint::{Report, HOST_GATEWAY_NAME};
 use crate::helper::{Mode, MODE_PREFIX, NO_KERNEL_WIREGUARD, PUBLIC_KEY_PREFIX};
 use crate::keys::{Key, PublicKey};
 
@@ -88,7 +89,11 @@ pub struct HelperSpec {
     pub image: String,
     pub name: String,
     pub host_public_key: PublicKey,
-    pub host_endpoint: String,
+    /// `--host-endpoint` as the user gave it; `None`: the helper finds the
+    /// way (`crate::helper::endpoint`).
+    pub host_endpoint: Option<String>,
+    /// The host side's UDP port.
+    pub host_port: u16,
     pub vm_interface: String,
     pub vm_address: std::net::IpAddr,
     pub host_address: std::net::IpAddr,
@@ -110,6 +115,7 @@ impl HelperSpec {
         HelperCommand::Helper(HelperArgs {
             host_public_key: self.host_public_key.to_base64(),
             host_endpoint: self.host_endpoint.clone(),
+            host_port: self.host_port,
             interface: self.vm_interface.clone(),
             vm_address: self.vm_address,
             host_address: self.host_address,
@@ -187,8 +193,10 @@ pub fn vm_host_config() -> HostConfig {
             RUN_TMPFS.0.to_string(),
             RUN_TMPFS.1.to_string(),
         )])),
-        // A name the static helper can resolve without DNS.
-        extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
+        // The engine's host-gateway under a name of our own, one of the
+        // helper's candidates for the way home (`crate::helper::endpoint`);
+        // the runtime's own names keep the VM's answers.
+        extra_hosts: Some(vec![format!("{HOST_GATEWAY_NAME}:host-gateway")]),
         ..Default::default()
     }
 }
@@ -201,6 +209,12 @@ pub struct RunningHelper {
     /// Kernel WireGuard: the container has exited and the interface lives
     /// on in the VM; liveness is then judged by the tunnel alone.
     pub mode: Mode,
+    /// The helper's word on the way home ([`Report`]), as it comes: it
+    /// follows the announcement once a handshake completes (or none
+    /// could). A task follows the helper's output for it until the
+    /// helper says where or its output ends; dropping every receiver
+    /// stops the task.
+    pub way_home: Option<tokio::sync::watch::Receiver<Option<Report>>>,
 }
 
 /// What the helper's output told `up`.
@@ -226,29 +240,77 @@ pub async fn start(
 ) -> Result<RunningHelper, HelperError> {
     if known != Some(Mode::Userspace) {
         match start_one(docker, spec, Mode::Kernel).await? {
-            (id, Announcement::Ready(vm_public_key, mode)) => {
+            (id, Announcement::Ready(vm_public_key, mode), rest) => {
                 return Ok(RunningHelper {
                     id,
                     vm_public_key,
                     mode,
+                    way_home: Some(follow_way_home(rest)),
                 })
             }
-            (_, Announcement::NoKernelWireGuard) => {
+            (_, Announcement::NoKernelWireGuard, _) => {
                 tracing::info!("the VM kernel has no WireGuard; starting the userspace helper, with /dev/net/tun")
             }
         }
     }
     match start_one(docker, spec, Mode::Userspace).await? {
-        (id, Announcement::Ready(vm_public_key, mode)) => Ok(RunningHelper {
+        (id, Announcement::Ready(vm_public_key, mode), rest) => Ok(RunningHelper {
             id,
             vm_public_key,
             mode,
+            way_home: Some(follow_way_home(rest)),
         }),
-        (id, Announcement::NoKernelWireGuard) => Err(HelperError::Exited(format!(
+        (id, Announcement::NoKernelWireGuard, _) => Err(HelperError::Exited(format!(
             "a userspace helper said {NO_KERNEL_WIREGUARD}: {}",
             output(docker, &id).await
         ))),
     }
+}
+
+/// The helper's output after its announcement: the stream being read, and
+/// what of it was read past the announcement.
+struct Rest {
+    logs: LogStream,
+    buf: String,
+}
+
+type LogStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogOutput, BollardError>> + Send>>;
+
+/// Reads [`Report`] lines from the rest of the helper's output into a
+/// watch channel, in a task of its own; it ends at a found way home, at
+/// the end of the output (the helper exited), or when nobody listens.
+fn follow_way_home(mut rest: Rest) -> tokio::sync::watch::Receiver<Option<Report>> {
+    use tracing::Instrument as _;
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let task = async move {
+        let mut consumed = 0;
+        loop {
+            // Whole lines only: a line may arrive in pieces.
+            while let Some(nl) = rest.buf[consumed..].find('\n') {
+                let line = &rest.buf[consumed..consumed + nl];
+                consumed += nl + 1;
+                if let Some(r) = Report::parse(line) {
+                    let found = matches!(r, Report::Found(_));
+                    if tx.send(Some(r)).is_err() || found {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                item = rest.logs.next() => match item {
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        rest.buf.push_str(&String::from_utf8_lossy(&message));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                },
+                () = tx.closed() => return,
+            }
+        }
+    };
+    tokio::spawn(task.instrument(tracing::info_span!("helper-output")));
+    rx
 }
 
 /// Remove any helper of the same name, start `spec.body(mode)`, and wait
@@ -257,7 +319,7 @@ async fn start_one(
     docker: &Docker,
     spec: &HelperSpec,
     mode: Mode,
-) -> Result<(String, Announcement), HelperError> {
+) -> Result<(String, Announcement, Rest), HelperError> {
     remove(docker, &spec.name).await?;
     let created = timed(
         docker.create_container(
@@ -272,21 +334,23 @@ async fn start_one(
     .await?;
     timed(docker.start_container(&created.id, None)).await?;
     match tokio::time::timeout(READY_TIMEOUT, read_announcement(docker, &created.id)).await {
-        Ok(Ok(found)) => Ok((created.id, found)),
+        Ok(Ok((found, rest))) => Ok((created.id, found, rest)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(HelperError::NotReady(output(docker, &created.id).await)),
     }
 }
 
-async fn read_announcement(docker: &Docker, id: &str) -> Result<Announcement, HelperError> {
-    let mut logs = docker.logs(
-        id,
-        Some(
-            LogsOptionsBuilder::default()
-                .stdout(true)
-                .stderr(false)
-                .follow(true)
-                .build(),
+async fn read_announcement(docker: &Docker, id: &str) -> Result<(Announcement, Rest), HelperError> {
+    let mut logs: LogStream = Box::pin(
+        docker.logs(
+            id,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(false)
+                    .follow(true)
+                    .build(),
+            ),
         ),
     );
     let mut buf = String::new();
@@ -294,7 +358,16 @@ async fn read_announcement(docker: &Docker, id: &str) -> Result<Announcement, He
         if let LogOutput::StdOut { message } = item? {
             buf.push_str(&String::from_utf8_lossy(&message));
             if let Some(found) = parse_announcement(&buf) {
-                return Ok(found);
+                // What follows the key's line is the rest of the output.
+                let after = buf
+                    .find(PUBLIC_KEY_PREFIX)
+                    .and_then(|i| buf[i..].find('\n').map(|n| i + n + 1))
+                    .unwrap_or(buf.len());
+                let rest = Rest {
+                    logs,
+                    buf: buf[after..].to_owned(),
+                };
+                return Ok((found, rest));
             }
         }
     }
@@ -392,7 +465,8 @@ mod tests {
             image: "netconnect-helper:test".into(),
             name: "netconnect-helper-netconnect0".into(),
             host_public_key: PublicKey([7; 32]),
-            host_endpoint: "host.docker.internal:51820".into(),
+            host_endpoint: None,
+            host_port: 51820,
             // None of the CLI's defaults, so that a flag left out of the
             // rendering shows in the round trip.
             vm_interface: "nc-vm1".into(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::ImportImageOptionsBuilder;
 use bollard::Docker;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tracing::{debug, info};
 
 use super::container::HelperError;
@@ -148,6 +148,22 @@ async fn present(docker: &Docker, image: &str) -> Result<bool, HelperError> {
     }
 }
 
+/// Whether the file starts with gzip's magic; the file is left at its start.
+async fn is_gzip(file: &mut tokio::fs::File) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut magic = [0u8; 2];
+    let mut n = 0;
+    while n < 2 {
+        let got = file.read(&mut magic[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    Ok(n == 2 && magic == [0x1f, 0x8b])
+}
+
 /// Ok when `image` is in the engine, loading the first existing archive
 /// if it was not.
 pub async fn ensure(docker: &Docker, image: &str, archives: &[PathBuf]) -> Result<(), HelperError> {
@@ -183,17 +199,30 @@ pub async fn ensure(docker: &Docker, image: &str, archives: &[PathBuf]) -> Resul
         "Loading the helper image {image} from {}",
         archive.display()
     ));
-    // Streamed from the file, not read whole: the count of bytes handed to
-    // the engine is the progress a person sees.
-    let file = tokio::fs::File::open(archive)
+    // Streamed from the file, not read whole: the count of the file's bytes
+    // read is the progress a person sees. A gzipped archive is unpacked on
+    // the way: Podman's load refuses it compressed, and a plain tar is
+    // what every engine takes.
+    let mut file = tokio::fs::File::open(archive)
         .await
         .map_err(|e| load_err(e.to_string()))?;
     if let Ok(meta) = file.metadata().await {
         step.bytes(meta.len());
     }
+    let gzipped = is_gzip(&mut file)
+        .await
+        .map_err(|e| load_err(e.to_string()))?;
     let advance = step.advancer();
-    let body = tokio_util::io::ReaderStream::new(file)
-        .inspect_ok(move |chunk| advance(chunk.len() as u64));
+    let counted = tokio::io::BufReader::new(tokio_util::io::InspectReader::new(
+        file,
+        move |chunk: &[u8]| advance(chunk.len() as u64),
+    ));
+    let reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = if gzipped {
+        Box::pin(async_compression::tokio::bufread::GzipDecoder::new(counted))
+    } else {
+        Box::pin(counted)
+    };
+    let body = tokio_util::io::ReaderStream::new(reader);
     let load = async {
         let mut progress = docker.import_image(
             ImportImageOptionsBuilder::default().quiet(true).build(),
@@ -220,6 +249,28 @@ pub async fn ensure(docker: &Docker, image: &str, archives: &[PathBuf]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gzip_is_known_by_its_magic_and_the_file_stays_at_its_start() {
+        use tokio::io::AsyncReadExt as _;
+        let dir = std::env::temp_dir().join(format!("nc-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes, want) in [
+            ("a.tar.gz", &[0x1f, 0x8b, 8, 0][..], true),
+            ("a.tar", &b"manifest.json\0"[..], false),
+            ("one", &[0x1f][..], false),
+            ("empty", &[][..], false),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let mut f = tokio::fs::File::open(&p).await.unwrap();
+            assert_eq!(is_gzip(&mut f).await.unwrap(), want, "{name}");
+            let mut back = Vec::new();
+            f.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, bytes, "{name}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn archive_next_to_homebrew_and_plain_binaries() {
