@@ -33,6 +33,9 @@ PACKAGES=(
   bind9-dnsutils # dig: the names tests ask netconnect's DNS server as a user would
   dnsperf        # bench/dns.sh: queries a second and latency
   dnsmasq-base   # bench/dns.sh: the reference server measured in the same run
+  podman         # tests/runtimes_e2e.rs: a second real engine (Docker-compatible API)
+  netavark       # Podman's network backend (without it: CNI plugins, not installed)
+  aardvark-dns   # netavark's DNS for container names
 )
 # helper-image/iptables-rootfs.sh puts Debian's iptables of each helper
 # architecture into the image with `apt-get download iptables:ARCH`; dpkg
@@ -90,7 +93,7 @@ if ((${#missing[@]} + ${#added_arch[@]})); then
 fi
 
 # Tools we call by name, in case a package installed but PATH is odd.
-for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout nsenter \
+for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout nsenter podman unshare \
   iptables-legacy iptables-nft readelf dpkg-deb; do
   command -v "$c" >/dev/null 2>&1 || die "'$c' not on PATH although its package is installed: fix PATH (need /usr/sbin and /usr/bin)"
 done

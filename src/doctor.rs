@@ -205,6 +205,10 @@ pub fn rootless_problem(runtime: crate::docker::Runtime) -> String {
         crate::docker::Runtime::Podman => {
             "make the Podman machine rootful: podman machine stop && podman machine set --rootful && podman machine start"
         }
+        // Lima's `docker` template runs dockerd rootless.
+        crate::docker::Runtime::Lima => {
+            "start a rootful engine instead: limactl start template://docker-rootful"
+        }
         _ => "use the engine's rootful mode (a rootless engine's host network is a user namespace's)",
     };
     format!(

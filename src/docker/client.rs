@@ -177,6 +177,11 @@ fn runtime_facts(
         security_options: info
             .and_then(|i| i.security_options.clone())
             .unwrap_or_default(),
+        platform: v
+            .platform
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -438,6 +443,22 @@ impl Change {
     }
 }
 
+/// What an event means on `runtime`. Podman (4.3, Debian's; checked
+/// here) sends no network create or destroy event at all, so there a
+/// container started or attached may be on a network we have not listed:
+/// the networks are listed again first (one request per such event, no
+/// polling). A network removed is seen at the next listing.
+pub fn changes(ev: &EventMessage, runtime: super::Runtime) -> Vec<Change> {
+    let ch = classify(ev);
+    let may_be_new_network = matches!(ch, Change::ContainerStarted(_))
+        || (matches!(ch, Change::Container(_)) && ev.typ == Some(EventMessageTypeEnum::NETWORK));
+    if runtime == super::Runtime::Podman && may_be_new_network {
+        vec![Change::Networks, ch]
+    } else {
+        vec![ch]
+    }
+}
+
 pub fn classify(ev: &EventMessage) -> Change {
     let id = ev
         .actor
@@ -455,6 +476,9 @@ pub fn classify(ev: &EventMessage) -> Change {
                 .and_then(|a| a.get("container"))
             {
                 Some(c) => Change::Container(c.clone()),
+                // Podman names the container as the actor, and the
+                // network nowhere.
+                None if !id.is_empty() => Change::Container(id),
                 None => Change::Other,
             }
         }
@@ -476,6 +500,48 @@ pub fn classify(ev: &EventMessage) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Podman 4.3's events as its compat API streams them (recorded on
+    /// this machine): a network connect names the container as the
+    /// actor; a start makes Podman's networks be listed again, Docker's not.
+    #[test]
+    fn podman_events_mean_what_docker_s_do() {
+        let connect: EventMessage = serde_json::from_str(
+            r#"{"status":"connect","id":"db8bcab8d22d","Type":"network","Action":"connect","Actor":{"ID":"db8bcab8d22d","Attributes":{"containerExitCode":"0","image":"","name":"pe2","podId":""}},"scope":"local","time":1796623240,"timeNano":1796623240016483655}"#,
+        )
+        .unwrap();
+        assert_eq!(classify(&connect), Change::Container("db8bcab8d22d".into()));
+        let start: EventMessage = serde_json::from_str(
+            r#"{"status":"start","id":"6f3ac4b1","from":"localhost/netconnect-test-busybox:1","Type":"container","Action":"start","Actor":{"ID":"6f3ac4b1","Attributes":{"containerExitCode":"0","image":"localhost/netconnect-test-busybox:1","name":"pe1","podId":""}},"scope":"local","time":1796623211}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&start, super::super::Runtime::Podman),
+            vec![
+                Change::Networks,
+                Change::ContainerStarted("6f3ac4b1".into())
+            ]
+        );
+        assert_eq!(
+            changes(&start, super::super::Runtime::Dockerd),
+            vec![Change::ContainerStarted("6f3ac4b1".into())]
+        );
+        assert_eq!(
+            changes(&connect, super::super::Runtime::Podman),
+            vec![Change::Networks, Change::Container("db8bcab8d22d".into())]
+        );
+        let die: EventMessage = serde_json::from_str(
+            r#"{"status":"die","id":"6f3a","Type":"container","Action":"die","Actor":{"ID":"6f3a","Attributes":{"containerExitCode":"0","exitCode":"3","name":"pe1","podId":""}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            changes(&die, super::super::Runtime::Podman),
+            vec![Change::ContainerDied {
+                id: "6f3a".into(),
+                exit_code: Some(3)
+            }]
+        );
+    }
 
     #[test]
     fn a_die_event_carries_its_exit_code() {

@@ -8,7 +8,7 @@ pub mod runtime;
 pub mod vmside;
 
 pub use client::{
-    classify, connect, container, containers, desired_subnets, events, networks, Change,
+    changes, classify, connect, container, containers, desired_subnets, events, networks, Change,
     ContainerInfo, DockerError, Engine, NetworkInfo,
 };
 pub use discovery::{

@@ -76,6 +76,9 @@ pub struct Facts {
     pub labels: Vec<String>,
     /// `/version` `Components[].Name` ("Engine", "Podman Engine").
     pub components: Vec<String>,
+    /// `/version` `Platform.Name` ("Docker Desktop 4.33.0 (160616)",
+    /// "Docker Engine - Community", "linux/arm64/fedora-41").
+    pub platform: String,
     /// `/info` `SecurityOptions` (`name=seccomp,profile=default`,
     /// `name=rootless`).
     pub security_options: Vec<String>,
@@ -108,6 +111,7 @@ pub fn identify(facts: &Facts, source: Source, host: &str, context: Option<&str>
     }
     if os == "docker desktop"
         || name == "docker-desktop"
+        || facts.platform.starts_with("Docker Desktop")
         || facts
             .labels
             .iter()
@@ -115,7 +119,12 @@ pub fn identify(facts: &Facts, source: Source, host: &str, context: Option<&str>
     {
         return Runtime::DockerDesktop;
     }
-    if name.contains("rancher-desktop") {
+    if name.contains("rancher-desktop")
+        || facts
+            .security_options
+            .iter()
+            .any(|o| o.contains("/etc/rancher-desktop/"))
+    {
         return Runtime::RancherDesktop;
     }
     if name == "colima" || name.starts_with("colima-") {
@@ -164,6 +173,7 @@ mod tests {
             kernel: kernel.into(),
             labels: labels.iter().map(|s| s.to_string()).collect(),
             components: components.iter().map(|s| s.to_string()).collect(),
+            platform: String::new(),
             security_options: vec![],
         }
     }
@@ -224,6 +234,15 @@ mod tests {
                 Runtime::Dockerd,
             ),
         ];
+        // Fields besides the name that say it (Docker Desktop's platform,
+        // Rancher Desktop's seccomp profile), when a user renamed the VM.
+        let mut dd = facts("Ubuntu", "my-vm", "6.10", &[], &["Engine"]);
+        dd.platform = "Docker Desktop 4.33.0 (160616)".into();
+        let mut rd = facts("Alpine Linux v3.20", "my-vm", "6.6", &[], &["Engine"]);
+        rd.security_options = vec!["name=seccomp,profile=/etc/rancher-desktop/seccomp.json".into()];
+        let cases = cases
+            .into_iter()
+            .chain([(dd, Runtime::DockerDesktop), (rd, Runtime::RancherDesktop)]);
         for (f, want) in cases {
             assert_eq!(
                 identify(&f, Source::Env, "unix:///tmp/any.sock", None),

@@ -240,7 +240,7 @@ pub async fn check(args: VmArgs) -> anyhow::Result<()> {
         writeln!(out, "missing interface {}", args.interface)?;
         broken.push(format!("interface {}", args.interface));
     }
-    for rule in firewall::rules(&args.interface) {
+    for rule in ipt.rules(&args.interface) {
         let o = ipt.run_args(rule.family, &rule.args("-C"));
         let present = o.as_ref().is_ok_and(|o| o.status.success());
         let text = format!("-t {} {} {}", rule.table, rule.chain, rule.spec.join(" "));

@@ -22,6 +22,11 @@ use std::time::Duration;
 /// own names (`host.docker.internal` among them) keep the VM's answer.
 pub const HOST_GATEWAY_NAME: &str = "host-gateway.netconnect.internal";
 
+/// Where `up` mounts the VM's own `/etc/hosts` in the helper, read-only:
+/// a host-network container with `ExtraHosts` gets a fresh file instead of
+/// a copy of the VM's, and the runtime's names for the Mac are in the VM's.
+pub const VM_HOSTS: &str = "/etc/vm-hosts";
+
 /// What each runtime calls the Mac inside its VM, in the order tried:
 /// Docker Desktop, Lima (and so Colima), Podman, Rancher Desktop.
 pub const RUNTIME_NAMES: [&str; 4] = [
@@ -257,11 +262,16 @@ pub async fn find(trial: &mut impl Trial, candidates: &[Candidate]) -> Option<Ca
 }
 
 /// The helper's word on the way home, one line of its output after the
-/// announcement: `endpoint=ADDR source=SOURCE`, or `endpoint=none
-/// tried=ADDR(SOURCE),… rejected=ADDR(SOURCE),…`.
+/// announcement: `endpoint=ADDR source=SOURCE rejected=ADDR(SOURCE),…`,
+/// or `endpoint=none tried=ADDR(SOURCE),… rejected=ADDR(SOURCE),…` (`-`
+/// for an empty list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    Found(Candidate),
+    /// The way home, and what was left out as the VM's own.
+    Found {
+        chosen: Candidate,
+        rejected: Vec<Rejected>,
+    },
     None {
         tried: Vec<Candidate>,
         rejected: Vec<Rejected>,
@@ -272,37 +282,67 @@ pub const REPORT_PREFIX: &str = "endpoint=";
 
 impl Report {
     pub fn line(&self) -> String {
-        match self {
-            Report::Found(c) => format!("{REPORT_PREFIX}{} source={}\n", c.addr, c.source.as_str()),
-            Report::None { tried, rejected } => {
-                let list = |v: Vec<String>| {
-                    if v.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        v.join(",")
-                    }
-                };
-                format!(
-                    "{REPORT_PREFIX}none tried={} rejected={}\n",
-                    list(
-                        tried
-                            .iter()
-                            .map(|c| format!("{}({})", c.addr, c.source.as_str()))
-                            .collect()
-                    ),
-                    list(
-                        rejected
-                            .iter()
-                            .map(|r| format!("{}({})", r.addr, r.source.as_str()))
-                            .collect()
-                    ),
-                )
+        fn list(v: Vec<String>) -> String {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(",")
             }
+        }
+        let rejected = |r: &[Rejected]| {
+            list(
+                r.iter()
+                    .map(|r| format!("{}({})", r.addr, r.source.as_str()))
+                    .collect(),
+            )
+        };
+        match self {
+            Report::Found {
+                chosen,
+                rejected: r,
+            } => format!(
+                "{REPORT_PREFIX}{} source={} rejected={}\n",
+                chosen.addr,
+                chosen.source.as_str(),
+                rejected(r)
+            ),
+            Report::None { tried, rejected: r } => format!(
+                "{REPORT_PREFIX}none tried={} rejected={}\n",
+                list(
+                    tried
+                        .iter()
+                        .map(|c| format!("{}({})", c.addr, c.source.as_str()))
+                        .collect()
+                ),
+                rejected(r),
+            ),
         }
     }
 
     /// One line of the helper's output, if it is a report.
     pub fn parse(line: &str) -> Option<Report> {
+        fn items(s: &str) -> Option<Vec<(String, Source)>> {
+            if s == "-" {
+                return Some(Vec::new());
+            }
+            s.split(',')
+                .map(|item| {
+                    let (a, src) = item.strip_suffix(')')?.rsplit_once('(')?;
+                    Some((a.to_owned(), Source::parse(src)?))
+                })
+                .collect()
+        }
+        fn rejected(s: &str) -> Option<Vec<Rejected>> {
+            items(s)?
+                .into_iter()
+                .map(|(a, source)| {
+                    Some(Rejected {
+                        addr: a.parse().ok()?,
+                        source,
+                    })
+                })
+                .collect()
+        }
         let rest = line.trim().strip_prefix(REPORT_PREFIX)?;
         let mut words = rest.split_whitespace();
         let first = words.next()?;
@@ -311,18 +351,7 @@ impl Report {
         };
         if first == "none" {
             let tried = field(words.next(), "tried")?;
-            let rejected = field(words.next(), "rejected")?;
-            let items = |s: &str| -> Option<Vec<(String, Source)>> {
-                if s == "-" {
-                    return Some(Vec::new());
-                }
-                s.split(',')
-                    .map(|item| {
-                        let (a, src) = item.strip_suffix(')')?.rsplit_once('(')?;
-                        Some((a.to_owned(), Source::parse(src)?))
-                    })
-                    .collect()
-            };
+            let r = field(words.next(), "rejected")?;
             let tried = items(&tried)?
                 .into_iter()
                 .map(|(a, source)| {
@@ -332,22 +361,20 @@ impl Report {
                     })
                 })
                 .collect::<Option<Vec<_>>>()?;
-            let rejected = items(&rejected)?
-                .into_iter()
-                .map(|(a, source)| {
-                    Some(Rejected {
-                        addr: a.parse().ok()?,
-                        source,
-                    })
-                })
-                .collect::<Option<Vec<_>>>()?;
-            return Some(Report::None { tried, rejected });
+            return Some(Report::None {
+                tried,
+                rejected: rejected(&r)?,
+            });
         }
         let source = Source::parse(&field(words.next(), "source")?)?;
-        Some(Report::Found(Candidate {
-            addr: first.parse().ok()?,
-            source,
-        }))
+        let r = field(words.next(), "rejected")?;
+        Some(Report::Found {
+            chosen: Candidate {
+                addr: first.parse().ok()?,
+                source,
+            },
+            rejected: rejected(&r)?,
+        })
     }
 
     /// What a person reads when no candidate answered: every address
@@ -602,13 +629,19 @@ mod tests {
 
     #[test]
     fn reports_render_and_parse_back() {
-        let found = Report::Found(Candidate {
-            addr: "192.168.5.2:51820".parse().unwrap(),
-            source: Source::Name("host.lima.internal"),
-        });
+        let found = Report::Found {
+            chosen: Candidate {
+                addr: "192.168.5.2:51820".parse().unwrap(),
+                source: Source::Name("host.lima.internal"),
+            },
+            rejected: vec![Rejected {
+                addr: ip("172.17.0.1"),
+                source: Source::HostGateway,
+            }],
+        };
         assert_eq!(
             found.line(),
-            "endpoint=192.168.5.2:51820 source=host.lima.internal\n"
+            "endpoint=192.168.5.2:51820 source=host.lima.internal rejected=172.17.0.1(host-gateway)\n"
         );
         let none = Report::None {
             tried: vec![
@@ -640,8 +673,9 @@ mod tests {
         }
         for junk in [
             "endpoint=",
-            "endpoint=x source=host-gateway",
-            "endpoint=1.2.3.4:5 source=elsewhere",
+            "endpoint=x source=host-gateway rejected=-",
+            "endpoint=1.2.3.4:5 source=elsewhere rejected=-",
+            "endpoint=1.2.3.4:5 source=host-gateway",
             "public_key=abc",
         ] {
             assert_eq!(Report::parse(junk), None, "{junk}");

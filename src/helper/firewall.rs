@@ -82,8 +82,43 @@ impl Rule {
     }
 }
 
-/// The rules for tunnel interface `iface`, for both address families.
+/// The rules for tunnel interface `iface`, for both address families,
+/// where Docker's chains are ([`rules_in`] with `DOCKER-USER`).
 pub fn rules(iface: &str) -> Vec<Rule> {
+    rules_in(iface, ForwardChain::DockerUser)
+}
+
+/// Where the forward accepts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardChain {
+    /// Docker's `DOCKER-USER`, jumped to first from `FORWARD`.
+    DockerUser,
+    /// `FORWARD` itself, at its top: a VM with no Docker chains (a Podman
+    /// machine: netavark jumps to its own chains from `FORWARD`).
+    Forward,
+}
+
+impl ForwardChain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardChain::DockerUser => "DOCKER-USER",
+            ForwardChain::Forward => "FORWARD",
+        }
+    }
+
+    /// `DOCKER-USER` when the IPv4 `-save` output declares it.
+    pub fn of(save: &str) -> ForwardChain {
+        if save.lines().any(|l| l.starts_with(":DOCKER-USER ")) {
+            ForwardChain::DockerUser
+        } else {
+            ForwardChain::Forward
+        }
+    }
+}
+
+/// The rules for `iface` with the forward accepts in `forward`.
+pub fn rules_in(iface: &str, forward: ForwardChain) -> Vec<Rule> {
+    let forward = forward.as_str();
     let mut out = Vec::new();
     for family in [Family::V4, Family::V6] {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -99,7 +134,7 @@ pub fn rules(iface: &str) -> Vec<Rule> {
         out.push(Rule {
             family,
             table: "filter",
-            chain: "DOCKER-USER",
+            chain: forward,
             spec: s(&["-i", iface, "-j", "ACCEPT"]),
             reason: "FORWARD's policy is DROP and Engine 28 ends each bridge with \
                      `! -i br -o br -j DROP`; DOCKER-USER is jumped to first from FORWARD in \
@@ -109,7 +144,7 @@ pub fn rules(iface: &str) -> Vec<Rule> {
         out.push(Rule {
             family,
             table: "filter",
-            chain: "DOCKER-USER",
+            chain: forward,
             spec: s(&[
                 "-o",
                 iface,
@@ -206,6 +241,7 @@ pub enum FirewallError {
 #[derive(Debug, Clone, Copy)]
 pub struct Iptables {
     backend: Backend,
+    forward: ForwardChain,
 }
 
 impl Iptables {
@@ -233,18 +269,31 @@ impl Iptables {
         };
         let (legacy, nft) = (save(Backend::Legacy)?, save(Backend::Nft)?);
         let backend = choose(&legacy, &nft);
+        let forward = ForwardChain::of(match backend {
+            Backend::Legacy => &legacy,
+            Backend::Nft => &nft,
+        });
         tracing::info!(
             backend = backend.as_str(),
             legacy_docker_lines = docker_lines(&legacy),
             nft_docker_lines = docker_lines(&nft),
+            forward_chain = forward.as_str(),
             "iptables backend chosen"
         );
-        Ok(Iptables { backend })
+        Ok(Iptables { backend, forward })
     }
 
     /// A given backend, for tests and for callers that already know.
     pub fn with_backend(backend: Backend) -> Self {
-        Iptables { backend }
+        Iptables {
+            backend,
+            forward: ForwardChain::DockerUser,
+        }
+    }
+
+    /// The rules for `iface` in this VM's chains.
+    pub fn rules(&self, iface: &str) -> Vec<Rule> {
+        rules_in(iface, self.forward)
     }
 
     pub fn backend(&self) -> Backend {
@@ -374,6 +423,39 @@ mod tests {
         -A FORWARD -j KUBE-FORWARD\n\
         -A INPUT -m comment --comment \"DOCKER-USER is not a chain here\" -j ACCEPT\n\
         COMMIT\n";
+
+    /// A Podman machine's filter table (netavark's iptables driver, as
+    /// `iptables-save` prints it), with no Docker: the accepts go to the
+    /// top of FORWARD; with Docker's chains, to DOCKER-USER.
+    #[test]
+    fn the_forward_accepts_go_where_this_vm_s_chains_are() {
+        let netavark = "*filter\n\
+            :INPUT ACCEPT [0:0]\n\
+            :FORWARD ACCEPT [0:0]\n\
+            :OUTPUT ACCEPT [0:0]\n\
+            :NETAVARK_FORWARD - [0:0]\n\
+            -A FORWARD -m comment --comment \"netavark firewall plugin rules\" -j NETAVARK_FORWARD\n\
+            -A NETAVARK_FORWARD -d 10.88.0.0/16 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+            -A NETAVARK_FORWARD -s 10.88.0.0/16 -j ACCEPT\n\
+            COMMIT\n";
+        assert_eq!(ForwardChain::of(netavark), ForwardChain::Forward);
+        assert_eq!(ForwardChain::of(OTHER_SAVE), ForwardChain::Forward);
+        assert_eq!(ForwardChain::of(DOCKER_SAVE), ForwardChain::DockerUser);
+        let r = rules_in("nc0", ForwardChain::Forward);
+        let filter: Vec<String> = r
+            .iter()
+            .filter(|r| r.table == "filter" && r.family == Family::V4)
+            .map(|r| r.args("-I").join(" "))
+            .collect();
+        assert_eq!(
+            filter,
+            vec![
+                "-w 5 -t filter -I FORWARD -i nc0 -m comment --comment netconnect -j ACCEPT",
+                "-w 5 -t filter -I FORWARD -o nc0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment netconnect -j ACCEPT",
+            ]
+        );
+        assert_eq!(rules("nc0"), rules_in("nc0", ForwardChain::DockerUser));
+    }
 
     #[test]
     fn docker_lines_counts_declarations_rules_and_jumps_to_dockers_chains() {

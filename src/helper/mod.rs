@@ -185,7 +185,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     }
 
     let iptables = firewall::Iptables::detect()?;
-    let added = iptables.ensure(&firewall::rules(&name))?;
+    let added = iptables.ensure(&iptables.rules(&name))?;
     info!(iface = %name, rules_added = added, backend = iptables.backend().as_str(), "VM side ready (userspace WireGuard)");
     announce(Mode::Userspace, &key)?;
 
@@ -209,7 +209,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
         let mut said_none = false;
         loop {
             if let Some(c) = endpoint::find(&mut trial, &way.candidates).await {
-                way.report(&endpoint::Report::Found(c))?;
+                way.report(&way.found(c))?;
                 return Ok::<(), anyhow::Error>(());
             }
             if !said_none {
@@ -272,7 +272,13 @@ impl WayHome {
     /// routes. A name the user gave that the VM cannot resolve is an error
     /// (the helper exits: `up` shows its output).
     fn look(args: &HelperArgs) -> anyhow::Result<WayHome> {
-        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        // The container's file (the engine's host-gateway entry) and the
+        // VM's own (the runtime's names for the Mac), which `up` mounts.
+        let hosts = ["/etc/hosts", endpoint::VM_HOSTS]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect::<Vec<_>>()
+            .join("\n");
         let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
         let local = platform::local_addresses();
         let gateways = endpoint::default_gateways(&routes);
@@ -306,6 +312,13 @@ impl WayHome {
         self.candidates.first().map(|c| c.addr)
     }
 
+    fn found(&self, chosen: endpoint::Candidate) -> endpoint::Report {
+        endpoint::Report::Found {
+            chosen,
+            rejected: self.rejected.clone(),
+        }
+    }
+
     fn none(&self) -> endpoint::Report {
         endpoint::Report::None {
             tried: self.candidates.clone(),
@@ -316,8 +329,8 @@ impl WayHome {
     /// One line for `up` on stdout, and the same in the log.
     fn report(&self, r: &endpoint::Report) -> anyhow::Result<()> {
         match r {
-            endpoint::Report::Found(c) => {
-                info!(endpoint = %c.addr, source = c.source.as_str(), "handshake with the host side: this is the way home")
+            endpoint::Report::Found { chosen, .. } => {
+                info!(endpoint = %chosen.addr, source = chosen.source.as_str(), "handshake with the host side: this is the way home")
             }
             endpoint::Report::None { tried, rejected } => {
                 tracing::warn!("{}", endpoint::Report::describe_none(tried, rejected))
@@ -434,7 +447,7 @@ async fn run_kernel(
     let host_key = peer.public_key;
     kernel::apply(name, kernel::set_device(name, key, None, None, &[peer]))?;
     let iptables = firewall::Iptables::detect()?;
-    let added = iptables.ensure(&firewall::rules(name))?;
+    let added = iptables.ensure(&iptables.rules(name))?;
     info!(iface = %name, rules_added = added, backend = iptables.backend().as_str(), "VM side ready (kernel WireGuard)");
     announce(Mode::Kernel, key)?;
     // Speak first, through each candidate in turn: a datagram to the
@@ -451,7 +464,7 @@ async fn run_kernel(
         host,
     };
     match endpoint::find(&mut trial, &way.candidates).await {
-        Some(c) => way.report(&endpoint::Report::Found(c))?,
+        Some(c) => way.report(&way.found(c))?,
         None => {
             // Left pointing at the first candidate: the kernel retries it
             // every 5 s, and `up` runs the helper again when traffic goes

@@ -187,22 +187,26 @@ pub fn vm_state(report: Option<&Report>) -> snapshot::VmState {
             state: "searching".into(),
             ..Default::default()
         },
-        Some(Report::Found(c)) => snapshot::VmState {
+        Some(Report::Found { chosen, rejected }) => snapshot::VmState {
             state: "found".into(),
-            endpoint: Some(c.addr.to_string()),
-            endpoint_source: Some(c.source.as_str().into()),
+            endpoint: Some(chosen.addr.to_string()),
+            endpoint_source: Some(chosen.source.as_str().into()),
+            rejected: rejected_text(rejected),
             ..Default::default()
         },
         Some(Report::None { tried, rejected }) => snapshot::VmState {
             state: "none".into(),
             error: Some(Report::describe_none(tried, rejected)),
-            rejected: rejected
-                .iter()
-                .map(|r| format!("{} ({})", r.addr, r.source.as_str()))
-                .collect(),
+            rejected: rejected_text(rejected),
             ..Default::default()
         },
     }
+}
+
+fn rejected_text(r: &[crate::helper::endpoint::Rejected]) -> Vec<String> {
+    r.iter()
+        .map(|r| format!("{} ({})", r.addr, r.source.as_str()))
+        .collect()
 }
 
 fn unix(t: SystemTime) -> Option<u64> {

@@ -89,8 +89,15 @@ impl EngineApi for DockerApi {
     }
 
     fn events(&self) -> BoxStream<'static, Result<Change, String>> {
+        let runtime = self.engine.runtime;
         docker::events(&self.engine.docker)
-            .map(|r| r.map(|ev| docker::classify(&ev)).map_err(|e| e.to_string()))
+            .flat_map(move |r| {
+                let v: Vec<Result<Change, String>> = match r {
+                    Ok(ev) => docker::changes(&ev, runtime).into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e.to_string())],
+                };
+                futures::stream::iter(v)
+            })
             .boxed()
     }
 

@@ -276,10 +276,10 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
     /// answered): into the status, and the log.
     fn on_way_home(&mut self, report: &Report) {
         match report {
-            Report::Found(c) => info!(
+            Report::Found { chosen, .. } => info!(
                 target: progress::TARGET,
-                endpoint = %c.addr,
-                source = c.source.as_str(),
+                endpoint = %chosen.addr,
+                source = chosen.source.as_str(),
                 "the VM side reaches this machine"
             ),
             Report::None { tried, rejected } => {
@@ -1095,10 +1095,13 @@ mod tests {
                 "{e}"
             );
             assert_eq!(vm.rejected, vec!["172.17.0.1 (host-gateway)".to_string()]);
-            tx.send(Some(Report::Found(Candidate {
-                addr: "192.168.5.2:51820".parse().unwrap(),
-                source: Source::Name("host.lima.internal"),
-            })))
+            tx.send(Some(Report::Found {
+                chosen: Candidate {
+                    addr: "192.168.5.2:51820".parse().unwrap(),
+                    source: Source::Name("host.lima.internal"),
+                },
+                rejected: vec![],
+            }))
             .unwrap();
             w.settle().await;
             let vm = view.snapshot().vm.unwrap();

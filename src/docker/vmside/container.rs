@@ -18,7 +18,7 @@ use futures::StreamExt;
 
 use crate::cli::{HelperArgs, HelperCommand, HelperMode};
 use crate::docker::client::timed;
-use crate::helper::endpoint::{Report, HOST_GATEWAY_NAME};
+use crate::helper::endpoint::{Report, HOST_GATEWAY_NAME, VM_HOSTS};
 use crate::helper::{Mode, MODE_PREFIX, NO_KERNEL_WIREGUARD, PUBLIC_KEY_PREFIX};
 use crate::keys::{Key, PublicKey};
 
@@ -140,11 +140,25 @@ impl HelperSpec {
         };
         let cmd = self.command(helper_mode).argv();
         let mut hc = vm_host_config();
-        hc.mounts = Some(vec![Mount {
-            target: Some(KEY_DIR.into()),
-            typ: Some(MountType::VOLUME),
-            ..Default::default()
-        }]);
+        hc.mounts = Some(vec![
+            Mount {
+                target: Some(KEY_DIR.into()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            },
+            // The VM's own /etc/hosts, read-only: a host-network
+            // container gets a copy of it only when it has no ExtraHosts
+            // (moby builds a fresh file otherwise, checked on Engine
+            // 20.10), and the helper needs both the host-gateway entry and
+            // the runtime's name for the Mac (Lima's host.lima.internal).
+            Mount {
+                source: Some("/etc/hosts".into()),
+                target: Some(VM_HOSTS.into()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]);
         if mode == Mode::Userspace {
             hc.devices = Some(vec![DeviceMapping {
                 path_on_host: Some("/dev/net/tun".into()),
@@ -291,7 +305,7 @@ fn follow_way_home(mut rest: Rest) -> tokio::sync::watch::Receiver<Option<Report
                 let line = &rest.buf[consumed..consumed + nl];
                 consumed += nl + 1;
                 if let Some(r) = Report::parse(line) {
-                    let found = matches!(r, Report::Found(_));
+                    let found = matches!(r, Report::Found { .. });
                     if tx.send(Some(r)).is_err() || found {
                         return;
                     }
@@ -498,15 +512,23 @@ mod tests {
             assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
             assert_eq!(hc.readonly_rootfs, Some(true));
             // Writable: /run (a tmpfs, for the xtables lock) and the key's
-            // own volume; nothing from the VM's filesystem is mounted.
+            // own volume; of the VM's filesystem only /etc/hosts, read-only.
             let tmpfs = hc.tmpfs.clone().unwrap();
             assert_eq!(tmpfs.keys().collect::<Vec<_>>(), ["/run"]);
             assert!(tmpfs["/run"].contains("size="), "{tmpfs:?}");
             let mounts = hc.mounts.clone().unwrap();
-            assert_eq!(mounts.len(), 1);
+            assert_eq!(mounts.len(), 2);
             assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
             assert_eq!(mounts[0].source, None, "an anonymous volume");
             assert_eq!(mounts[0].target.as_deref(), Some(KEY_DIR));
+            assert_eq!(mounts[1].typ, Some(MountType::BIND));
+            assert_eq!(mounts[1].source.as_deref(), Some("/etc/hosts"));
+            assert_eq!(mounts[1].target.as_deref(), Some(VM_HOSTS));
+            assert_eq!(mounts[1].read_only, Some(true));
+            assert_eq!(
+                hc.extra_hosts,
+                Some(vec![format!("{HOST_GATEWAY_NAME}:host-gateway")])
+            );
             assert_eq!(hc.binds, None);
             // Only public material travels to the container.
             assert_eq!(body.env, None);

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub mod commands;
 pub mod dockerd;
+pub mod engines;
 pub mod http;
 pub mod images;
 pub mod iptables;
@@ -29,6 +30,7 @@ pub mod up;
 
 pub use commands::*;
 pub use dockerd::*;
+pub use engines::*;
 pub use http::*;
 pub use images::*;
 pub use iptables::*;
