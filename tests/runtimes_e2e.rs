@@ -236,6 +236,79 @@ fn podman_engine_reaches_containers_by_ip_and_name_and_down_leaves_it_clean() {
         panic!("{e}\n{}", diag(&up));
     }
 
+    // A container that stops loses its name: Podman 4.3's die events
+    // arrive only when asked for by its own name, `died`.
+    let name2 = format!("{web2}.docker.internal");
+    if let Err(d) = wait_dig(
+        &mac.ns,
+        Some("10.33.33.1"),
+        &name2,
+        "A",
+        Duration::from_secs(10),
+        |d| d.answers == [format!("10.218.{}.2", n + 1)],
+    ) {
+        panic!("{name2}: {}\n{}", d.raw, diag(&up));
+    }
+    podman.cmd(&["stop", "-t", "0", &web2]);
+    if let Err(d) = wait_dig(
+        &mac.ns,
+        Some("10.33.33.1"),
+        &name2,
+        "A",
+        Duration::from_secs(10),
+        |d| d.status == "NXDOMAIN",
+    ) {
+        panic!(
+            "{name2} still answers after the container stopped: {}\n{}",
+            d.raw,
+            diag(&up)
+        );
+    }
+
+    // The default network (Podman lists `podman` as `bridge`) is routed.
+    let routes = &s["networks"];
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["subnet"] == "10.88.0.0/16" && r["route"] == "installed"),
+        "Podman's default network is not routed: {routes:#}"
+    );
+
+    // doctor against Podman: every link, its one-shot helpers included.
+    let o = mac
+        .ns
+        .exec_timeout(
+            &[
+                netconnect_bin(),
+                "--control-socket",
+                &socket,
+                "doctor",
+                "--docker-host",
+                &podman.host(),
+                "--interface",
+                MAC_TUN,
+                "--vm-interface",
+                &vm.vm_if,
+                "--helper-image",
+                &helper_image(),
+            ],
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|e| panic!("doctor: {e}"));
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success(),
+        "doctor against Podman failed:\n{t}\n{}",
+        diag(&up)
+    );
+    assert!(t.contains("ok    runtime: podman"), "{t}");
+
     // `down` against Podman: up stops, and nothing of ours is left.
     let o = mac.ns.exec(&[
         netconnect_bin(),

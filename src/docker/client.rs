@@ -408,6 +408,11 @@ pub fn events(docker: &Docker) -> impl Stream<Item = Result<EventMessage, bollar
                 "rename",
                 "connect",
                 "disconnect",
+                // Podman 4.3 filters on its own names: `died` for what it
+                // reports as `die` (fixed in 4.4), and Podman 5 names a
+                // network's removal `remove`. Docker ignores the extras.
+                "died",
+                "remove",
             ],
         ),
     ]);
@@ -466,7 +471,9 @@ pub fn classify(ev: &EventMessage) -> Change {
         .and_then(|a| a.id.clone())
         .unwrap_or_default();
     match (ev.typ, ev.action.as_deref()) {
-        (Some(EventMessageTypeEnum::NETWORK), Some("create" | "destroy")) => Change::Networks,
+        (Some(EventMessageTypeEnum::NETWORK), Some("create" | "destroy" | "remove")) => {
+            Change::Networks
+        }
         // The actor is the network; the container is an attribute.
         (Some(EventMessageTypeEnum::NETWORK), Some("connect" | "disconnect")) => {
             match ev
@@ -484,7 +491,7 @@ pub fn classify(ev: &EventMessage) -> Change {
         }
         (Some(EventMessageTypeEnum::CONTAINER), Some("rename")) => Change::Container(id),
         (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
-        (Some(EventMessageTypeEnum::CONTAINER), Some("die")) => Change::ContainerDied {
+        (Some(EventMessageTypeEnum::CONTAINER), Some("die" | "died")) => Change::ContainerDied {
             exit_code: ev
                 .actor
                 .as_ref()
@@ -534,6 +541,15 @@ mod tests {
             r#"{"status":"die","id":"6f3a","Type":"container","Action":"die","Actor":{"ID":"6f3a","Attributes":{"containerExitCode":"0","exitCode":"3","name":"pe1","podId":""}}}"#,
         )
         .unwrap();
+        let removed: EventMessage = serde_json::from_str(
+            r#"{"Type":"network","Action":"remove","Actor":{"ID":"3f2a","Attributes":{"name":"pnet"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            classify(&removed),
+            Change::Networks,
+            "Podman 5's network removal"
+        );
         assert_eq!(
             changes(&die, super::super::Runtime::Podman),
             vec![Change::ContainerDied {
