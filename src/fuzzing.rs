@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("helper_lines", helper_lines),
     ("docker_networks", docker_networks),
     ("docker_context", docker_context),
+    ("way_home", way_home),
 ];
 
 /// Parsers of text see what `from_utf8_lossy` makes of the bytes, as the
@@ -553,6 +554,88 @@ pub fn helper_lines(data: &[u8]) {
     }
 }
 
+/// What the helper reads to find the way home (its `/etc/hosts`, then
+/// `/proc/net/route` after a `--` line) and the report lines `up` reads
+/// back from it (every line of the input).
+pub fn way_home(data: &[u8]) {
+    use crate::helper::endpoint::{self, Inputs, Report, Source};
+    use std::net::IpAddr;
+    let (hosts, routes) = parts(data);
+    let (hosts, routes) = (text(hosts), text(routes));
+    let gateways = endpoint::default_gateways(&routes);
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        gateways.iter().all(|g| g.is_ipv4() && seen.insert(*g)),
+        "{gateways:?}"
+    );
+    let local: [IpAddr; 2] = [
+        "172.17.0.1".parse().unwrap(),
+        "192.168.5.15".parse().unwrap(),
+    ];
+    let inp = Inputs {
+        explicit: None,
+        port: 51820,
+        hosts: &hosts,
+        local: &local,
+        gateways: &gateways,
+    };
+    let no_dns =
+        |n: &str| -> Option<IpAddr> { panic!("DNS asked for {n} without --host-endpoint") };
+    let (cands, rejected) =
+        endpoint::candidates(&inp, &no_dns).expect("no explicit endpoint, no error");
+    let rank = |s: Source| match s {
+        Source::Flag => 0,
+        Source::HostGateway => 1,
+        Source::Name(n) => {
+            2 + endpoint::RUNTIME_NAMES
+                .iter()
+                .position(|r| *r == n)
+                .unwrap()
+        }
+        Source::DefaultGateway => 9,
+    };
+    let mut ips = std::collections::HashSet::new();
+    for c in &cands {
+        assert!(
+            !endpoint::is_vm_local(c.addr.ip(), &local),
+            "a VM address kept: {c:?}"
+        );
+        assert!(ips.insert(c.addr.ip()), "tried twice: {c:?}");
+        assert_eq!(c.addr.port(), 51820);
+        assert_ne!(c.source, Source::Flag);
+    }
+    assert!(
+        cands
+            .windows(2)
+            .all(|w| rank(w[0].source) <= rank(w[1].source)),
+        "{cands:?}"
+    );
+    assert!(
+        rejected
+            .iter()
+            .all(|r| endpoint::is_vm_local(r.addr, &local)),
+        "{rejected:?}"
+    );
+    for line in text(data).lines() {
+        if let Some(r) = Report::parse(line) {
+            assert_eq!(Report::parse(&r.line()), Some(r.clone()), "{line:?}");
+        }
+    }
+    let mut made = vec![Report::None {
+        tried: cands.clone(),
+        rejected: rejected.clone(),
+    }];
+    if let Some(c) = cands.first() {
+        made.push(Report::Found {
+            chosen: *c,
+            rejected,
+        });
+    }
+    for r in made {
+        assert_eq!(Report::parse(&r.line()), Some(r.clone()), "{r:?}");
+    }
+}
+
 /// Splits an input into the parts a target reads, at a line `--`.
 fn parts(data: &[u8]) -> (&[u8], &[u8]) {
     const SEP: &[u8] = b"\n--\n";
@@ -933,5 +1016,9 @@ pub(crate) mod tests {
     #[test]
     fn fuzz_docker_context() {
         run("docker_context");
+    }
+    #[test]
+    fn fuzz_way_home() {
+        run("way_home");
     }
 }
