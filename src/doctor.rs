@@ -199,28 +199,10 @@ async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
     l.say("names", names(&engine.docker, &snap).await)
 }
 
-/// Why a rootless engine cannot be used, and what to do instead.
-pub fn rootless_problem(runtime: crate::docker::Runtime) -> String {
-    let fix = match runtime {
-        crate::docker::Runtime::Podman => {
-            "make the Podman machine rootful: podman machine stop && podman machine set --rootful && podman machine start"
-        }
-        // Lima's `docker` template runs dockerd rootless.
-        crate::docker::Runtime::Lima => {
-            "start a rootful engine instead: limactl start template://docker-rootful"
-        }
-        _ => "use the engine's rootful mode (a rootless engine's host network is a user namespace's)",
-    };
-    format!(
-        "the {} engine runs rootless: the VM-side helper needs the VM's own network (host networking with NET_ADMIN); {fix}",
-        runtime.as_str()
-    )
-}
-
 /// The runtime link: which one answers, and what that runtime needs.
 fn runtime_verdict(runtime: crate::docker::Runtime, rootless: bool) -> Verdict {
     if rootless {
-        let p = rootless_problem(runtime);
+        let p = runtime.rootless_problem();
         let (what, fix) = p.split_once("; ").unwrap_or((&p, ""));
         return broken(what, fix);
     }

@@ -43,6 +43,23 @@ impl Runtime {
         self == Runtime::OrbStack
     }
 
+    /// Why a rootless engine of this runtime cannot be used, and what to
+    /// do instead.
+    pub fn rootless_problem(self) -> String {
+        let fix = match self {
+            Runtime::Podman => {
+                "make the Podman machine rootful: podman machine stop && podman machine set --rootful && podman machine start"
+            }
+            // Lima's `docker` template runs dockerd rootless.
+            Runtime::Lima => "start a rootful engine instead: limactl start template://docker-rootful",
+            _ => "use the engine's rootful mode (a rootless engine's host network is a user namespace's)",
+        };
+        format!(
+            "the {} engine runs rootless: the VM-side helper needs the VM's own network (host networking with NET_ADMIN); {fix}",
+            self.as_str()
+        )
+    }
+
     /// What `doctor` tells a user of this runtime, beyond the checks.
     pub fn advice(self) -> Option<&'static str> {
         match self {

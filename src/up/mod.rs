@@ -93,29 +93,17 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
     ));
     info!(runtime = engine.runtime.as_str(), "container runtime");
     if engine.rootless {
-        anyhow::bail!("{}", crate::doctor::rootless_problem(engine.runtime));
+        anyhow::bail!("{}", engine.runtime.rootless_problem());
     }
-    // OrbStack routes container addresses to this machine itself: a
-    // tunnel of ours would only shadow its routes.
-    if engine.runtime.routes_containers_itself() && !args.force {
-        info!(
-            runtime = engine.runtime.as_str(),
-            "containers are already reachable: this runtime routes their addresses to this machine itself; nothing to do (--force runs anyway)"
-        );
-        return Ok(());
-    }
-    // Linux with the engine in this namespace: its bridges are ours already.
-    if platform::ENGINE_MAY_BE_LOCAL && !args.force {
+    let local = if platform::ENGINE_MAY_BE_LOCAL && !args.force {
         let networks = docker::networks(&engine.docker).await?;
-        if let Some(b) = docker::local_bridge(&networks, &docker::local_addresses()) {
-            info!(
-                network = %b.network,
-                gateway = %b.gateway,
-                "Docker's networks are already reachable: the engine runs in this network \
-                 namespace (its bridge gateway is a local address); nothing to do (--force runs anyway)"
-            );
-            return Ok(());
-        }
+        docker::local_bridge(&networks, &docker::local_addresses())
+    } else {
+        None
+    };
+    if let Some(why) = nothing_to_do(engine.runtime, local.as_ref(), args.force) {
+        info!(runtime = engine.runtime.as_str(), "{why}");
+        return Ok(());
     }
     view.set_engine(&engine);
 
@@ -299,6 +287,33 @@ fn config_name(l: &config::Loaded) -> Option<String> {
     l.path.as_ref().map(|p| p.display().to_string())
 }
 
+/// Why `up` has nothing to do, if so: the runtime routes container
+/// addresses to this machine itself (OrbStack: a tunnel of ours would
+/// only shadow its routes), or the engine runs in this network namespace
+/// (Linux), its bridges local. `--force` runs anyway.
+pub fn nothing_to_do(
+    runtime: docker::Runtime,
+    local: Option<&docker::LocalBridge>,
+    force: bool,
+) -> Option<String> {
+    if force {
+        return None;
+    }
+    if runtime.routes_containers_itself() {
+        return Some(format!(
+            "containers are already reachable: {} routes their addresses to this machine itself; nothing to do (--force runs anyway)",
+            runtime.as_str()
+        ));
+    }
+    local.map(|b| {
+        format!(
+            "Docker's networks are already reachable: the engine runs in this network namespace \
+             (network {} has the local gateway {}); nothing to do (--force runs anyway)",
+            b.network, b.gateway
+        )
+    })
+}
+
 /// The extra routes that need a route inside the VM.
 fn vm_routes(routes: &[ExtraRoute]) -> Vec<(IpNet, IpAddr)> {
     routes
@@ -318,6 +333,39 @@ async fn connect_until_up(candidates: &[docker::Candidate]) -> Engine {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(BACKOFF_MAX);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::{LocalBridge, Runtime};
+
+    #[test]
+    fn up_does_nothing_where_containers_are_already_reachable() {
+        let local = LocalBridge {
+            network: "bridge".into(),
+            gateway: "172.17.0.1".parse().unwrap(),
+        };
+        let orb = nothing_to_do(Runtime::OrbStack, None, false).unwrap();
+        assert!(
+            orb.starts_with("containers are already reachable: orbstack routes"),
+            "{orb}"
+        );
+        let linux = nothing_to_do(Runtime::Dockerd, Some(&local), false).unwrap();
+        assert!(
+            linux.contains("already reachable") && linux.contains("172.17.0.1"),
+            "{linux}"
+        );
+        assert_eq!(nothing_to_do(Runtime::OrbStack, Some(&local), true), None);
+        for r in [
+            Runtime::DockerDesktop,
+            Runtime::Colima,
+            Runtime::Podman,
+            Runtime::Dockerd,
+        ] {
+            assert_eq!(nothing_to_do(r, None, false), None, "{r:?}");
         }
     }
 }
