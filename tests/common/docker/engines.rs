@@ -107,6 +107,10 @@ impl LimaVm {
         ]);
         mac.ns.ok(&["ip", "link", "set", &mac_end, "up"]);
         ns.ok(&["ip", "route", "add", "default", "via", &mac_addr]);
+        // A new namespace here forwards already, and then dockerd leaves
+        // FORWARD's policy at ACCEPT; a VM starts with forwarding off, and
+        // dockerd turns it on with the policy DROP, as on Colima.
+        ns.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         crate::ping::wait_ping(&ns, &mac_addr, Duration::from_secs(10));
 
         let hosts_file = dir.join("hosts");
