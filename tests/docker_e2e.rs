@@ -1401,6 +1401,8 @@ fn backend_choice_in_a_namespace(with: &str, other: &str) {
         &host_pub,
         "--host-endpoint",
         "127.0.0.1:9",
+        "--host-port",
+        "9",
         "--interface",
         iface,
         "--key-file",
