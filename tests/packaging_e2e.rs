@@ -103,7 +103,7 @@ fn docker_up_loads_the_shipped_helper_archive_when_the_image_is_missing() {
     // Each stage, in order, as a line of its own once done; the load as
     // a byte count while it runs.
     let stages = [
-        "✔ Docker ",
+        "✔ dockerd engine ",
         &format!("✔ Tunnel {MAC_TUN} up: 10.33.33.1 to 10.33.33.2, UDP port "),
         &format!(
             "Loading the helper image {} from {}",
