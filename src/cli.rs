@@ -71,6 +71,10 @@ pub enum Command {
     /// tunnel interface and firewall rules are in place (exit 1 if not).
     #[command(hide = true, name = "helper-check")]
     HelperCheck(VmArgs),
+    /// Run by `up` in a helper-image container when a cluster's ranges
+    /// change: make netconnect's VM routes exactly the `--route`s given.
+    #[command(hide = true, name = "helper-routes")]
+    HelperRoutes(VmArgs),
     /// Run `netconnect up` at boot as a macOS LaunchDaemon (without Homebrew).
     Service(ServiceArgs),
 }
@@ -134,6 +138,7 @@ pub enum HelperCommand {
     Helper(HelperArgs),
     Cleanup(VmArgs),
     Check(VmArgs),
+    Routes(VmArgs),
 }
 
 impl HelperCommand {
@@ -143,6 +148,7 @@ impl HelperCommand {
             HelperCommand::Helper(_) => "helper",
             HelperCommand::Cleanup(_) => "helper-cleanup",
             HelperCommand::Check(_) => "helper-check",
+            HelperCommand::Routes(_) => "helper-routes",
         }
     }
 
@@ -188,7 +194,7 @@ impl HelperCommand {
                     flag("route", format!("{net}={gw}"));
                 }
             }
-            HelperCommand::Cleanup(v) | HelperCommand::Check(v) => {
+            HelperCommand::Cleanup(v) | HelperCommand::Check(v) | HelperCommand::Routes(v) => {
                 let VmArgs { interface, routes } = v;
                 flag("interface", interface.clone());
                 for (net, gw) in routes {
@@ -383,7 +389,8 @@ mod tests {
                 routes: vec![],
             }),
             HelperCommand::Cleanup(vm.clone()),
-            HelperCommand::Check(vm),
+            HelperCommand::Check(vm.clone()),
+            HelperCommand::Routes(vm),
         ];
         for c in commands {
             let argv = c.argv();
@@ -394,6 +401,7 @@ mod tests {
                 Command::Helper(a) => HelperCommand::Helper(a),
                 Command::HelperCleanup(a) => HelperCommand::Cleanup(a),
                 Command::HelperCheck(a) => HelperCommand::Check(a),
+                Command::HelperRoutes(a) => HelperCommand::Routes(a),
                 other => panic!("{argv:?} parsed as {other:?}"),
             };
             assert_eq!(back, c, "{argv:?}");

@@ -123,6 +123,9 @@ fn main() -> ExitCode {
             Command::HelperCheck(args) => netconnect::helper::cleanup::check(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::HelperRoutes(args) => netconnect::helper::cleanup::routes(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Service(args) => netconnect::service::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),

@@ -224,6 +224,37 @@ pub async fn cleanup(args: VmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `helper-routes`: make netconnect's VM routes exactly the `--route`s
+/// (`up` runs it when a cluster's ranges or nodes change, without
+/// restarting the helper). Prints `added`/`removed`/`failed` lines and a
+/// summary; exits non-zero if a route could not be set.
+pub async fn routes(args: VmArgs) -> anyhow::Result<()> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+    tokio::spawn(conn);
+    let set = crate::platform::netlink::set_vm_routes(&handle, &args.routes).await?;
+    let mut out = std::io::stdout().lock();
+    for (net, gw) in &set.removed {
+        writeln!(out, "removed route: {net} via {gw}")?;
+    }
+    for (net, gw) in &set.added {
+        writeln!(out, "added route: {net} via {gw}")?;
+    }
+    for ((net, gw), e) in &set.failed {
+        writeln!(out, "failed route: {net} via {gw}: {e}")?;
+    }
+    writeln!(
+        out,
+        "total: added={} removed={} failed={}",
+        set.added.len(),
+        set.removed.len(),
+        set.failed.len()
+    )?;
+    if let Some(((net, gw), e)) = set.failed.first() {
+        anyhow::bail!("route {net} via {gw} not set: {e}");
+    }
+    Ok(())
+}
+
 /// `helper-check`: is the interface there, and every rule of
 /// [`firewall::rules`]? Prints `ok ...`/`missing ...` lines; fails if an
 /// IPv4 rule or the interface is missing (IPv6 rules are optional, as in

@@ -67,6 +67,10 @@ pub mod cleanup {
     pub async fn check(_: VmArgs) -> anyhow::Result<()> {
         Err(super::vm_only("helper-check"))
     }
+
+    pub async fn routes(_: VmArgs) -> anyhow::Result<()> {
+        Err(super::vm_only("helper-routes"))
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -173,15 +177,17 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     // behind its node): the tunnel brings their packets here, the gateway
     // takes them on. They carry a protocol mark; a mark left by an earlier
     // configuration goes, and `down` removes the rest.
-    for (net, gw) in platform::netlink::marked_vm_routes(router.handle()).await? {
-        if !args.routes.contains(&(net, gw)) {
-            platform::netlink::remove_via(router.handle(), net, gw).await?;
-            info!(subnet = %net, via = %gw, "stale VM route removed");
-        }
+    let set = platform::netlink::set_vm_routes(router.handle(), &args.routes).await?;
+    for (net, gw) in &set.removed {
+        info!(subnet = %net, via = %gw, "stale VM route removed");
     }
-    for (net, gw) in &args.routes {
-        platform::netlink::add_via(router.handle(), *net, *gw).await?;
+    for (net, gw) in &set.added {
         info!(subnet = %net, via = %gw, "VM route added");
+    }
+    // One route the kernel refuses (its gateway gone) must not cost the
+    // tunnel: `up` sets the routes again at the next change.
+    for ((net, gw), e) in &set.failed {
+        tracing::warn!(subnet = %net, via = %gw, error = %e, "VM route not set");
     }
 
     let iptables = firewall::Iptables::detect()?;

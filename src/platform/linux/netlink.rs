@@ -251,6 +251,44 @@ fn via_message(net: IpNet, gw: IpAddr) -> Result<RouteMessage, NetlinkError> {
     })
 }
 
+/// What [`set_vm_routes`] did.
+#[derive(Debug, Default)]
+pub struct VmRoutesSet {
+    pub added: Vec<(IpNet, IpAddr)>,
+    pub removed: Vec<(IpNet, IpAddr)>,
+    /// A route the kernel refused (its gateway unreachable: a node that
+    /// went a moment ago), with why; the others are still set.
+    pub failed: Vec<((IpNet, IpAddr), NetlinkError)>,
+}
+
+/// Make the marked VM routes exactly `wanted`: those not wanted go, those
+/// wanted are added (or replaced, when their gateway changed).
+pub async fn set_vm_routes(
+    handle: &Handle,
+    wanted: &[(IpNet, IpAddr)],
+) -> Result<VmRoutesSet, NetlinkError> {
+    let mut out = VmRoutesSet::default();
+    let have = marked_vm_routes(handle).await?;
+    for r in &have {
+        if !wanted.contains(r) {
+            match remove_via(handle, r.0, r.1).await {
+                Ok(()) => out.removed.push(*r),
+                Err(e) => out.failed.push((*r, e)),
+            }
+        }
+    }
+    for r in wanted {
+        if have.contains(r) {
+            continue;
+        }
+        match add_via(handle, r.0, r.1).await {
+            Ok(()) => out.added.push(*r),
+            Err(e) => out.failed.push((*r, e)),
+        }
+    }
+    Ok(out)
+}
+
 /// The VM-side routes netconnect made ([`VM_ROUTE_PROTOCOL`]), main table.
 pub async fn marked_vm_routes(handle: &Handle) -> Result<Vec<(IpNet, IpAddr)>, NetlinkError> {
     let mut out = Vec::new();
