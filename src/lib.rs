@@ -24,6 +24,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod helper;
 pub mod keys;
+pub mod kube;
 pub mod manual;
 pub mod platform;
 pub mod progress;
