@@ -72,10 +72,14 @@ pub fn up(args: &UpArgs, m: &ArgMatches, c: &Config) -> Up {
     Up {
         target: target(&args.target, m, c),
         listen_port: pick(m, "listen_port", &args.listen_port, &c.listen_port),
-        host_endpoint: args
-            .host_endpoint
-            .clone()
-            .or_else(|| c.host_endpoint.clone()),
+        // Empty means unset (`NETCONNECT_HOST_ENDPOINT=` in a service's
+        // environment, `host_endpoint = ""` in the file): the VM finds it.
+        host_endpoint: [&args.host_endpoint, &c.host_endpoint]
+            .into_iter()
+            .flatten()
+            .map(|e| e.trim())
+            .find(|e| !e.is_empty())
+            .map(str::to_owned),
         helper_archive: args.helper_archive.clone(),
         force: args.force,
         host_address: pick(m, "host_address", &args.host_address, &c.host_address),
@@ -118,6 +122,13 @@ mod tests {
         );
         assert_eq!(s.vm_address, "10.44.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(s.host_address, "10.33.33.1".parse::<IpAddr>().unwrap());
+        let s = up_from(&["netconnect", "up"], "host_endpoint = \"\"\n");
+        assert_eq!(s.host_endpoint, None, "empty in the file means unset");
+        let s = up_from(
+            &["netconnect", "up", "--host-endpoint", ""],
+            "host_endpoint = \"10.9.9.9\"\n",
+        );
+        assert_eq!(s.host_endpoint.as_deref(), Some("10.9.9.9"));
     }
 
     #[test]

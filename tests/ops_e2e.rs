@@ -960,6 +960,39 @@ fn cli_bad_config_is_one_line_with_its_place() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/nc.toml"));
 }
 
+/// A malformed `--host-endpoint` is refused by `up` itself, in one line,
+/// before any tunnel exists (not minutes later by the helper in the VM).
+#[test]
+fn cli_up_refuses_a_malformed_host_endpoint_before_it_starts() {
+    require_root();
+    let ns = Netns::new("bad-ep");
+    let sock = TempDir::new("bad-ep");
+    let socket = sock.join("control.sock");
+    for bad in ["10.1.2.3:0", "host:notaport", "a b"] {
+        let o = ns.exec(&[
+            netconnect_bin(),
+            "up",
+            "--control-socket",
+            socket.to_str().unwrap(),
+            "--interface",
+            "ncbad0",
+            "--docker-host",
+            "unix:///nonexistent",
+            "--host-endpoint",
+            bad,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{bad}: {err}");
+        assert_eq!(nonempty_lines(&err).len(), 1, "{bad}: {err}");
+        assert!(
+            err.contains(&format!("--host-endpoint {bad:?} is not HOST, HOST:PORT")),
+            "{bad}: {err}"
+        );
+        assert!(!ns.link_exists("ncbad0"), "{bad}: a tunnel was left behind");
+        assert!(!socket.exists(), "{bad}: the control socket was left behind");
+    }
+}
+
 /// `down` deletes a link only if netconnect could have made it (a TUN or
 /// a WireGuard link): pointed at any other interface by name, it refuses in
 /// one line, exits non-zero, and the interface stays. A leading '-' is no

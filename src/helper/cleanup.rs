@@ -90,16 +90,19 @@ pub(crate) fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// The rules of `iptables -v -S DOCKER-USER` output `text` that sit above
+/// The rules of `iptables -v -S CHAIN` output `text` (`chain` being where
+/// our forward accepts went: `DOCKER-USER`, or `FORWARD` where the VM has
+/// no Docker chains) that sit above
 /// our own for `iface` and can drop what the tunnel forwards (target DROP
 /// or REJECT, and no `-i` that rules the interface out). Our rules are
 /// inserted first, so a rule found here was put above them later, usually
 /// by the user's own firewall. Whether it really meets the tunnel's
 /// packets its counter tells: `doctor` reads it before and after its
 /// probe and names only the rules that counted the probe.
-pub fn shadowing_rules(text: &str, iface: &str) -> Vec<Shadow> {
+pub fn shadowing_rules(text: &str, chain: &str, iface: &str) -> Vec<Shadow> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| l.starts_with("-A DOCKER-USER ")) {
+    let head = format!("-A {chain} ");
+    for line in text.lines().filter(|l| l.starts_with(&head)) {
         let mut t = words(line);
         let ours = t
             .windows(2)
@@ -285,9 +288,11 @@ pub async fn check(args: VmArgs) -> anyhow::Result<()> {
         }
     }
     // Not a failure of ours: reported for `doctor`'s probe to name.
-    let list_user = ["-w", "5", "-v", "-S", "DOCKER-USER"].map(String::from);
-    if let Ok(o) = ipt.run_args(Family::V4, &list_user) {
-        for shadow in shadowing_rules(&String::from_utf8_lossy(&o.stdout), &args.interface) {
+    let chain = ipt.forward_chain().as_str();
+    let list = ["-w", "5", "-v", "-S", chain].map(String::from);
+    if let Ok(o) = ipt.run_args(Family::V4, &list) {
+        let text = String::from_utf8_lossy(&o.stdout);
+        for shadow in shadowing_rules(&text, chain, &args.interface) {
             writeln!(out, "{}", shadow.line())?;
         }
     }
@@ -333,7 +338,7 @@ mod tests {
                  -A DOCKER-USER -i nc0 -m comment --comment netconnect -c 5 342 -j ACCEPT\n\
                  -A DOCKER-USER -c 0 0 -j DROP\n\
                  -A DOCKER-USER -c 6 360 -j RETURN\n";
-        let found = shadowing_rules(s, "nc0");
+        let found = shadowing_rules(s, "DOCKER-USER", "nc0");
         assert_eq!(
             found,
             [
@@ -360,6 +365,25 @@ mod tests {
         // Ours on top (as the helper inserts them): nothing shadows.
         let s = "-A DOCKER-USER -i nc0 -m comment --comment netconnect -c 0 0 -j ACCEPT\n\
                  -A DOCKER-USER -c 0 0 -j DROP\n";
-        assert!(shadowing_rules(s, "nc0").is_empty());
+        assert!(shadowing_rules(s, "DOCKER-USER", "nc0").is_empty());
+    }
+
+    /// A Podman VM: our accepts went to FORWARD, so a drop put above them
+    /// there is what shadows them, and DOCKER-USER's lines are not read.
+    #[test]
+    fn shadowing_rules_in_forward_where_there_is_no_docker_user() {
+        let s = "-P FORWARD DROP\n\
+                 -A FORWARD -i nc0 -c 3 180 -j DROP\n\
+                 -A FORWARD -i nc0 -m comment --comment netconnect -c 0 0 -j ACCEPT\n\
+                 -A FORWARD -m comment --comment \"netavark firewall plugin rules\" -c 9 540 -j NETAVARK_FORWARD\n\
+                 -A DOCKER-USER -i nc0 -c 0 0 -j DROP\n";
+        assert_eq!(
+            shadowing_rules(s, "FORWARD", "nc0"),
+            vec![Shadow {
+                packets: 3,
+                rule: "-A FORWARD -i nc0 -j DROP".into()
+            }]
+        );
+        assert_eq!(shadowing_rules(s, "DOCKER-USER", "nc0").len(), 1);
     }
 }

@@ -167,10 +167,20 @@ pub fn is_vm_local(ip: IpAddr, local: &[IpAddr]) -> bool {
     ip.is_loopback() || ip.is_unspecified() || local.contains(&ip)
 }
 
+/// Whether `e` has the shape `--host-endpoint` takes, for `up` to refuse
+/// a bad one before it starts anything (only the VM can resolve it).
+pub fn check_shape(e: &str) -> Result<(), EndpointError> {
+    split_host_port(e, 1).map(|_| ())
+}
+
 /// `HOST`, `HOST:PORT`, `IP`, `[IPv6]:PORT`; `port` when none is given.
+/// Port 0 is no port to send to.
 fn split_host_port(e: &str, port: u16) -> Result<(&str, u16), EndpointError> {
     let bad = || EndpointError::Malformed(e.to_owned());
     if let Ok(sa) = e.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(bad());
+        }
         let host = e.rsplit_once(':').map(|(h, _)| h).unwrap_or(e);
         return Ok((host.trim_matches(['[', ']']), sa.port()));
     }
@@ -181,7 +191,7 @@ fn split_host_port(e: &str, port: u16) -> Result<(&str, u16), EndpointError> {
     match e.rsplit_once(':') {
         Some((h, p)) => {
             let p = p.parse::<u16>().map_err(|_| bad())?;
-            if h.is_empty() || h.contains(':') {
+            if h.is_empty() || h.contains(':') || p == 0 {
                 return Err(bad());
             }
             Ok((h, p))
@@ -211,25 +221,34 @@ pub fn lookup_hosts(hosts: &str, name: &str) -> Option<IpAddr> {
 pub fn default_gateways(proc_net_route: &str) -> Vec<IpAddr> {
     const RTF_UP: u32 = 0x1;
     const RTF_GATEWAY: u32 = 0x2;
-    let mut out = Vec::new();
+    // (metric, gateway): the route the kernel would use first, first.
+    let mut found: Vec<(u32, IpAddr)> = Vec::new();
     for line in proc_net_route.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 8 {
             continue;
         }
         let hex = |s: &str| u32::from_str_radix(s, 16).ok();
-        let (Some(dest), Some(gw), Some(flags), Some(mask)) =
-            (hex(f[1]), hex(f[2]), hex(f[3]), hex(f[7]))
-        else {
+        let (Some(dest), Some(gw), Some(flags), Some(metric), Some(mask)) = (
+            hex(f[1]),
+            hex(f[2]),
+            hex(f[3]),
+            f[6].parse::<u32>().ok(),
+            hex(f[7]),
+        ) else {
             continue;
         };
         if dest == 0 && mask == 0 && flags & (RTF_UP | RTF_GATEWAY) == RTF_UP | RTF_GATEWAY {
-            // The kernel prints the address as the u32 it stores, in
-            // network order, read back on a little-endian machine.
-            let ip = IpAddr::V4(Ipv4Addr::from(gw.to_le_bytes()));
-            if !out.contains(&ip) {
-                out.push(ip);
-            }
+            // The kernel prints the u32 it stores (the address's bytes in
+            // network order) as a number of this machine's byte order.
+            found.push((metric, IpAddr::V4(Ipv4Addr::from(gw.to_ne_bytes()))));
+        }
+    }
+    found.sort_by_key(|(metric, _)| *metric);
+    let mut out = Vec::new();
+    for (_, ip) in found {
+        if !out.contains(&ip) {
+            out.push(ip);
         }
     }
     out
@@ -578,7 +597,16 @@ mod tests {
                 "no-such-host.invalid".into()
             ))
         );
-        for bad in ["host:notaport", "", "a b", "[fd00::1]:x"] {
+        for bad in [
+            "host:notaport",
+            "",
+            "a b",
+            "[fd00::1]:x",
+            "10.1.2.3:0",
+            "[fd00::1]:0",
+            "host.lima.internal:0",
+            "host:65536",
+        ] {
             assert!(
                 matches!(
                     candidates(&mk(bad), &no_dns),
@@ -625,6 +653,14 @@ mod tests {
         let ptp = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
             wg0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\n";
         assert!(default_gateways(ptp).is_empty());
+        // Two ways out: the lower metric first, whatever the file's order.
+        let two = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            eth1\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\n\
+            eth0\t00000000\t0205A8C0\t0003\t0\t0\t100\t00000000\n";
+        assert_eq!(
+            default_gateways(two),
+            vec![ip("192.168.5.2"), ip("192.168.1.1")]
+        );
     }
 
     #[test]

@@ -296,6 +296,11 @@ impl Iptables {
         rules_in(iface, self.forward)
     }
 
+    /// Where the forward accepts go in this VM.
+    pub fn forward_chain(&self) -> ForwardChain {
+        self.forward
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

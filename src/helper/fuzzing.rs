@@ -39,7 +39,7 @@ pub fn iptables(data: &[u8]) {
             "words round trip"
         );
     }
-    for s in shadowing_rules(&text, "nc0") {
+    for s in shadowing_rules(&text, "DOCKER-USER", "nc0") {
         let w = words(&s.rule);
         assert!(w
             .windows(2)

@@ -225,28 +225,12 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
             tokio::time::sleep(ROUND_PAUSE).await;
         }
     };
-    let started = std::time::SystemTime::now();
-    // A tunnel in use rekeys every two minutes; no handshake for
-    // HOST_GONE means a long quiet spell or an `up` gone without removing
-    // us (a crash, a Mac that never woke). Exit cleanly (0): the restart
-    // policy only restarts failures, so nothing lingers in the VM, and
-    // `up` starts a helper again when traffic needs one. Sleeps until the
-    // deadline, not on a tick.
-    let gone = async {
-        loop {
-            let last = handshaken().unwrap_or(started);
-            let idle = last.elapsed().unwrap_or_default();
-            if idle > HOST_GONE {
-                return;
-            }
-            tokio::time::sleep(HOST_GONE - idle + std::time::Duration::from_secs(1)).await;
-        }
-    };
-    let watch = async {
-        search.await?;
-        gone.await;
-        Ok::<(), anyhow::Error>(())
-    };
+    let watch = until_host_gone(
+        search,
+        handshaken,
+        std::time::SystemTime::now(),
+        HOST_GONE,
+    );
     let result = tokio::select! {
         r = watch => {
             r.map(|()| info!(after_s = HOST_GONE.as_secs(), "no handshake from the host side for too long; it is gone, and so is this helper"))
@@ -259,6 +243,44 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
     };
     device.shutdown().await;
     result
+}
+
+/// The search for the way home, then the wait for the host side to go
+/// quiet, under one deadline: `host_gone` without a handshake (counted from
+/// `started` until there is one). A tunnel in use rekeys every two minutes,
+/// so that long a silence is a long quiet spell or an `up` gone without
+/// removing us (a crash, a Mac that never woke). The deadline runs during
+/// the search too, or a helper whose host side never answers would linger
+/// and knock for ever. Returns `Ok` at the deadline, so the helper exits
+/// cleanly (0): the restart policy only restarts failures, nothing lingers
+/// in the VM, and `up` starts a helper again when it needs one. Sleeps
+/// until the deadline, not on a tick.
+#[cfg(target_os = "linux")]
+async fn until_host_gone(
+    search: impl std::future::Future<Output = anyhow::Result<()>>,
+    handshaken: impl Fn() -> Option<std::time::SystemTime>,
+    started: std::time::SystemTime,
+    host_gone: std::time::Duration,
+) -> anyhow::Result<()> {
+    /// Past the deadline, so a handshake at its very edge is not missed.
+    const SLACK: std::time::Duration = std::time::Duration::from_millis(100);
+    let gone = async {
+        loop {
+            let last = handshaken().unwrap_or(started).max(started);
+            let idle = last.elapsed().unwrap_or_default();
+            if idle > host_gone {
+                return;
+            }
+            tokio::time::sleep(host_gone - idle + SLACK).await;
+        }
+    };
+    tokio::pin!(gone);
+    tokio::select! {
+        r = search => r?,
+        () = &mut gone => return Ok(()),
+    }
+    gone.await;
+    Ok(())
 }
 
 /// Pause between rounds of the way home once one round found nothing.
@@ -282,7 +304,16 @@ impl WayHome {
         // VM's own (the runtime's names for the Mac), which `up` mounts.
         let hosts = ["/etc/hosts", endpoint::VM_HOSTS]
             .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|p| match std::fs::read_to_string(p) {
+                Ok(text) => Some(text),
+                // Not mounted: the engine refused the VM's file, or an
+                // older `up`; the other candidates remain.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    tracing::warn!(path = p, error = %e, "cannot read a hosts file; its names for this machine are not tried");
+                    None
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
@@ -589,5 +620,67 @@ mod tests {
             0o600
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The regression from review: a search that never finds the way home
+    /// must not hold the helper past the deadline.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_deadline_runs_while_the_search_finds_nothing() {
+        let started = std::time::SystemTime::now();
+        let watch = until_host_gone(
+            std::future::pending(),
+            || None,
+            started,
+            std::time::Duration::from_millis(300),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch)
+            .await
+            .expect("the helper outlived its deadline while searching")
+            .unwrap();
+        assert!(started.elapsed().unwrap() >= std::time::Duration::from_millis(300));
+    }
+
+    /// After the search, handshakes keep the helper; their end starts
+    /// the count again from the last one.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn handshakes_hold_the_deadline_off() {
+        use std::sync::{Arc, Mutex};
+        let started = std::time::SystemTime::now();
+        let last = Arc::new(Mutex::new(None));
+        let feed = last.clone();
+        // A handshake every 100 ms for 600 ms, then silence.
+        tokio::spawn(async move {
+            for _ in 0..6 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                *feed.lock().unwrap() = Some(std::time::SystemTime::now());
+            }
+        });
+        let watch = until_host_gone(
+            async { Ok(()) },
+            || *last.lock().unwrap(),
+            started,
+            std::time::Duration::from_millis(300),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch)
+            .await
+            .unwrap()
+            .unwrap();
+        // Not before 600 ms of handshakes and 300 ms of silence after them.
+        assert!(started.elapsed().unwrap() >= std::time::Duration::from_millis(900));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_search_is_the_helpers_failure() {
+        let watch = until_host_gone(
+            async { Err(anyhow::anyhow!("cannot write the report")) },
+            || None,
+            std::time::SystemTime::now(),
+            std::time::Duration::from_secs(600),
+        );
+        let err = watch.await.unwrap_err();
+        assert_eq!(err.to_string(), "cannot write the report");
     }
 }

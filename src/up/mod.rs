@@ -48,6 +48,9 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
     platform::require_root("up")?;
     platform::validate_interface_name(&args.target.interface)?;
     platform::validate_interface_name(&args.target.vm_interface)?;
+    if let Some(e) = &args.host_endpoint {
+        crate::helper::endpoint::check_shape(e)?;
+    }
     if args.host_address.is_ipv4() != args.vm_address.is_ipv4() {
         anyhow::bail!(
             "--host-address {} and --vm-address {} must both be IPv4 or both IPv6",
