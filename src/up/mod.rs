@@ -162,6 +162,7 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         host_address6: args.host_address6,
         archives: image::archives(args.helper_archive.as_deref()),
         routes: vm_routes(&file.routes),
+        vm_hosts: engine.runtime != docker::Runtime::DockerDesktop,
     };
     view.set_helper(&spec.name, &spec.image, &spec.vm_interface);
     let reload = futures::stream::unfold(hup, |mut hup| async move {

@@ -965,6 +965,7 @@ mod tests {
             host_address6: "fd33::1".parse().unwrap(),
             archives: vec![],
             routes: vec![],
+            vm_hosts: true,
         };
         let s = Session {
             engine: FakeEngine {

@@ -103,6 +103,12 @@ pub struct HelperSpec {
     pub archives: Vec<std::path::PathBuf>,
     /// Extra routes with a gateway inside the VM.
     pub routes: Vec<(ipnet::IpNet, std::net::IpAddr)>,
+    /// Mount the VM's `/etc/hosts` for the runtime's name for the Mac.
+    /// Not on Docker Desktop, where a bind mount's source is a path on the
+    /// Mac (the Mac's own /etc/hosts, or refused when file sharing leaves
+    /// /private out) and host-gateway is the Mac already; not when the
+    /// user named the endpoint.
+    pub vm_hosts: bool,
 }
 
 impl HelperSpec {
@@ -140,25 +146,26 @@ impl HelperSpec {
         };
         let cmd = self.command(helper_mode).argv();
         let mut hc = vm_host_config();
-        hc.mounts = Some(vec![
-            Mount {
-                target: Some(KEY_DIR.into()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            },
+        let mut mounts = vec![Mount {
+            target: Some(KEY_DIR.into()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }];
+        if self.vm_hosts && self.host_endpoint.is_none() {
             // The VM's own /etc/hosts, read-only: a host-network
             // container gets a copy of it only when it has no ExtraHosts
             // (moby builds a fresh file otherwise, checked on Engine
             // 20.10), and the helper needs both the host-gateway entry and
             // the runtime's name for the Mac (Lima's host.lima.internal).
-            Mount {
+            mounts.push(Mount {
                 source: Some("/etc/hosts".into()),
                 target: Some(VM_HOSTS.into()),
                 typ: Some(MountType::BIND),
                 read_only: Some(true),
                 ..Default::default()
-            },
-        ]);
+            });
+        }
+        hc.mounts = Some(mounts);
         if mode == Mode::Userspace {
             hc.devices = Some(vec![DeviceMapping {
                 path_on_host: Some("/dev/net/tun".into()),
@@ -496,7 +503,33 @@ mod tests {
                 ),
                 ("fd10::/64".parse().unwrap(), "fc00::2".parse().unwrap()),
             ],
+            vm_hosts: true,
         }
+    }
+
+    /// Docker Desktop (bind sources are the Mac's paths) and a named
+    /// endpoint get no mount of the VM's /etc/hosts.
+    #[test]
+    fn the_vm_hosts_file_is_mounted_only_where_it_is_the_vm_s_and_needed() {
+        let targets = |s: &HelperSpec| -> Vec<String> {
+            let hc = s.body(Mode::Userspace).host_config.unwrap();
+            hc.mounts
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| m.target)
+                .collect()
+        };
+        assert_eq!(targets(&spec()), [KEY_DIR, VM_HOSTS]);
+        let desktop = HelperSpec {
+            vm_hosts: false,
+            ..spec()
+        };
+        assert_eq!(targets(&desktop), [KEY_DIR]);
+        let named = HelperSpec {
+            host_endpoint: Some("192.168.5.2".into()),
+            ..spec()
+        };
+        assert_eq!(targets(&named), [KEY_DIR]);
     }
 
     #[test]
