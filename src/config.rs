@@ -60,6 +60,7 @@ pub struct Config {
     pub networks: NetworkFilter,
     pub routes: Vec<ExtraRoute>,
     pub dns: DnsConfig,
+    pub kubernetes: crate::kube::Config,
 }
 
 /// Container names from the Mac (`crate::dns`).
@@ -461,6 +462,22 @@ subnet = "10.96.0.0/12"
         assert_eq!(c.dns.domain().as_str(), "dev.test");
         assert_eq!(*c.dns.port.get_ref(), 5353);
         assert_eq!(c.dns.resolver_dir.as_deref(), Some(Path::new("/run/r")));
+    }
+
+    #[test]
+    fn the_kubernetes_table() {
+        let c = parse("").unwrap();
+        assert!(c.kubernetes.enabled, "on unless turned off");
+        assert!(c.kubernetes.exclude.is_empty());
+        let c = parse(
+            "[kubernetes]\nenabled = false\nexclude = [\"ci\"]\ncluster_local = \"dev\"\n",
+        )
+        .unwrap();
+        assert!(!c.kubernetes.enabled);
+        assert_eq!(c.kubernetes.exclude, ["ci"]);
+        assert_eq!(c.kubernetes.cluster_local.as_deref(), Some("dev"));
+        let (_, e) = parse("[kubernetes]\nenable = true\n").unwrap_err();
+        assert!(e.contains("unknown field `enable`"), "{e}");
     }
 
     #[test]

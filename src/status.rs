@@ -208,6 +208,9 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
     if let Some(d) = &s.dns {
         let _ = writeln!(o, "names:      {}", dns_text(d));
     }
+    for c in &s.clusters {
+        let _ = writeln!(o, "{}", cluster_text(c));
+    }
     if !s.networks.is_empty() {
         let w = s
             .networks
@@ -254,6 +257,41 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
         }
     }
     o
+}
+
+/// `cluster kind: 2 nodes, pods 10.244.0.0/16, services 10.96.0.0/16,
+/// dns 10.96.0.10`, and what is not right yet.
+fn cluster_text(c: &crate::control::snapshot::ClusterState) -> String {
+    let n = c.nodes.len();
+    let mut t = format!(
+        "cluster {} ({}): {n} node{}",
+        c.name,
+        c.flavor,
+        if n == 1 { "" } else { "s" }
+    );
+    let list = |v: &[String]| if v.is_empty() { "?".to_owned() } else { v.join(" ") };
+    match c.state.as_str() {
+        "reading" => t.push_str(", being read"),
+        "unreadable" => {
+            t.push_str(", not readable: ");
+            t.push_str(c.error.as_deref().unwrap_or("?"));
+        }
+        state => {
+            t.push_str(&format!(
+                ", pods {}, services {}, dns {}",
+                list(&c.pods),
+                list(&c.services),
+                list(&c.dns)
+            ));
+            if state == "incomplete" {
+                t.push_str("; a node has no pod range yet");
+            }
+            if !c.not_routed.is_empty() {
+                t.push_str(&format!("; not routed: {}", c.not_routed.join(" ")));
+            }
+        }
+    }
+    t
 }
 
 /// How the VM reaches us, as the helper found it.
@@ -303,6 +341,50 @@ mod tests {
     use super::*;
     use crate::control::snapshot::{NetworkRoute, TunnelState};
     use std::time::Duration;
+
+    #[test]
+    fn a_cluster_is_one_line_that_says_what_is_missing() {
+        use crate::control::snapshot::ClusterState;
+        let c = ClusterState {
+            name: "kind".into(),
+            flavor: "kind".into(),
+            state: "ready".into(),
+            nodes: vec!["kind-control-plane".into(), "kind-worker".into()],
+            pods: vec!["10.244.0.0/16".into()],
+            services: vec!["10.96.0.0/16".into()],
+            dns: vec!["10.96.0.10".into()],
+            domain: Some("cluster.local".into()),
+            routed: vec!["10.244.0.0/24".into()],
+            not_routed: vec![],
+            error: None,
+        };
+        assert_eq!(
+            cluster_text(&c),
+            "cluster kind (kind): 2 nodes, pods 10.244.0.0/16, services 10.96.0.0/16, dns 10.96.0.10"
+        );
+        let c2 = ClusterState {
+            state: "incomplete".into(),
+            not_routed: vec!["10.96.0.0/16".into()],
+            ..c.clone()
+        };
+        assert_eq!(
+            cluster_text(&c2),
+            "cluster kind (kind): 2 nodes, pods 10.244.0.0/16, services 10.96.0.0/16, dns 10.96.0.10; \
+             a node has no pod range yet; not routed: 10.96.0.0/16"
+        );
+        let c3 = ClusterState {
+            state: "unreadable".into(),
+            nodes: vec!["k3d-dev-server-0".into()],
+            flavor: "k3d".into(),
+            name: "dev".into(),
+            error: Some("kubectl in k3d-dev-server-0 exited with 1: connection refused".into()),
+            ..c
+        };
+        assert_eq!(
+            cluster_text(&c3),
+            "cluster dev (k3d): 1 node, not readable: kubectl in k3d-dev-server-0 exited with 1: connection refused"
+        );
+    }
 
     #[test]
     fn text_shows_every_link() {

@@ -31,6 +31,35 @@ pub struct Snapshot {
     pub dns: Option<DnsState>,
     /// How the VM side reaches this machine, once a helper runs.
     pub vm: Option<VmState>,
+    /// Kubernetes clusters in containers (KinD, k3d), one entry each.
+    pub clusters: Vec<ClusterState>,
+}
+
+/// A KinD or k3d cluster as `up` read it from its control-plane node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ClusterState {
+    pub name: String,
+    /// `kind` or `k3d`.
+    pub flavor: String,
+    /// `ready`; `reading` (not read yet); `incomplete` (a node without its
+    /// pod range yet: read again when the tool next runs a command in
+    /// it); `unreadable` (see `error`).
+    pub state: String,
+    /// The node containers running.
+    pub nodes: Vec<String>,
+    /// The pod range(s): the controller manager's, else the nodes'.
+    pub pods: Vec<String>,
+    pub services: Vec<String>,
+    /// The DNS Service's ClusterIP(s).
+    pub dns: Vec<String>,
+    /// The cluster domain.
+    pub domain: Option<String>,
+    /// Its ranges routed through the tunnel, and those not (a conflict).
+    pub routed: Vec<String>,
+    pub not_routed: Vec<String>,
+    /// Why the last read failed.
+    pub error: Option<String>,
 }
 
 /// The way home the helper found (`crate::helper::endpoint`).
@@ -98,6 +127,7 @@ impl Default for Snapshot {
             extra_routes: Vec::new(),
             dns: None,
             vm: None,
+            clusters: Vec::new(),
         }
     }
 }

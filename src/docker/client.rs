@@ -391,6 +391,72 @@ pub async fn containers(docker: &Docker) -> Result<Vec<ContainerInfo>, DockerErr
     Ok(out)
 }
 
+/// What a command run in a container printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The engine's id of the exec, whose `exec_die` event is ours.
+    pub exec_id: String,
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The most of a command's output kept; a cluster's nodes and services
+/// in kubectl's JSON are a few hundred KiB at most.
+const EXEC_OUTPUT_MAX: usize = 8 << 20;
+
+/// Run `argv` in running container `id`, as `docker exec` does (no TTY,
+/// no input), and wait for it, under one [`CALL_TIMEOUT`].
+pub async fn exec(docker: &Docker, id: &str, argv: &[&str]) -> Result<ExecOutput, DockerError> {
+    use bollard::exec::{StartExecOptions, StartExecResults};
+    use bollard::models::ExecConfig;
+    use futures::StreamExt as _;
+    let run = async {
+        let created = docker
+            .create_exec(
+                id,
+                ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(argv.iter().map(|a| a.to_string()).collect()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let started = docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(1 << 20),
+                }),
+            )
+            .await?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                let (to, bytes) = match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => (&mut stdout, message),
+                    bollard::container::LogOutput::StdErr { message } => (&mut stderr, message),
+                    _ => continue,
+                };
+                if to.len() + bytes.len() <= EXEC_OUTPUT_MAX {
+                    to.extend_from_slice(&bytes);
+                }
+            }
+        }
+        let inspected = docker.inspect_exec(&created.id).await?;
+        Ok::<_, bollard::errors::Error>(ExecOutput {
+            exec_id: created.id,
+            exit_code: inspected.exit_code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    };
+    timed(run).await
+}
+
 /// The events that change routes (network create/destroy), the helper
 /// (container start/die) or names (also a container renamed, or attached
 /// to or detached from a network). The stream ends (or errors) when the
@@ -413,6 +479,10 @@ pub fn events(docker: &Docker) -> impl Stream<Item = Result<EventMessage, bollar
                 // network's removal `remove`. Docker ignores the extras.
                 "died",
                 "remove",
+                // A command run in a container ended: KinD and k3d make a
+                // cluster by running kubeadm and kubectl in its nodes, so
+                // a cluster still being made is read again then.
+                "exec_die",
             ],
         ),
     ]);
@@ -433,6 +503,8 @@ pub enum Change {
     },
     /// A container renamed, or attached to or detached from a network.
     Container(String),
+    /// A command run in container `id` ended (`docker exec`).
+    ExecDied { id: String, exec_id: String },
     Other,
 }
 
@@ -491,6 +563,16 @@ pub fn classify(ev: &EventMessage) -> Change {
         }
         (Some(EventMessageTypeEnum::CONTAINER), Some("rename")) => Change::Container(id),
         (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
+        (Some(EventMessageTypeEnum::CONTAINER), Some("exec_die")) => Change::ExecDied {
+            exec_id: ev
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get("execID"))
+                .cloned()
+                .unwrap_or_default(),
+            id,
+        },
         (Some(EventMessageTypeEnum::CONTAINER), Some("die" | "died")) => Change::ContainerDied {
             exit_code: ev
                 .actor
@@ -507,6 +589,27 @@ pub fn classify(ev: &EventMessage) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Docker 20.10's `exec_die` (recorded here, `docker exec NODE true`):
+    /// the container is the actor, the exec an attribute.
+    #[test]
+    fn an_exec_ending_names_its_container_and_exec() {
+        let ev: EventMessage = serde_json::from_str(
+            r#"{"status":"exec_die","id":"64d1489866776010ec288b3cf6ac27a9203cd67b3cf795a6005e91860ab87b47","from":"netconnect-test-busybox:1","Type":"container","Action":"exec_die","Actor":{"ID":"64d1489866776010ec288b3cf6ac27a9203cd67b3cf795a6005e91860ab87b47","Attributes":{"execID":"161b8b47a735dedacdac5cc647456ed44413bb81b635404a14d8d7ad4809feda","exitCode":"0","image":"netconnect-test-busybox:1","io.x-k8s.kind.cluster":"kind","name":"evx"}},"scope":"local","time":1796650161,"timeNano":1796650161516521058}"#,
+        )
+        .unwrap();
+        let ch = classify(&ev);
+        assert_eq!(
+            ch,
+            Change::ExecDied {
+                id: "64d1489866776010ec288b3cf6ac27a9203cd67b3cf795a6005e91860ab87b47".into(),
+                exec_id: "161b8b47a735dedacdac5cc647456ed44413bb81b635404a14d8d7ad4809feda"
+                    .into()
+            }
+        );
+        // Names do not change with an exec: no inspect for it.
+        assert_eq!(ch.container(), None);
+    }
 
     /// Podman 4.3's events as its compat API streams them (recorded on
     /// this machine): a network connect names the container as the

@@ -8,8 +8,8 @@ pub mod runtime;
 pub mod vmside;
 
 pub use client::{
-    changes, classify, connect, container, containers, desired_subnets, events, networks, Change,
-    ContainerInfo, DockerError, Engine, NetworkInfo,
+    changes, classify, connect, container, containers, desired_subnets, events, exec, networks,
+    Change, ContainerInfo, DockerError, Engine, ExecOutput, NetworkInfo,
 };
 pub use discovery::{
     candidates, user_home, Candidate, Inputs, Invoker, RealFiles, RealUsers, Source,

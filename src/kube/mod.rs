@@ -25,6 +25,30 @@ use crate::docker::ContainerInfo;
 /// The cluster domain when nothing says otherwise (kubeadm's, k3s's).
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
 
+/// The `[kubernetes]` table of the configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Find clusters and route and name them.
+    pub enabled: bool,
+    /// Clusters (by name, as `kind get clusters` and `k3d cluster list`
+    /// print them) left alone.
+    pub exclude: Vec<String>,
+    /// Which cluster answers under `cluster.local` (or another domain two
+    /// clusters share); default: the first by name.
+    pub cluster_local: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            exclude: Vec::new(),
+            cluster_local: None,
+        }
+    }
+}
+
 /// Which tool made the cluster: it decides the labels, the node roles and
 /// where the cluster keeps what we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -510,4 +534,4 @@ pub fn plan(cluster: &Cluster, containers: &[NodeContainer]) -> Plan {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

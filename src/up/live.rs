@@ -119,6 +119,10 @@ impl View {
         i.snap.networks = networks;
         i.snap.extra_routes = extra;
     }
+
+    pub fn set_clusters(&self, clusters: Vec<snapshot::ClusterState>) {
+        self.inner.lock().snap.clusters = clusters;
+    }
 }
 
 impl StatusSource for View {

@@ -3,6 +3,7 @@
 //! to the [`session::Session`], the event loop; when that ends it tears
 //! down in reverse.
 
+pub mod clusters;
 pub mod live;
 pub mod names;
 pub mod ports;
@@ -188,6 +189,9 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         skipped: Vec::new(),
         zone: names.as_ref().map(|n| n.zone.clone()),
         containers: Vec::new(),
+        clusters: clusters::Clusters::new(file.kubernetes.clone()),
+        kube_mac: BTreeSet::new(),
+        kube_vm: Vec::new(),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
         filter: file.networks.clone(),

@@ -37,6 +37,15 @@ pub trait EngineApi {
     /// Running, or about to be restarted by its restart policy.
     async fn is_running_or_restarting(&self, id: &str) -> bool;
     async fn remove_helper(&self, name: &str) -> Result<(), HelperError>;
+    /// Run a command in a running container, as `docker exec`.
+    async fn exec(&self, id: &str, argv: &[&str]) -> Result<docker::ExecOutput, DockerError>;
+    /// Make the VM's routes that the helper marks exactly `routes`, with
+    /// a one-shot of the helper image (`helper-routes`).
+    async fn set_vm_routes(
+        &self,
+        spec: &HelperSpec,
+        routes: &[(ipnet::IpNet, std::net::IpAddr)],
+    ) -> Result<(), HelperError>;
     /// Connect again (the engine restarted); returns when one answers.
     async fn reconnect(&mut self) -> &Engine;
 }
@@ -123,6 +132,33 @@ impl EngineApi for DockerApi {
 
     async fn remove_helper(&self, name: &str) -> Result<(), HelperError> {
         container::remove(&self.engine.docker, name).await
+    }
+
+    async fn exec(&self, id: &str, argv: &[&str]) -> Result<docker::ExecOutput, DockerError> {
+        docker::exec(&self.engine.docker, id, argv).await
+    }
+
+    async fn set_vm_routes(
+        &self,
+        spec: &HelperSpec,
+        routes: &[(ipnet::IpNet, std::net::IpAddr)],
+    ) -> Result<(), HelperError> {
+        let command = crate::cli::HelperCommand::Routes(crate::cli::VmArgs {
+            interface: spec.vm_interface.clone(),
+            routes: routes.to_vec(),
+        });
+        let done = crate::docker::vmside::run_oneshot(
+            &self.engine.docker,
+            &spec.image,
+            &spec.vm_interface,
+            &command,
+        )
+        .await?;
+        if done.exit_code == 0 {
+            Ok(())
+        } else {
+            Err(HelperError::Exited(done.output.trim().to_owned()))
+        }
     }
 
     async fn reconnect(&mut self) -> &Engine {

@@ -30,6 +30,7 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::clusters::{self, Clusters};
 use super::live;
 use super::ports::{EngineApi, RouteEvents, TunnelApi};
 use super::probe;
@@ -41,6 +42,7 @@ use crate::dns::server::Zone;
 use crate::docker::vmside::{HelperError, HelperSpec, RunningHelper};
 use crate::docker::{self, Change, ContainerInfo, NetworkInfo};
 use crate::helper::endpoint::Report;
+use crate::kube;
 use crate::progress;
 use crate::routes::{self, Router, SkipReason, Skipped, WatchEvent};
 use crate::tunnel::{DeviceUpdate, PeerUpdate};
@@ -83,7 +85,14 @@ pub struct Session<E, T, R, W> {
     /// running containers (listed at start, each then updated by an
     /// inspect at its events) and the routed subnets.
     pub zone: Option<Arc<Zone>>,
+    /// The running containers, followed while names or clusters need them.
     pub containers: Vec<ContainerInfo>,
+    /// KinD and k3d clusters found in the containers ([`super::clusters`]).
+    pub clusters: Clusters,
+    /// The clusters' ranges wanted through the tunnel, and their VM routes
+    /// last set.
+    pub kube_mac: BTreeSet<IpNet>,
+    pub kube_vm: Vec<(IpNet, IpAddr)>,
     pub liveness: probe::Liveness,
     pub probe_seq: u16,
     /// Which networks to route, and extra routes (configuration file).
@@ -251,6 +260,11 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         }
         match ch {
             Change::Networks => self.sync_routes().await,
+            Change::ExecDied { id, exec_id } => {
+                if let Some(cluster) = self.clusters.exec_died(&id, &exec_id) {
+                    self.sync_clusters(Some(cluster)).await;
+                }
+            }
             // A kernel-mode helper exits by design.
             Change::ContainerDied { id, exit_code }
                 if self.is_helper(&id) && !self.kernel_mode() =>
@@ -467,8 +481,9 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         // public one; its own extra routes are the user's choice.
         let allow = self.filter.allow_public();
         let extra: BTreeSet<IpNet> = self.extra.iter().map(|r| r.subnet()).collect();
-        let (mut desired, public) =
-            routes::scope::partition(docker::desired_subnets(&wanted), &allow, &extra);
+        let mut subnets = docker::desired_subnets(&wanted);
+        subnets.extend(self.kube_mac.iter().copied());
+        let (mut desired, public) = routes::scope::partition(subnets, &allow, &extra);
         desired.extend(extra);
         let mut plan = self.router.set(&desired).await?;
         plan.skipped
@@ -513,7 +528,10 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                     .any(|r| r.subnet() == *net)
                     .then_some("(config route)")
             });
-            info!(network = name.unwrap_or("?"), subnet = %net, "route added");
+            match (name, self.clusters.owner_of(net)) {
+                (None, Some(c)) => info!(cluster = %c, subnet = %net, "route added"),
+                (name, _) => info!(network = name.unwrap_or("?"), subnet = %net, "route added"),
+            }
         }
         let skipped: BTreeSet<IpNet> = plan.skipped.iter().map(|s| s.subnet).collect();
         let routed: BTreeSet<IpNet> = desired.difference(&skipped).copied().collect();
@@ -527,12 +545,13 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             snapshot::route_states(&self.networks, &self.filter, &self.skipped, &self.routed),
             snapshot::extra_states(&self.extra, &self.skipped, &self.routed),
         );
+        self.view.set_clusters(self.clusters.states(&self.routed));
         Ok(())
     }
 
     /// List the running containers (one request to Docker), then the names.
     async fn sync_names(&mut self) {
-        if self.zone.is_none() {
+        if !self.follows_containers() {
             return;
         }
         match self.engine.containers().await {
@@ -543,12 +562,17 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
         }
         self.apply_names();
+        self.sync_clusters(None).await;
+    }
+
+    fn follows_containers(&self) -> bool {
+        self.zone.is_some() || self.clusters.enabled()
     }
 
     /// One container changed (its event named it): inspect it (one
     /// request), then the names.
     async fn update_container(&mut self, id: &str) {
-        if self.zone.is_none() {
+        if !self.follows_containers() {
             return;
         }
         match self.engine.container(id).await {
@@ -562,6 +586,82 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
         }
         self.apply_names();
+        self.sync_clusters(None).await;
+    }
+
+    /// The clusters as the containers show them: read those that are new,
+    /// changed or (`again`) still being made, then their routes.
+    async fn sync_clusters(&mut self, again: Option<kube::ClusterId>) {
+        let mut to_read = self.clusters.observe(&self.containers);
+        if let Some(id) = again {
+            if !to_read.contains(&id) {
+                to_read.push(id);
+            }
+        }
+        for id in to_read {
+            let Some(cp) = self.clusters.control_plane(&id) else {
+                continue;
+            };
+            let mut own = Vec::new();
+            let read = clusters::read(&self.engine, &id, &cp, |e| own.push(e)).await;
+            for e in own {
+                self.clusters.own_exec(e);
+            }
+            match &read {
+                Ok(c) => info!(
+                    cluster = %id,
+                    flavor = id.flavor.as_str(),
+                    nodes = c.nodes.len(),
+                    services = ?c.services,
+                    dns = ?c.dns,
+                    domain = %c.domain,
+                    "Kubernetes cluster read"
+                ),
+                Err(e) => warn!(cluster = %id, error = %e, "cannot read the Kubernetes cluster; will try again when its nodes change"),
+            }
+            self.clusters.record(&id, read);
+        }
+        self.apply_clusters().await;
+    }
+
+    /// The clusters' routes: on the Mac through the tunnel (with the
+    /// networks', under the same rules), in the VM via their nodes.
+    async fn apply_clusters(&mut self) {
+        let plan = self.clusters.plan();
+        if plan.mac != self.kube_mac {
+            self.kube_mac = plan.mac;
+            self.apply_routes().await;
+        }
+        if plan.vm != self.kube_vm {
+            let wanted = self.vm_routes_wanted(&plan.vm);
+            // A helper not running gets them when it starts.
+            let set = match &self.helper {
+                Some(_) => self.engine.set_vm_routes(&self.spec, &wanted).await,
+                None => Ok(()),
+            };
+            match set {
+                Ok(()) => {
+                    for (net, gw) in plan.vm.iter().filter(|r| !self.kube_vm.contains(r)) {
+                        info!(subnet = %net, via = %gw, "VM route to a cluster set");
+                    }
+                    self.kube_vm = plan.vm;
+                }
+                Err(e) => warn!(error = %e, "setting the VM's routes to the clusters failed; will retry at the next change"),
+            }
+            self.spec.routes = wanted;
+        }
+        self.view.set_clusters(self.clusters.states(&self.routed));
+    }
+
+    /// The VM's routes: the configuration file's, then the clusters'.
+    fn vm_routes_wanted(&self, kube: &[(IpNet, IpAddr)]) -> Vec<(IpNet, IpAddr)> {
+        let mut out = super::vm_routes(&self.extra);
+        for r in kube {
+            if !out.iter().any(|o| o.0 == r.0) {
+                out.push(*r);
+            }
+        }
+        out
     }
 
     /// Make the names match the containers as last listed and the routes.
@@ -591,6 +691,7 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             networks: Default::default(),
             routes: Vec::new(),
             log: Default::default(),
+            kubernetes: Default::default(),
             ..c.clone()
         };
         if restart_only(&c) != restart_only(&self.file) {
@@ -600,7 +701,8 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         }
         self.filter = c.networks.clone();
         self.extra = c.routes.clone();
-        let vm = super::vm_routes(&self.extra);
+        self.clusters.config = c.kubernetes.clone();
+        let vm = self.vm_routes_wanted(&self.kube_vm);
         if vm != self.spec.routes {
             info!("VM-side routes changed; starting the helper again");
             self.spec.routes = vm;
@@ -658,6 +760,21 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             Ok(Err(e)) => warn!(error = %e, "removing the helper container failed"),
             Err(_) => warn!("Docker did not remove the helper container in time"),
         }
+        // The clusters' VM routes lead to nodes, not to the tunnel: they
+        // would outlive us. The configuration file's stay, as before.
+        if !self.kube_vm.is_empty() {
+            let keep = super::vm_routes(&self.extra);
+            match tokio::time::timeout(
+                helper_remove_timeout,
+                self.engine.set_vm_routes(&self.spec, &keep),
+            )
+            .await
+            {
+                Ok(Ok(())) => info!(routes = self.kube_vm.len(), "VM routes to the clusters removed"),
+                Ok(Err(e)) => warn!(error = %e, "removing the VM routes to the clusters failed; `netconnect down` removes them"),
+                Err(_) => warn!("Docker did not remove the VM routes to the clusters in time; `netconnect down` removes them"),
+            }
+        }
         if let Err(e) = self.router.set(&BTreeSet::new()).await {
             warn!(error = %e, "removing the routes at shutdown failed");
         }
@@ -697,6 +814,10 @@ mod tests {
         running: AtomicBool,
         /// Helper starts that fail before one succeeds.
         failing_starts: AtomicUsize,
+        /// Commands run in containers: (container, argv[0]).
+        execs: Mutex<Vec<(String, String)>>,
+        /// Each list the VM's routes were set to.
+        vm_routes: Mutex<Vec<Vec<(IpNet, IpAddr)>>>,
     }
 
     impl EngineLog {
@@ -781,6 +902,33 @@ mod tests {
         }
         async fn remove_helper(&self, _: &str) -> Result<(), HelperError> {
             self.log.removes.fetch_add(1, SeqCst);
+            Ok(())
+        }
+        async fn exec(
+            &self,
+            id: &str,
+            argv: &[&str],
+        ) -> Result<docker::ExecOutput, DockerError> {
+            let mut execs = self.log.execs.lock().unwrap();
+            execs.push((id.to_owned(), argv[0].to_owned()));
+            // The article's cluster, as its control plane prints it.
+            let stdout = match argv[0] {
+                "kubectl" => crate::kube::tests::KIND_OBJECTS,
+                _ => crate::kube::tests::KIND_FLAGS,
+            };
+            Ok(docker::ExecOutput {
+                exec_id: format!("exec{}", execs.len()),
+                exit_code: Some(0),
+                stdout: stdout.into(),
+                stderr: String::new(),
+            })
+        }
+        async fn set_vm_routes(
+            &self,
+            _: &HelperSpec,
+            routes: &[(IpNet, IpAddr)],
+        ) -> Result<(), HelperError> {
+            self.log.vm_routes.lock().unwrap().push(routes.to_vec());
             Ok(())
         }
         async fn reconnect(&mut self) -> &Engine {
@@ -989,6 +1137,9 @@ mod tests {
             skipped: Vec::new(),
             zone: Some(zone.clone()),
             containers: Vec::new(),
+            clusters: Clusters::new(Default::default()),
+            kube_mac: BTreeSet::new(),
+            kube_vm: Vec::new(),
             liveness: probe::Liveness::new(now()),
             probe_seq: 0,
             filter: NetworkFilter::default(),
@@ -1217,6 +1368,125 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(2)).await;
             drop(tx);
             assert_eq!(w.log.containers.load(SeqCst), 2);
+        })
+        .await;
+    }
+
+    fn node(name: &str, role: &str, address: &str) -> ContainerInfo {
+        let mut c = container(name, address);
+        c.labels = [
+            ("io.x-k8s.kind.cluster", "kind"),
+            ("io.x-k8s.kind.role", role),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        c
+    }
+
+    /// A KinD cluster (the article's, as its control plane prints itself)
+    /// is read once when found, with two commands in its control plane;
+    /// its pod and service ranges are routed through the tunnel and in the
+    /// VM via their nodes; a node not yet in the cluster makes it read
+    /// again at a command someone else ran in a node, never at ours; a
+    /// node gone takes its routes with it.
+    #[tokio::test(start_paused = true)]
+    async fn a_kind_cluster_is_read_from_its_nodes_and_routed_and_followed() {
+        let (mut s, w) = session();
+        w.nets.lock().unwrap().push(network("kind", "172.18.0.0/16"));
+        w.ctrs.lock().unwrap().extend([
+            node("kind-control-plane", "control-plane", "172.18.0.3"),
+            node("kind-worker", "worker", "172.18.0.2"),
+        ]);
+        let execs = || w.log.execs.lock().unwrap().clone();
+        let vm = || w.log.vm_routes.lock().unwrap().last().cloned();
+        let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        drive(&mut s, async {
+            w.settle().await;
+            assert_eq!(
+                execs(),
+                [
+                    ("id-kind-control-plane".to_owned(), "kubectl".to_owned()),
+                    ("id-kind-control-plane".to_owned(), "cat".to_owned())
+                ]
+            );
+            let cluster = [net("10.244.0.0/24"), net("10.244.1.0/24"), net("10.96.0.0/16")];
+            let docker = [net("172.17.0.0/16"), net("172.18.0.0/16")];
+            assert_eq!(w.routes(), BTreeSet::from_iter(docker.into_iter().chain(cluster)));
+            assert_eq!(
+                vm(),
+                Some(vec![
+                    (net("10.96.0.0/16"), v4("172.18.0.3")),
+                    (net("10.244.0.0/24"), v4("172.18.0.3")),
+                    (net("10.244.1.0/24"), v4("172.18.0.2")),
+                ])
+            );
+            // The VM peer may carry them.
+            let last = w.tunnel.applied.lock().unwrap().last().cloned().unwrap();
+            for n in cluster {
+                assert!(last.peers[0].allowed_ips.contains(&n), "{n} not allowed");
+            }
+            // Ready: our own commands' ends and anyone's in a complete
+            // cluster read nothing.
+            w.send(Change::ExecDied {
+                id: "id-kind-control-plane".into(),
+                exec_id: "exec1".into(),
+            });
+            w.send(Change::ExecDied {
+                id: "id-kind-worker".into(),
+                exec_id: "theirs1".into(),
+            });
+            w.settle().await;
+            assert_eq!(execs().len(), 2);
+            // A worker joining: its container first, its node later.
+            w.ctrs
+                .lock()
+                .unwrap()
+                .push(node("kind-worker2", "worker", "172.18.0.4"));
+            w.send(Change::ContainerStarted("id-kind-worker2".into()));
+            w.settle().await;
+            assert_eq!(execs().len(), 4, "read again for the new node");
+            // Still incomplete: kubeadm's commands in the new node make
+            // it read again; ours do not.
+            w.send(Change::ExecDied {
+                id: "id-kind-worker2".into(),
+                exec_id: "exec3".into(),
+            });
+            w.settle().await;
+            assert_eq!(execs().len(), 4, "our own exec is no reason");
+            w.send(Change::ExecDied {
+                id: "id-kind-worker2".into(),
+                exec_id: "kubeadm-join".into(),
+            });
+            w.settle().await;
+            assert_eq!(execs().len(), 6);
+            // A worker deleted: its pod range goes, here and in the VM.
+            w.ctrs.lock().unwrap().retain(|c| c.name != "kind-worker");
+            w.send(Change::ContainerDied {
+                id: "id-kind-worker".into(),
+                exit_code: Some(137),
+            });
+            w.settle().await;
+            assert!(!w.routes().contains(&net("10.244.1.0/24")));
+            assert!(w.routes().contains(&net("10.244.0.0/24")));
+            assert_eq!(
+                vm(),
+                Some(vec![
+                    (net("10.96.0.0/16"), v4("172.18.0.3")),
+                    (net("10.244.0.0/24"), v4("172.18.0.3")),
+                ])
+            );
+            // The whole cluster deleted: nothing of it is left.
+            w.ctrs.lock().unwrap().retain(|c| !c.name.starts_with("kind-"));
+            for id in ["id-kind-control-plane", "id-kind-worker2"] {
+                w.send(Change::ContainerDied {
+                    id: id.into(),
+                    exit_code: Some(137),
+                });
+            }
+            w.settle().await;
+            assert_eq!(w.routes(), BTreeSet::from(docker));
+            assert_eq!(vm(), Some(vec![]));
         })
         .await;
     }
