@@ -371,6 +371,113 @@ fn snapshot(fx: &Fx) -> Vec<String> {
     out
 }
 
+/// The name of the VM-side veth of `container`'s eth0.
+fn host_veth_of(container: &str) -> String {
+    let index = docker(&["exec", container, "cat", "/sys/class/net/eth0/iflink"]);
+    let links = host_ok(&["ip", "-o", "link", "show"]);
+    links
+        .lines()
+        .find(|l| l.split(':').next() == Some(index.trim()))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .unwrap_or_else(|| panic!("no VM link with index {index}"))
+}
+
+/// Issue 24, against a KinD cluster stood in for (`common::docker::kube`):
+/// from the Mac, a pod behind the worker answers by its address, a
+/// ClusterIP answers (kube-proxy's DNAT in the control plane), the DNS
+/// Service answers for `sampleservice`; `status` shows the cluster; the
+/// worker's removal takes its pod route with it within a second; `down`
+/// leaves both sides as they were before `up`.
+#[test]
+fn docker_kind_cluster_pods_and_services_from_the_mac() {
+    let mut fx = Fx::new(46);
+    let name = format!("nct{}", std::process::id());
+    let kind = stand_in_kind(&fx.things, &name, "10.213.46");
+    let before = snapshot(&fx);
+    fx.start_up(&[]);
+    fx.curl_ok(POD_WEB, POD_WEB_ANSWER, FIRST_CURL);
+    fx.curl_ok(SAMPLE_SERVICE, POD_WEB_ANSWER, Duration::from_secs(10));
+    wait_dig(
+        &fx.mac.ns,
+        Some(DNS_SERVICE),
+        SAMPLE_NAME,
+        "A",
+        Duration::from_secs(10),
+        |d| d.answers == [SAMPLE_SERVICE],
+    )
+    .unwrap_or_else(|e| panic!("{e:?}\nup log:\n{}", fx.up().log()));
+    for range in POD_RANGES.iter().chain([&SERVICE_RANGE]) {
+        let r = fx.mac.route_for(range);
+        assert!(
+            r.as_deref().is_some_and(|r| r.contains(&format!("dev {MAC_TUN}"))),
+            "Mac route for {range}: {r:?}"
+        );
+    }
+    let vm_route = |range: &str| {
+        String::from_utf8_lossy(&host(&["ip", "route", "show", range]).stdout)
+            .trim()
+            .to_string()
+    };
+    let r = vm_route(POD_RANGES[1]);
+    assert!(
+        r.contains(&format!("via {}", kind.worker_ip)) && r.contains("proto 78"),
+        "VM route for the worker's pods: {r:?}"
+    );
+    let r = vm_route(SERVICE_RANGE);
+    assert!(
+        r.contains(&format!("via {}", kind.control_plane_ip)),
+        "VM route for the services: {r:?}"
+    );
+    let s = fx.status_json();
+    let c = &s["clusters"][0];
+    assert_eq!(c["name"], name.as_str(), "{s:#}");
+    assert_eq!(c["flavor"], "kind", "{s:#}");
+    assert_eq!(c["state"], "ready", "{s:#}");
+    assert_eq!(c["nodes"].as_array().map(Vec::len), Some(2), "{s:#}");
+    assert_eq!(c["services"], serde_json::json!([SERVICE_RANGE]), "{s:#}");
+    assert_eq!(c["dns"], serde_json::json!([DNS_SERVICE]), "{s:#}");
+    let o = fx.nc(&["status"], Duration::from_secs(30));
+    let line = format!(
+        "cluster {name} (kind): 2 nodes, pods 10.244.0.0/16, services {SERVICE_RANGE}, dns {DNS_SERVICE}"
+    );
+    assert!(text(&o).contains(&line), "no {line:?} in:\n{}", text(&o));
+
+    // The worker deleted: its pod range goes, on the Mac within a second.
+    let worker_veth = host_veth_of(&kind.worker);
+    let t0 = Instant::now();
+    fx.things.remove_container(&kind.worker);
+    let removed = t0.elapsed();
+    let gone = fx
+        .mac
+        .wait_route(POD_RANGES[1], false, Duration::from_secs(1))
+        .unwrap_or_else(|e| panic!("{e}\nup log:\n{}", fx.up().log()));
+    eprintln!(
+        "MEASURE: worker removed (docker rm -f: {removed:?}) -> its pod route gone from the Mac: {:?} after",
+        gone
+    );
+    assert!(fx.mac.route_for(POD_RANGES[0]).is_some(), "the control plane's pods lost their route");
+    let t0 = Instant::now();
+    while !vm_route(POD_RANGES[1]).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(vm_route(POD_RANGES[1]), "", "VM route to a deleted node kept");
+
+    let o = fx.nc(&["down"], DOWN);
+    assert!(o.status.success(), "down failed: {}", text(&o));
+    fx.up()
+        .wait_exit(Duration::from_secs(5))
+        .expect("up still running after down");
+    let before: Vec<String> = before.into_iter().filter(|l| !l.contains(&worker_veth)).collect();
+    let after = snapshot(&fx);
+    let missing: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
+    let left: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        missing.is_empty() && left.is_empty(),
+        "state differs after down\nmissing: {missing:#?}\nleft over: {left:#?}"
+    );
+}
+
 #[test]
 fn docker_down_leaves_both_sides_as_they_were() {
     let mut fx = Fx::new(41);

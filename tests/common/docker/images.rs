@@ -16,6 +16,8 @@ use crate::names::TempDir;
 use crate::process::run_timeout;
 
 pub const BUSYBOX_IMAGE: &str = "netconnect-test-busybox:1";
+/// The stand-in Kubernetes node (`tests/images/node`), on top of busybox.
+pub const NODE_IMAGE: &str = "netconnect-test-node:1";
 /// Bound for building the helper image (a static release build).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
@@ -175,6 +177,55 @@ pub fn ensure_images() {
             let out = run_timeout(
                 Command::new("docker")
                     .args(["build", "--quiet", "-t", BUSYBOX_IMAGE])
+                    .arg(ctx.path())
+                    .env("DOCKER_BUILDKIT", "0"),
+                Duration::from_secs(300),
+            )?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        });
+    });
+}
+
+/// The node image (after [`ensure_images`]), built when missing or stale:
+/// busybox's image plus this machine's iptables and dnsmasq.
+pub fn ensure_node_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        ensure_images();
+        let root = repo_root();
+        let dir = root.join("tests/images/node");
+        let mut h = Sha256::new();
+        for f in [
+            dir.join("Dockerfile"),
+            dir.join("rootfs.sh"),
+            "/usr/sbin/xtables-nft-multi".into(),
+            "/usr/sbin/dnsmasq".into(),
+        ] {
+            h.update(fs::read(&f).unwrap_or_else(|e| {
+                panic!("{}: {e} (run scripts/setup.sh: iptables, dnsmasq-base)", f.display())
+            }));
+        }
+        h.update(image_id(BUSYBOX_IMAGE).unwrap_or_default());
+        let fp = hex::encode(h.finalize());
+        ensure_image(NODE_IMAGE, &fp, || {
+            let ctx = TempDir::new("node-ctx");
+            fs::copy(dir.join("Dockerfile"), ctx.join("Dockerfile")).map_err(|e| e.to_string())?;
+            let out = run_timeout(
+                Command::new("bash")
+                    .arg(dir.join("rootfs.sh"))
+                    .arg(ctx.join("rootfs")),
+                Duration::from_secs(120),
+            )?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+            let out = run_timeout(
+                Command::new("docker")
+                    .args(["build", "--quiet", "-t", NODE_IMAGE])
                     .arg(ctx.path())
                     .env("DOCKER_BUILDKIT", "0"),
                 Duration::from_secs(300),
