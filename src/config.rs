@@ -469,10 +469,9 @@ subnet = "10.96.0.0/12"
         let c = parse("").unwrap();
         assert!(c.kubernetes.enabled, "on unless turned off");
         assert!(c.kubernetes.exclude.is_empty());
-        let c = parse(
-            "[kubernetes]\nenabled = false\nexclude = [\"ci\"]\ncluster_local = \"dev\"\n",
-        )
-        .unwrap();
+        let c =
+            parse("[kubernetes]\nenabled = false\nexclude = [\"ci\"]\ncluster_local = \"dev\"\n")
+                .unwrap();
         assert!(!c.kubernetes.enabled);
         assert_eq!(c.kubernetes.exclude, ["ci"]);
         assert_eq!(c.kubernetes.cluster_local.as_deref(), Some("dev"));

@@ -269,7 +269,13 @@ fn cluster_text(c: &crate::control::snapshot::ClusterState) -> String {
         c.flavor,
         if n == 1 { "" } else { "s" }
     );
-    let list = |v: &[String]| if v.is_empty() { "?".to_owned() } else { v.join(" ") };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "?".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
     match c.state.as_str() {
         "reading" => t.push_str(", being read"),
         "unreadable" => {
@@ -283,6 +289,10 @@ fn cluster_text(c: &crate::control::snapshot::ClusterState) -> String {
                 list(&c.services),
                 list(&c.dns)
             ));
+            if !c.zones.is_empty() {
+                let zones: Vec<String> = c.zones.iter().map(|z| format!("*.{z}")).collect();
+                t.push_str(&format!("; names {}", zones.join(" ")));
+            }
             if state == "incomplete" {
                 t.push_str("; a node has no pod range yet");
             }
@@ -354,6 +364,7 @@ mod tests {
             services: vec!["10.96.0.0/16".into()],
             dns: vec!["10.96.0.10".into()],
             domain: Some("cluster.local".into()),
+            zones: vec![],
             routed: vec!["10.244.0.0/24".into()],
             not_routed: vec![],
             error: None,
@@ -361,6 +372,15 @@ mod tests {
         assert_eq!(
             cluster_text(&c),
             "cluster kind (kind): 2 nodes, pods 10.244.0.0/16, services 10.96.0.0/16, dns 10.96.0.10"
+        );
+        let named = ClusterState {
+            zones: vec!["cluster.local".into(), "kind.kube.docker.internal".into()],
+            ..c.clone()
+        };
+        assert_eq!(
+            cluster_text(&named),
+            "cluster kind (kind): 2 nodes, pods 10.244.0.0/16, services 10.96.0.0/16, dns 10.96.0.10; \
+             names *.cluster.local *.kind.kube.docker.internal"
         );
         let c2 = ClusterState {
             state: "incomplete".into(),

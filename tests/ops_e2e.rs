@@ -386,31 +386,63 @@ fn host_veth_of(container: &str) -> String {
 /// Issue 24, against a KinD cluster stood in for (`common::docker::kube`):
 /// from the Mac, a pod behind the worker answers by its address, a
 /// ClusterIP answers (kube-proxy's DNAT in the control plane), the DNS
-/// Service answers for `sampleservice`; `status` shows the cluster; the
-/// worker's removal takes its pod route with it within a second; `down`
-/// leaves both sides as they were before `up`.
+/// Service answers for `sampleservice`, and so does netconnect, by name,
+/// through the Mac's resolver, under `cluster.local` and the cluster's
+/// alias zone; `status` shows the cluster; the worker's removal takes its
+/// pod route with it within a second; the cluster's removal takes its
+/// domain out of the resolver; `down` leaves both sides as they were.
 #[test]
 fn docker_kind_cluster_pods_and_services_from_the_mac() {
     let mut fx = Fx::new(46);
     let name = format!("nct{}", std::process::id());
     let kind = stand_in_kind(&fx.things, &name, "10.213.46");
     let before = snapshot(&fx);
-    fx.start_up(&[]);
+    // The Mac's resolver: /etc/resolver (here a folder of the test's) for
+    // what netconnect serves; the namespace's programs ask netconnect.
+    let resolvers = fx.dir.join("resolver");
+    fs::write(
+        fx.config_path(),
+        format!("[dns]\nresolver_dir = \"{}\"\n", resolvers.display()),
+    )
+    .unwrap();
+    fx.mac.ns.set_resolver("10.33.33.1");
+    let config = fx.config_path();
+    fx.start_up(&["--config", config.to_str().unwrap()]);
     fx.curl_ok(POD_WEB, POD_WEB_ANSWER, FIRST_CURL);
     fx.curl_ok(SAMPLE_SERVICE, POD_WEB_ANSWER, Duration::from_secs(10));
-    wait_dig(
+    // The Service by name, through netconnect to the cluster's DNS.
+    fx.curl_ok(SAMPLE_NAME, POD_WEB_ANSWER, Duration::from_secs(10));
+    let alias = format!("sampleservice.default.svc.{name}.kube.docker.internal");
+    let d = dig(&fx.mac.ns, Some("10.33.33.1"), &alias, "A", false);
+    assert_eq!(
+        (d.status.as_str(), d.answers.clone()),
+        ("NOERROR", vec![SAMPLE_SERVICE.to_string()]),
+        "{alias}: {d:?}"
+    );
+    let d = dig(
         &fx.mac.ns,
-        Some(DNS_SERVICE),
-        SAMPLE_NAME,
+        Some("10.33.33.1"),
+        "nothere.default.svc.cluster.local",
         "A",
-        Duration::from_secs(10),
-        |d| d.answers == [SAMPLE_SERVICE],
-    )
-    .unwrap_or_else(|e| panic!("{e:?}\nup log:\n{}", fx.up().log()));
+        false,
+    );
+    assert_eq!(
+        d.status, "NXDOMAIN",
+        "the cluster's answer is relayed: {d:?}"
+    );
+    let file = resolvers.join("cluster.local");
+    let wired = fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the cluster domain's resolver file)",
+            file.display()
+        )
+    });
+    assert!(wired.contains("nameserver 10.33.33.1"), "{wired}");
     for range in POD_RANGES.iter().chain([&SERVICE_RANGE]) {
         let r = fx.mac.route_for(range);
         assert!(
-            r.as_deref().is_some_and(|r| r.contains(&format!("dev {MAC_TUN}"))),
+            r.as_deref()
+                .is_some_and(|r| r.contains(&format!("dev {MAC_TUN}"))),
             "Mac route for {range}: {r:?}"
         );
     }
@@ -456,20 +488,59 @@ fn docker_kind_cluster_pods_and_services_from_the_mac() {
         "MEASURE: worker removed (docker rm -f: {removed:?}) -> its pod route gone from the Mac: {:?} after",
         gone
     );
-    assert!(fx.mac.route_for(POD_RANGES[0]).is_some(), "the control plane's pods lost their route");
+    assert!(
+        fx.mac.route_for(POD_RANGES[0]).is_some(),
+        "the control plane's pods lost their route"
+    );
     let t0 = Instant::now();
     while !vm_route(POD_RANGES[1]).is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(vm_route(POD_RANGES[1]), "", "VM route to a deleted node kept");
+    assert_eq!(
+        vm_route(POD_RANGES[1]),
+        "",
+        "VM route to a deleted node kept"
+    );
+    // The whole cluster deleted: its domain leaves the resolver.
+    let cp_veth = host_veth_of(&kind.control_plane);
+    let t0 = Instant::now();
+    fx.things.remove_container(&kind.control_plane);
+    while file.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !file.exists(),
+        "cluster.local's resolver file kept after the cluster went"
+    );
+    eprintln!(
+        "MEASURE: docker rm -f of the control plane started -> cluster.local's resolver file gone: {:?}",
+        t0.elapsed()
+    );
+    let d = dig(&fx.mac.ns, Some("10.33.33.1"), SAMPLE_NAME, "A", false);
+    assert_eq!(
+        d.status, "REFUSED",
+        "a gone cluster's names still answered: {d:?}"
+    );
 
     let o = fx.nc(&["down"], DOWN);
     assert!(o.status.success(), "down failed: {}", text(&o));
     fx.up()
         .wait_exit(Duration::from_secs(5))
         .expect("up still running after down");
-    let before: Vec<String> = before.into_iter().filter(|l| !l.contains(&worker_veth)).collect();
-    let after = snapshot(&fx);
+    // The nodes' links went with them, and their bridge has no carrier
+    // now: Docker's doing, not ours.
+    let bridge = format!(
+        "br-{}",
+        &docker(&["network", "inspect", "--format", "{{.Id}}", &kind.network]).trim()[..12]
+    );
+    let ours =
+        |l: &String| !l.contains(&worker_veth) && !l.contains(&cp_veth) && !l.contains(&bridge);
+    let before: Vec<String> = before.into_iter().filter(ours).collect();
+    assert!(
+        !resolvers.join("docker.internal").exists(),
+        "resolver file left after down"
+    );
+    let after: Vec<String> = snapshot(&fx).into_iter().filter(ours).collect();
     let missing: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
     let left: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
     assert!(
@@ -1096,7 +1167,10 @@ fn cli_up_refuses_a_malformed_host_endpoint_before_it_starts() {
             "{bad}: {err}"
         );
         assert!(!ns.link_exists("ncbad0"), "{bad}: a tunnel was left behind");
-        assert!(!socket.exists(), "{bad}: the control socket was left behind");
+        assert!(
+            !socket.exists(),
+            "{bad}: the control socket was left behind"
+        );
     }
 }
 

@@ -55,6 +55,9 @@ pub struct ClusterState {
     pub dns: Vec<String>,
     /// The cluster domain.
     pub domain: Option<String>,
+    /// The DNS zones it answers from the Mac: its domain (unless another
+    /// cluster of that domain owns it) and `<name>.kube.<dns.domain>`.
+    pub zones: Vec<String>,
     /// Its ranges routed through the tunnel, and those not (a conflict).
     pub routed: Vec<String>,
     pub not_routed: Vec<String>,

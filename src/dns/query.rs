@@ -45,11 +45,41 @@ pub async fn ask(
     transport: Transport,
     timeout: Duration,
 ) -> Result<Reply, QueryError> {
+    let m = exchange(server, &question(name, qtype)?, transport, timeout).await?;
+    Ok(Reply {
+        code: m.metadata.response_code,
+        authoritative: m.metadata.authoritative,
+        addresses: m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect(),
+    })
+}
+
+/// A recursive question for `name`'s records of `qtype`, with a random id.
+pub fn question(name: &str, qtype: RecordType) -> Result<Message, QueryError> {
     let qname = Name::from_ascii(name).map_err(|_| QueryError::BadName(name.to_owned()))?;
     let id: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(qname, qtype));
+    Ok(msg)
+}
+
+/// Send `msg` to `server` and wait for the message that answers it (same
+/// id), bounded by `timeout`.
+pub async fn exchange(
+    server: SocketAddr,
+    msg: &Message,
+    transport: Transport,
+    timeout: Duration,
+) -> Result<Message, QueryError> {
+    let id = msg.metadata.id;
     let bytes = msg
         .to_vec()
         .map_err(|e| QueryError::Garbled(server, e.to_string()))?;
@@ -92,22 +122,9 @@ pub async fn ask(
             }
         }
     };
-    let m = tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| QueryError::Timeout(server, timeout))??;
-    Ok(Reply {
-        code: m.metadata.response_code,
-        authoritative: m.metadata.authoritative,
-        addresses: m
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect(),
-    })
+        .map_err(|_| QueryError::Timeout(server, timeout))?
 }
 
 /// The server answering the table, end to end through hickory's sockets
@@ -202,5 +219,130 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, QueryError::Refused(_)), "{e}");
+    }
+
+    /// A cluster's zone through the server: asked of the cluster's DNS
+    /// (here another of our servers, standing for CoreDNS), answered as
+    /// it answered, under the alias zone with the names asked by; a
+    /// cluster whose DNS is gone is SERVFAIL, not a wait.
+    #[tokio::test]
+    async fn cluster_zones_are_forwarded_and_renamed() {
+        use crate::kube::names::{Forward, Forwards};
+        use crate::kube::{ClusterId, Flavor};
+        let t = Duration::from_secs(3);
+        let svc: Domain = "default.svc.cluster.local".parse().unwrap();
+        let coredns = Zone::new(svc.clone());
+        coredns.set(Table::build(
+            &svc,
+            &[container("sampleservice", &["10.96.28.96"])],
+            &["10.96.0.0/16".parse().unwrap()].into(),
+        ));
+        let coredns = serve("127.0.0.1:0".parse().unwrap(), coredns)
+            .await
+            .unwrap();
+        let ours: Domain = "docker.internal".parse().unwrap();
+        let front = Zone::new(ours.clone());
+        let id = ClusterId {
+            flavor: Flavor::Kind,
+            name: "dev".into(),
+        };
+        let zone = |zone: &str, servers| Forward {
+            cluster: id.clone(),
+            zone: zone.into(),
+            domain: "cluster.local".into(),
+            servers,
+        };
+        front.set_forwards(Forwards::from_zones(vec![
+            zone("cluster.local", vec![coredns.addr]),
+            zone("dev.kube.docker.internal", vec![coredns.addr]),
+        ]));
+        let server = serve("127.0.0.1:0".parse().unwrap(), front.clone())
+            .await
+            .unwrap();
+        let want: Vec<IpAddr> = vec!["10.96.28.96".parse().unwrap()];
+        for tr in [Transport::Udp, Transport::Tcp] {
+            let r = ask(
+                server.addr,
+                "sampleservice.default.svc.cluster.local",
+                RecordType::A,
+                tr,
+                t,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (r.code, &r.addresses),
+                (ResponseCode::NoError, &want),
+                "{tr:?}"
+            );
+            assert!(!r.authoritative, "a relayed answer is not ours");
+        }
+        let alias = "sampleservice.default.svc.dev.kube.docker.internal.";
+        let m = exchange(
+            server.addr,
+            &question(alias, RecordType::A).unwrap(),
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(
+            m.answers[0].name.to_string(),
+            alias,
+            "answered under the name asked"
+        );
+        assert_eq!(m.queries[0].name().to_string(), alias);
+        let r = ask(
+            server.addr,
+            "nothere.default.svc.cluster.local",
+            RecordType::A,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.code,
+            ResponseCode::NXDomain,
+            "the cluster's no is relayed"
+        );
+        // Our own names are still ours.
+        let r = ask(
+            server.addr,
+            "web.docker.internal",
+            RecordType::A,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.code, ResponseCode::NXDomain);
+        assert!(r.authoritative);
+        coredns.stop().await;
+        let r = ask(
+            server.addr,
+            "sampleservice.default.svc.cluster.local",
+            RecordType::A,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.code, ResponseCode::ServFail);
+        // No cluster: cluster.local is not ours to answer.
+        front.set_forwards(Forwards::default());
+        let r = ask(
+            server.addr,
+            "sampleservice.default.svc.cluster.local",
+            RecordType::A,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.code, ResponseCode::Refused);
+        server.stop().await;
     }
 }

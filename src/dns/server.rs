@@ -21,18 +21,26 @@ use parking_lot::RwLock;
 use tracing::{debug, warn};
 
 use super::names::{Answer, Domain, QType, Table};
+use super::query::{self, Transport};
 use super::TTL;
+use crate::kube::names::{Ask, Forwards};
 
 /// A TCP client that sends nothing for this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(5);
 /// Responses queued per TCP connection.
 const TCP_QUEUE: usize = 32;
+/// How long a cluster's DNS server is given for one question; a resolver
+/// asks again after a few seconds itself.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The current table, shared by the session (which replaces it) and the
 /// server (which reads it).
 #[derive(Debug)]
 pub struct Zone {
     table: RwLock<Arc<Table>>,
+    /// Zones answered by a cluster's DNS service (`crate::kube::names`),
+    /// looked at before the table.
+    forwards: RwLock<Arc<Forwards>>,
     /// The SOA serial: one more at each change, so a resolver that looks
     /// can tell the zone changed.
     serial: AtomicU32,
@@ -43,6 +51,7 @@ impl Zone {
     pub fn new(domain: Domain) -> Arc<Zone> {
         Arc::new(Zone {
             table: RwLock::new(Arc::new(Table::empty(domain))),
+            forwards: RwLock::new(Arc::new(Forwards::default())),
             serial: AtomicU32::new(1),
             answered: AtomicU64::new(0),
         })
@@ -61,6 +70,20 @@ impl Zone {
 
     pub fn current(&self) -> Arc<Table> {
         self.table.read().clone()
+    }
+
+    /// Replace the forwarded zones; equal ones change nothing.
+    pub fn set_forwards(&self, forwards: Forwards) -> bool {
+        let mut cur = self.forwards.write();
+        if **cur == forwards {
+            return false;
+        }
+        *cur = Arc::new(forwards);
+        true
+    }
+
+    pub fn forwards(&self) -> Arc<Forwards> {
+        self.forwards.read().clone()
     }
 
     /// Questions answered since the start.
@@ -191,6 +214,23 @@ impl RequestHandler for Handler {
                 return send(&mut response, builder.build_no_records(meta)).await;
             }
         };
+        if let Some(ask) = self.zone.forwards().route(&query.name().to_string()) {
+            self.zone.answered.fetch_add(1, Ordering::Relaxed);
+            let (answers, authority) = match forward(&ask, query.query_type()).await {
+                Ok(reply) => {
+                    meta.response_code = reply.metadata.response_code;
+                    meta.recursion_available = true;
+                    relay(reply, &ask)
+                }
+                Err(e) => {
+                    debug!(name = %query.name(), error = %e, "the cluster's DNS did not answer");
+                    meta.response_code = ResponseCode::ServFail;
+                    (Vec::new(), Vec::new())
+                }
+            };
+            let msg = builder.build(meta, &answers, &[], &authority, &[]);
+            return send(&mut response, msg).await;
+        }
         let table = self.zone.current();
         let answer = table.lookup(&query.name().to_string(), qtype(query.query_type()));
         debug!(name = %query.name(), qtype = %query.query_type(), ?answer, "DNS question");
@@ -221,6 +261,50 @@ impl RequestHandler for Handler {
         let msg = builder.build(meta, &answers, &[], &authority, &[]);
         send(&mut response, msg).await
     }
+}
+
+/// Ask the cluster's DNS servers in turn, by UDP, and again by TCP when
+/// the answer was cut.
+async fn forward(
+    ask: &Ask,
+    qtype: RecordType,
+) -> Result<hickory_server::proto::op::Message, String> {
+    let msg = query::question(&format!("{}.", ask.name), qtype).map_err(|e| e.to_string())?;
+    let mut last = String::from("no DNS server");
+    for server in &ask.servers {
+        match query::exchange(*server, &msg, Transport::Udp, FORWARD_TIMEOUT).await {
+            Ok(m) if m.metadata.truncation => {
+                match query::exchange(*server, &msg, Transport::Tcp, FORWARD_TIMEOUT).await {
+                    Ok(m) => return Ok(m),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Ok(m) => return Ok(m),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// The cluster's answer and authority records under the names they were
+/// asked by (an alias zone's), CNAME targets too; nothing else changed.
+pub fn relay(reply: hickory_server::proto::op::Message, ask: &Ask) -> (Vec<Record>, Vec<Record>) {
+    let rename = |n: &Name| -> Name {
+        ask.rename(&n.to_string())
+            .and_then(|r| Name::from_ascii(format!("{r}.")).ok())
+            .unwrap_or_else(|| n.clone())
+    };
+    let fix = |mut r: Record| -> Record {
+        r.name = rename(&r.name);
+        if let RData::CNAME(c) = &r.data {
+            r.data = RData::CNAME(hickory_server::proto::rr::rdata::CNAME(rename(&c.0)));
+        }
+        r
+    };
+    (
+        reply.answers.into_iter().map(fix).collect(),
+        reply.authorities.into_iter().map(fix).collect(),
+    )
 }
 
 async fn send<'a, R: ResponseHandler>(

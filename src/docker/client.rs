@@ -504,7 +504,10 @@ pub enum Change {
     /// A container renamed, or attached to or detached from a network.
     Container(String),
     /// A command run in container `id` ended (`docker exec`).
-    ExecDied { id: String, exec_id: String },
+    ExecDied {
+        id: String,
+        exec_id: String,
+    },
     Other,
 }
 
@@ -603,8 +606,7 @@ mod tests {
             ch,
             Change::ExecDied {
                 id: "64d1489866776010ec288b3cf6ac27a9203cd67b3cf795a6005e91860ab87b47".into(),
-                exec_id: "161b8b47a735dedacdac5cc647456ed44413bb81b635404a14d8d7ad4809feda"
-                    .into()
+                exec_id: "161b8b47a735dedacdac5cc647456ed44413bb81b635404a14d8d7ad4809feda".into()
             }
         );
         // Names do not change with an exec: no inspect for it.

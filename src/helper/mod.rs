@@ -225,12 +225,7 @@ pub async fn run(args: HelperArgs) -> anyhow::Result<()> {
             tokio::time::sleep(ROUND_PAUSE).await;
         }
     };
-    let watch = until_host_gone(
-        search,
-        handshaken,
-        std::time::SystemTime::now(),
-        HOST_GONE,
-    );
+    let watch = until_host_gone(search, handshaken, std::time::SystemTime::now(), HOST_GONE);
     let result = tokio::select! {
         r = watch => {
             r.map(|()| info!(after_s = HOST_GONE.as_secs(), "no handshake from the host side for too long; it is gone, and so is this helper"))

@@ -129,6 +129,12 @@ impl Forwards {
         }
     }
 
+    /// Zones as given (tests: a server on a port of their own).
+    pub fn from_zones(mut zones: Vec<Forward>) -> Forwards {
+        zones.sort_by(|a, b| b.zone.len().cmp(&a.zone.len()).then(a.zone.cmp(&b.zone)));
+        Forwards { zones }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.zones.is_empty()
     }

@@ -154,7 +154,10 @@ impl Clusters {
 
     /// The clusters read, for names.
     pub fn read(&self) -> Vec<&Cluster> {
-        self.known.values().filter_map(|k| k.read.as_ref()).collect()
+        self.known
+            .values()
+            .filter_map(|k| k.read.as_ref())
+            .collect()
     }
 
     /// The cluster that a Mac-side route belongs to, for the log.
@@ -173,7 +176,9 @@ impl Clusters {
             .iter()
             .map(|(id, k)| {
                 let plan = k.read.as_ref().map(|c| kube::plan(c, &k.nodes));
-                let mac: Vec<IpNet> = plan.map(|p| p.mac.into_iter().collect()).unwrap_or_default();
+                let mac: Vec<IpNet> = plan
+                    .map(|p| p.mac.into_iter().collect())
+                    .unwrap_or_default();
                 let (in_place, missing): (Vec<IpNet>, Vec<IpNet>) =
                     mac.into_iter().partition(|n| routed.contains(n));
                 let state = match (&k.read, &k.error) {
@@ -212,6 +217,7 @@ impl Clusters {
                         .map(|c| c.dns.iter().map(IpAddr::to_string).collect())
                         .unwrap_or_default(),
                     domain: k.read.as_ref().map(|c| c.domain.clone()),
+                    zones: Vec::new(),
                     routed: strings(&in_place),
                     not_routed: strings(&missing),
                     error: k.error.clone(),
@@ -236,7 +242,13 @@ pub async fn read(
         .map_err(|e| format!("running kubectl in {}: {e}", cp.name))?;
     own(objects.exec_id.clone());
     if objects.exit_code != Some(0) {
-        let why = objects.stderr.lines().last().unwrap_or("").trim().to_owned();
+        let why = objects
+            .stderr
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
         return Err(format!(
             "kubectl in {} exited with {}: {why}",
             cp.name,
@@ -254,5 +266,9 @@ pub async fn read(
         .await
         .map_err(|e| format!("reading {}'s settings: {e}", cp.name))?;
     own(flags.exec_id.clone());
-    Ok(Cluster::new(id.clone(), parsed, kube::parse_flags(&flags.stdout)))
+    Ok(Cluster::new(
+        id.clone(),
+        parsed,
+        kube::parse_flags(&flags.stdout),
+    ))
 }

@@ -192,6 +192,9 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         clusters: clusters::Clusters::new(file.kubernetes.clone()),
         kube_mac: BTreeSet::new(),
         kube_vm: Vec::new(),
+        cluster_resolvers: names
+            .as_ref()
+            .and_then(|_| names::ClusterResolvers::new(&file.dns, args.host_address)),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
         filter: file.networks.clone(),

@@ -4,7 +4,9 @@
 //! the port is taken or the resolver cannot be wired, `up` says so in one
 //! line and runs on, reachable by IP.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -138,6 +140,79 @@ fn describe(w: &Wiring) -> String {
     match w {
         Wiring::File(f) => f.path().display().to_string(),
         Wiring::Resolved { iface } => format!("systemd-resolved ({iface})"),
+    }
+}
+
+/// The resolver files of the clusters' domains (`cluster.local`), which
+/// exist only while a cluster answers them: beside the main one, in the
+/// same folder (macOS's /etc/resolver).
+#[derive(Debug)]
+pub struct ClusterResolvers {
+    dir: PathBuf,
+    host: IpAddr,
+    port: u16,
+    ours: String,
+    files: BTreeMap<String, ResolverFile>,
+}
+
+impl ClusterResolvers {
+    /// Where the main resolver file is a file; `None` otherwise (no folder:
+    /// systemd-resolved or nothing; ask the server directly).
+    pub fn new(cfg: &DnsConfig, host: IpAddr) -> Option<ClusterResolvers> {
+        if !cfg.enabled {
+            return None;
+        }
+        Some(ClusterResolvers {
+            dir: crate::dns::resolver_dir(cfg)?,
+            host,
+            port: *cfg.port.get_ref(),
+            ours: cfg.domain().to_string(),
+            files: BTreeMap::new(),
+        })
+    }
+
+    /// Files for exactly `domains` (ours is never one of them: it has its
+    /// own file).
+    pub fn sync(&mut self, domains: &[String]) {
+        let gone: Vec<String> = self
+            .files
+            .keys()
+            .filter(|d| !domains.contains(d))
+            .cloned()
+            .collect();
+        for d in gone {
+            if let Some(f) = self.files.remove(&d) {
+                match f.remove() {
+                    Ok(_) => {
+                        info!(file = %f.path().display(), "resolver file of a cluster domain removed")
+                    }
+                    Err(e) => warn!(error = %e, "removing a cluster domain's resolver file failed"),
+                }
+            }
+        }
+        for d in domains {
+            if *d == self.ours || self.files.contains_key(d) {
+                continue;
+            }
+            let f = ResolverFile::new(&self.dir, d);
+            match f.install(self.host, self.port) {
+                Ok(()) => {
+                    info!(file = %f.path().display(), domain = %d, "resolver file of a cluster domain written");
+                    self.files.insert(d.clone(), f);
+                }
+                Err(e) => {
+                    warn!(domain = %d, error = %e, "a cluster's names are not wired into this machine's resolver")
+                }
+            }
+        }
+    }
+
+    /// The files written, for the status.
+    pub fn paths(&self) -> Vec<String> {
+        self.files
+            .values()
+            .map(|f| f.path().display().to_string())
+            .collect()
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Session<E, T, R, W> {
     /// last set.
     pub kube_mac: BTreeSet<IpNet>,
     pub kube_vm: Vec<(IpNet, IpAddr)>,
+    /// The clusters' domains' resolver files, where there is a folder.
+    pub cluster_resolvers: Option<super::names::ClusterResolvers>,
     pub liveness: probe::Liveness,
     pub probe_seq: u16,
     /// Which networks to route, and extra routes (configuration file).
@@ -540,12 +542,13 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             self.routed = routed;
             self.configure_peer(false);
             self.apply_names();
+            self.apply_forwards();
         }
         self.view.set_routes(
             snapshot::route_states(&self.networks, &self.filter, &self.skipped, &self.routed),
             snapshot::extra_states(&self.extra, &self.skipped, &self.routed),
         );
-        self.view.set_clusters(self.clusters.states(&self.routed));
+        self.publish_clusters();
         Ok(())
     }
 
@@ -617,7 +620,9 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                     domain = %c.domain,
                     "Kubernetes cluster read"
                 ),
-                Err(e) => warn!(cluster = %id, error = %e, "cannot read the Kubernetes cluster; will try again when its nodes change"),
+                Err(e) => {
+                    warn!(cluster = %id, error = %e, "cannot read the Kubernetes cluster; will try again when its nodes change")
+                }
             }
             self.clusters.record(&id, read);
         }
@@ -646,11 +651,72 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
                     }
                     self.kube_vm = plan.vm;
                 }
-                Err(e) => warn!(error = %e, "setting the VM's routes to the clusters failed; will retry at the next change"),
+                Err(e) => {
+                    warn!(error = %e, "setting the VM's routes to the clusters failed; will retry at the next change")
+                }
             }
             self.spec.routes = wanted;
         }
-        self.view.set_clusters(self.clusters.states(&self.routed));
+        self.apply_forwards();
+        self.publish_clusters();
+    }
+
+    /// The clusters' DNS zones, asked of their DNS Service through the
+    /// tunnel, and their domains in the resolver. Only a cluster whose DNS
+    /// Service is routed: a question must not leave by another way.
+    fn apply_forwards(&mut self) {
+        let Some(zone) = &self.zone else { return };
+        let routed: Vec<kube::Cluster> = self
+            .clusters
+            .read()
+            .into_iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.dns
+                    .retain(|ip| self.routed.iter().any(|n| n.contains(ip)));
+                c
+            })
+            .collect();
+        let ours = zone.current().domain().to_string();
+        let built = kube::names::Forwards::build(
+            &routed.iter().collect::<Vec<_>>(),
+            self.clusters.config.cluster_local.as_deref(),
+            &ours,
+        );
+        let domains = built.forwards.domains();
+        if zone.set_forwards(built.forwards) {
+            for (domain, owner, others) in &built.shared {
+                let others: Vec<String> = others.iter().map(|c| c.name.clone()).collect();
+                warn!(
+                    domain = %domain,
+                    owner = %owner,
+                    others = ?others,
+                    "clusters share a domain: it answers for the first (set [kubernetes] cluster_local to choose); each answers under <cluster>.kube.{ours}"
+                );
+            }
+            info!(domains = ?domains, "cluster names forwarded");
+        }
+        if let Some(r) = self.cluster_resolvers.as_mut() {
+            r.sync(&domains);
+        }
+    }
+
+    /// The clusters into the status, with the zones each answers.
+    fn publish_clusters(&self) {
+        let mut states = self.clusters.states(&self.routed);
+        if let Some(zone) = &self.zone {
+            let forwards = zone.forwards();
+            for s in &mut states {
+                s.zones = forwards
+                    .zones()
+                    .iter()
+                    .filter(|f| f.cluster.name == s.name && f.cluster.flavor.as_str() == s.flavor)
+                    .map(|f| f.zone.clone())
+                    .collect();
+                s.zones.sort();
+            }
+        }
+        self.view.set_clusters(states);
     }
 
     /// The VM's routes: the configuration file's, then the clusters'.
@@ -759,6 +825,9 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             Ok(Ok(())) => info!("VM-side helper removed"),
             Ok(Err(e)) => warn!(error = %e, "removing the helper container failed"),
             Err(_) => warn!("Docker did not remove the helper container in time"),
+        }
+        if let Some(r) = self.cluster_resolvers.as_mut() {
+            r.sync(&[]);
         }
         // The clusters' VM routes lead to nodes, not to the tunnel: they
         // would outlive us. The configuration file's stay, as before.
@@ -904,11 +973,7 @@ mod tests {
             self.log.removes.fetch_add(1, SeqCst);
             Ok(())
         }
-        async fn exec(
-            &self,
-            id: &str,
-            argv: &[&str],
-        ) -> Result<docker::ExecOutput, DockerError> {
+        async fn exec(&self, id: &str, argv: &[&str]) -> Result<docker::ExecOutput, DockerError> {
             let mut execs = self.log.execs.lock().unwrap();
             execs.push((id.to_owned(), argv[0].to_owned()));
             // The article's cluster, as its control plane prints it.
@@ -1140,6 +1205,7 @@ mod tests {
             clusters: Clusters::new(Default::default()),
             kube_mac: BTreeSet::new(),
             kube_vm: Vec::new(),
+            cluster_resolvers: None,
             liveness: probe::Liveness::new(now()),
             probe_seq: 0,
             filter: NetworkFilter::default(),
@@ -1393,7 +1459,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_kind_cluster_is_read_from_its_nodes_and_routed_and_followed() {
         let (mut s, w) = session();
-        w.nets.lock().unwrap().push(network("kind", "172.18.0.0/16"));
+        w.nets
+            .lock()
+            .unwrap()
+            .push(network("kind", "172.18.0.0/16"));
         w.ctrs.lock().unwrap().extend([
             node("kind-control-plane", "control-plane", "172.18.0.3"),
             node("kind-worker", "worker", "172.18.0.2"),
@@ -1410,9 +1479,16 @@ mod tests {
                     ("id-kind-control-plane".to_owned(), "cat".to_owned())
                 ]
             );
-            let cluster = [net("10.244.0.0/24"), net("10.244.1.0/24"), net("10.96.0.0/16")];
+            let cluster = [
+                net("10.244.0.0/24"),
+                net("10.244.1.0/24"),
+                net("10.96.0.0/16"),
+            ];
             let docker = [net("172.17.0.0/16"), net("172.18.0.0/16")];
-            assert_eq!(w.routes(), BTreeSet::from_iter(docker.into_iter().chain(cluster)));
+            assert_eq!(
+                w.routes(),
+                BTreeSet::from_iter(docker.into_iter().chain(cluster))
+            );
             assert_eq!(
                 vm(),
                 Some(vec![
@@ -1421,6 +1497,20 @@ mod tests {
                     (net("10.244.1.0/24"), v4("172.18.0.2")),
                 ])
             );
+            // Its names are asked of its DNS Service, under its domain and
+            // under its alias zone.
+            let ask = w
+                .zone
+                .forwards()
+                .route("sampleservice.default.svc.cluster.local")
+                .expect("cluster.local is not forwarded");
+            assert_eq!(ask.servers, ["10.96.0.10:53".parse().unwrap()]);
+            let ask = w
+                .zone
+                .forwards()
+                .route("sampleservice.default.svc.kind.kube.docker.internal")
+                .expect("the alias zone is not forwarded");
+            assert_eq!(ask.name, "sampleservice.default.svc.cluster.local");
             // The VM peer may carry them.
             let last = w.tunnel.applied.lock().unwrap().last().cloned().unwrap();
             for n in cluster {
@@ -1477,7 +1567,10 @@ mod tests {
                 ])
             );
             // The whole cluster deleted: nothing of it is left.
-            w.ctrs.lock().unwrap().retain(|c| !c.name.starts_with("kind-"));
+            w.ctrs
+                .lock()
+                .unwrap()
+                .retain(|c| !c.name.starts_with("kind-"));
             for id in ["id-kind-control-plane", "id-kind-worker2"] {
                 w.send(Change::ContainerDied {
                     id: id.into(),
@@ -1487,6 +1580,10 @@ mod tests {
             w.settle().await;
             assert_eq!(w.routes(), BTreeSet::from(docker));
             assert_eq!(vm(), Some(vec![]));
+            assert!(
+                w.zone.forwards().is_empty(),
+                "a deleted cluster's names are still forwarded"
+            );
         })
         .await;
     }

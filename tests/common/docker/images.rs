@@ -206,7 +206,10 @@ pub fn ensure_node_image() {
             "/usr/sbin/dnsmasq".into(),
         ] {
             h.update(fs::read(&f).unwrap_or_else(|e| {
-                panic!("{}: {e} (run scripts/setup.sh: iptables, dnsmasq-base)", f.display())
+                panic!(
+                    "{}: {e} (run scripts/setup.sh: iptables, dnsmasq-base)",
+                    f.display()
+                )
             }));
         }
         h.update(image_id(BUSYBOX_IMAGE).unwrap_or_default());

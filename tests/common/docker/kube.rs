@@ -18,8 +18,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::images::{ensure_node_image, NODE_IMAGE};
 use super::commands::docker_try;
+use super::images::{ensure_node_image, NODE_IMAGE};
 use super::things::{container_running, DockerThings};
 use crate::cargo::repo_root;
 use crate::names::TempDir;
@@ -117,7 +117,8 @@ pub fn stand_in_kind(things: &DockerThings, name: &str, prefix: &str) -> StandIn
         format!("iptables -t nat -A POSTROUTING -d {} ! -s 10.244.0.0/16 -j MASQUERADE", POD_RANGES[1]),
         format!(
             "exec dnsmasq --keep-in-foreground --no-resolv --no-hosts --pid-file= --user=root \
-             --bind-interfaces --listen-address={COREDNS_POD} --address=/{SAMPLE_NAME}/{SAMPLE_SERVICE}"
+             --bind-interfaces --listen-address={COREDNS_POD} --local=/cluster.local/ \
+             --address=/{SAMPLE_NAME}/{SAMPLE_SERVICE}"
         ),
     ]
     .join(" && ");
