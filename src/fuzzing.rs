@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("docker_networks", docker_networks),
     ("docker_context", docker_context),
     ("way_home", way_home),
+    ("kube", kube),
 ];
 
 /// Parsers of text see what `from_utf8_lossy` makes of the bytes, as the
@@ -637,6 +638,75 @@ pub fn way_home(data: &[u8]) {
 }
 
 /// Splits an input into the parts a target reads, at a line `--`.
+/// What a control-plane node printed (kubectl's JSON, then after the
+/// `--` line the manifests or k3s's arguments) to a cluster, its routes and
+/// its DNS zones: parsing never panics; every range is its network's
+/// address; each route in the VM goes via an address of a node container
+/// of the range's family, and is one of the Mac's; every zone forwarded
+/// is routed to its cluster's DNS, and an answer's names come back under
+/// the zone asked.
+pub fn kube(data: &[u8]) {
+    use crate::kube::names::Forwards;
+    use crate::kube::{self, Cluster, ClusterId, Flavor, NodeContainer, Role};
+    let (objects, flags) = parts(data);
+    let flags = kube::parse_flags(&text(flags));
+    for n in flags.services.iter().chain(&flags.pods) {
+        assert_eq!(*n, n.trunc(), "{n} is not its network's address");
+    }
+    if let Some(d) = &flags.domain {
+        assert!(kube::names::is_domain(d), "{d:?}");
+    }
+    let Ok(objects) = kube::parse_objects(&text(objects)) else {
+        return;
+    };
+    for n in objects.nodes.iter().flat_map(|n| &n.pod_cidrs) {
+        assert_eq!(*n, n.trunc(), "{n} is not its network's address");
+    }
+    // Each node a container at its InternalIPs, the first a control plane.
+    let containers: Vec<NodeContainer> = objects
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeContainer {
+            id: format!("c{i}"),
+            name: n.name.clone(),
+            role: if i == 0 {
+                Role::ControlPlane
+            } else {
+                Role::Worker
+            },
+            addresses: n.internal_ips.clone(),
+        })
+        .collect();
+    let id = ClusterId {
+        flavor: Flavor::Kind,
+        name: "fuzz".into(),
+    };
+    let cluster = Cluster::new(id, objects, flags);
+    let plan = kube::plan(&cluster, &containers);
+    let all: Vec<IpAddr> = containers
+        .iter()
+        .flat_map(|c| c.addresses.clone())
+        .collect();
+    for (net, gw) in &plan.vm {
+        assert!(plan.mac.contains(net), "{net} in the VM only");
+        assert!(all.contains(gw), "{net} via {gw}, no node's address");
+        assert_eq!(net.addr().is_ipv4(), gw.is_ipv4(), "{net} via {gw}");
+    }
+    let built = Forwards::build(&[&cluster], None, "docker.internal");
+    for z in built.forwards.zones() {
+        let q = format!("x.svc.{}", z.zone);
+        let ask = built
+            .forwards
+            .route(&q)
+            .expect("a zone's own name is routed");
+        assert_eq!(ask.servers, z.servers);
+        assert!(ask.name.ends_with(&cluster.domain), "{ask:?}");
+        let back = ask.rename(&ask.name).unwrap_or_else(|| ask.name.clone());
+        assert_eq!(back, q.to_ascii_lowercase(), "{ask:?}");
+    }
+}
+
 fn parts(data: &[u8]) -> (&[u8], &[u8]) {
     const SEP: &[u8] = b"\n--\n";
     match data.windows(SEP.len()).position(|w| w == SEP) {
@@ -1020,5 +1090,20 @@ pub(crate) mod tests {
     #[test]
     fn fuzz_way_home() {
         run("way_home");
+    }
+    #[test]
+    fn fuzz_kube() {
+        run("kube");
+    }
+    /// The seeds get past the parsers to the routes and zones.
+    #[test]
+    fn the_kube_seeds_reach_the_plan() {
+        for (seed, nodes) in [("kind", 2), ("k3d-dual-stack", 1)] {
+            let data = std::fs::read(fuzz_dir().join("seeds/kube").join(seed)).unwrap();
+            let (objects, _) = super::parts(&data);
+            let o = crate::kube::parse_objects(&super::text(objects)).unwrap();
+            assert_eq!(o.nodes.len(), nodes, "{seed}");
+            assert!(!o.dns.is_empty(), "{seed}");
+        }
     }
 }
