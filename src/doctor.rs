@@ -195,8 +195,129 @@ async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
     ) {
         return false;
     }
-    // 11. and by its name
+    // 11. the clusters in containers, each: read, routed, its DNS answers
+    for c in &snap.clusters {
+        let dns = cluster_dns(c).await;
+        if !l.say("cluster", cluster_verdict(c, &installed, dns, snap.pid)) {
+            return false;
+        }
+    }
+    // 12. and a container by its name
     l.say("names", names(&engine.docker, &snap).await)
+}
+
+/// How long a cluster's DNS Service is given to answer.
+const CLUSTER_DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Ask the cluster's DNS Service for the `kubernetes` Service, through
+/// the tunnel: any answer (even "no such name") shows it is reached.
+async fn cluster_dns(c: &crate::control::snapshot::ClusterState) -> Option<Result<String, String>> {
+    let ip: IpAddr = c.dns.first()?.parse().ok()?;
+    let domain = c.domain.as_deref().unwrap_or(crate::kube::DEFAULT_DOMAIN);
+    let name = format!("kubernetes.default.svc.{domain}.");
+    let r = crate::dns::query::ask(
+        SocketAddr::new(ip, crate::kube::names::DNS_PORT),
+        &name,
+        hickory_proto::rr::RecordType::A,
+        crate::dns::query::Transport::Udp,
+        CLUSTER_DNS_TIMEOUT,
+    )
+    .await;
+    Some(
+        r.map(|r| {
+            format!(
+                "{} {}",
+                name.trim_end_matches('.'),
+                match r.addresses.first() {
+                    Some(a) => a.to_string(),
+                    None => r.code.to_string(),
+                }
+            )
+        })
+        .map_err(|e| e.to_string()),
+    )
+}
+
+/// One cluster's link: read, every range routed and in the kernel, its
+/// DNS answering (`dns`: what asking it gave; `None`: no DNS Service).
+fn cluster_verdict(
+    c: &crate::control::snapshot::ClusterState,
+    installed: &[ipnet::IpNet],
+    dns: Option<Result<String, String>>,
+    pid: u32,
+) -> Verdict {
+    let name = format!("{} ({})", c.name, c.flavor);
+    match c.state.as_str() {
+        "ready" | "incomplete" => {}
+        "unreadable" => {
+            return broken(
+                format!(
+                    "cluster {name} cannot be read: {}",
+                    c.error.as_deref().unwrap_or("?")
+                ),
+                format!(
+                    "check the cluster answers: docker exec {} kubectl get nodes",
+                    c.nodes.first().map(String::as_str).unwrap_or("NODE")
+                ),
+            )
+        }
+        _ => {
+            return broken(
+                format!("cluster {name} is not read yet"),
+                format!("wait a moment; sudo kill -HUP {pid} reads it again"),
+            )
+        }
+    }
+    if !c.not_routed.is_empty() {
+        return broken(
+            format!("cluster {name}: {} not routed (overlaps a route this machine has)", c.not_routed.join(", ")),
+            "`netconnect status` names the route in the way; remove it, or make the cluster with other pod and service ranges",
+        );
+    }
+    let gone: Vec<&String> = c
+        .routed
+        .iter()
+        .filter(|r| {
+            !r.parse::<ipnet::IpNet>()
+                .is_ok_and(|n| installed.contains(&n))
+        })
+        .collect();
+    if !gone.is_empty() {
+        return broken(
+            format!(
+                "cluster {name}: the route for {} is gone from the kernel",
+                gone.iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!("sudo kill -HUP {pid} (a reload resyncs the routes)"),
+        );
+    }
+    let dns = match dns {
+        None => "no DNS Service found".to_owned(),
+        Some(Ok(answer)) => format!("DNS {} answers ({answer})", c.dns.join(" ")),
+        Some(Err(e)) => {
+            return broken(
+                format!("cluster {name}: its DNS Service does not answer through the tunnel: {e}"),
+                format!(
+                    "check the cluster's DNS: docker exec {} kubectl -n kube-system get pods",
+                    c.nodes.first().map(String::as_str).unwrap_or("NODE")
+                ),
+            )
+        }
+    };
+    let n = c.nodes.len();
+    ok(format!(
+        "cluster {name}: {n} node{}, {} range(s) routed, {dns}{}",
+        if n == 1 { "" } else { "s" },
+        c.routed.len(),
+        if c.state == "incomplete" {
+            "; a node has no pod range yet"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// The runtime link: which one answers, and what that runtime needs.
@@ -1063,5 +1184,72 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn a_cluster_link_says_what_is_wrong_and_the_fix() {
+        use crate::control::snapshot::ClusterState;
+        let c = ClusterState {
+            name: "kind".into(),
+            flavor: "kind".into(),
+            state: "ready".into(),
+            nodes: vec!["kind-control-plane".into(), "kind-worker".into()],
+            dns: vec!["10.96.0.10".into()],
+            domain: Some("cluster.local".into()),
+            routed: vec!["10.96.0.0/16".into(), "10.244.0.0/24".into()],
+            ..Default::default()
+        };
+        let installed: Vec<ipnet::IpNet> = vec![
+            "10.96.0.0/16".parse().unwrap(),
+            "10.244.0.0/24".parse().unwrap(),
+        ];
+        let answered = Some(Ok(
+            "kubernetes.default.svc.cluster.local 10.96.0.1".to_string()
+        ));
+        assert_eq!(
+            cluster_verdict(&c, &installed, answered.clone(), 7),
+            ok("cluster kind (kind): 2 nodes, 2 range(s) routed, DNS 10.96.0.10 answers (kubernetes.default.svc.cluster.local 10.96.0.1)")
+        );
+        let Verdict::Broken { what, fix } =
+            cluster_verdict(&c, &installed[..1], answered.clone(), 7)
+        else {
+            panic!("a route missing from the kernel passed");
+        };
+        assert_eq!(
+            what,
+            "cluster kind (kind): the route for 10.244.0.0/24 is gone from the kernel"
+        );
+        assert_eq!(fix, "sudo kill -HUP 7 (a reload resyncs the routes)");
+        let Verdict::Broken { what, .. } = cluster_verdict(
+            &c,
+            &installed,
+            Some(Err("no answer from 10.96.0.10:53 within 3s".into())),
+            7,
+        ) else {
+            panic!("a silent DNS passed");
+        };
+        assert!(
+            what.contains("its DNS Service does not answer through the tunnel: no answer"),
+            "{what}"
+        );
+        let conflicted = ClusterState {
+            not_routed: vec!["10.96.0.0/16".into()],
+            ..c.clone()
+        };
+        assert!(
+            matches!(cluster_verdict(&conflicted, &installed, answered.clone(), 7), Verdict::Broken { what, .. } if what.contains("10.96.0.0/16 not routed"))
+        );
+        let unreadable = ClusterState {
+            state: "unreadable".into(),
+            error: Some("kubectl in kind-control-plane exited with 1: refused".into()),
+            ..c
+        };
+        let Verdict::Broken { fix, .. } = cluster_verdict(&unreadable, &installed, None, 7) else {
+            panic!("an unreadable cluster passed");
+        };
+        assert_eq!(
+            fix,
+            "check the cluster answers: docker exec kind-control-plane kubectl get nodes"
+        );
     }
 }

@@ -430,6 +430,11 @@ fn docker_kind_cluster_pods_and_services_from_the_mac() {
         d.status, "NXDOMAIN",
         "the cluster's answer is relayed: {d:?}"
     );
+    let o = fx.nc(&["doctor"], Duration::from_secs(60));
+    let want = format!(
+        "ok    cluster: cluster {name} (kind): 2 nodes, 3 range(s) routed, DNS {DNS_SERVICE} answers"
+    );
+    assert!(text(&o).contains(&want), "no {want:?} in doctor's:\n{}", text(&o));
     let file = resolvers.join("cluster.local");
     let wired = fs::read_to_string(&file).unwrap_or_else(|e| {
         panic!(
