@@ -408,10 +408,12 @@ mod tests {
         assert_eq!(c.routes.len(), 2);
         assert_eq!(
             c.routes[0].subnet(),
-            "10.244.0.0/16".parse::<IpNet>().unwrap()
+            "10.250.0.0/16".parse::<IpNet>().unwrap()
         );
-        assert_eq!(c.routes[0].via(), Some("172.18.0.2".parse().unwrap()));
+        assert_eq!(c.routes[0].via(), Some("172.18.0.5".parse().unwrap()));
+        assert_eq!(c.routes[1].via(), None);
         assert!(!c.networks.allows("kind-scratch"));
+        assert_eq!(c.kubernetes, crate::kube::Config::default());
     }
 
     #[test]

@@ -434,7 +434,12 @@ fn docker_kind_cluster_pods_and_services_from_the_mac() {
     let want = format!(
         "ok    cluster: cluster {name} (kind): 2 nodes, 3 range(s) routed, DNS {DNS_SERVICE} answers"
     );
-    assert!(text(&o).contains(&want), "no {want:?} in doctor's:\n{}", text(&o));
+    assert!(
+        text(&o).contains(&want),
+        "no {want:?} in doctor's:\n{}",
+        text(&o)
+    );
+    eprintln!("doctor:\n{}", text(&o));
     let file = resolvers.join("cluster.local");
     let wired = fs::read_to_string(&file).unwrap_or_else(|e| {
         panic!(
@@ -479,6 +484,7 @@ fn docker_kind_cluster_pods_and_services_from_the_mac() {
         "cluster {name} (kind): 2 nodes, pods 10.244.0.0/16, services {SERVICE_RANGE}, dns {DNS_SERVICE}"
     );
     assert!(text(&o).contains(&line), "no {line:?} in:\n{}", text(&o));
+    eprintln!("status:\n{}", text(&o));
 
     // The worker deleted: its pod range goes, on the Mac within a second.
     let worker_veth = host_veth_of(&kind.worker);

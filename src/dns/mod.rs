@@ -13,7 +13,8 @@
 //!   (per-link DNS on the tunnel interface).
 //!
 //! netconnect is not a recursive resolver: a name outside its domain is
-//! refused, never forwarded.
+//! refused; the one exception is a KinD or k3d cluster's domain, asked of
+//! that cluster's DNS Service through the tunnel (`crate::kube::names`).
 
 pub mod names;
 pub mod query;
