@@ -483,6 +483,8 @@ pub fn events(docker: &Docker) -> impl Stream<Item = Result<EventMessage, bollar
                 // cluster by running kubeadm and kubectl in its nodes, so
                 // a cluster still being made is read again then.
                 "exec_die",
+                // Podman's name for it (libpod's ExecDied status).
+                "exec_died",
             ],
         ),
     ]);
@@ -566,16 +568,18 @@ pub fn classify(ev: &EventMessage) -> Change {
         }
         (Some(EventMessageTypeEnum::CONTAINER), Some("rename")) => Change::Container(id),
         (Some(EventMessageTypeEnum::CONTAINER), Some("start")) => Change::ContainerStarted(id),
-        (Some(EventMessageTypeEnum::CONTAINER), Some("exec_die")) => Change::ExecDied {
-            exec_id: ev
-                .actor
-                .as_ref()
-                .and_then(|a| a.attributes.as_ref())
-                .and_then(|a| a.get("execID"))
-                .cloned()
-                .unwrap_or_default(),
-            id,
-        },
+        (Some(EventMessageTypeEnum::CONTAINER), Some("exec_die" | "exec_died")) => {
+            Change::ExecDied {
+                exec_id: ev
+                    .actor
+                    .as_ref()
+                    .and_then(|a| a.attributes.as_ref())
+                    .and_then(|a| a.get("execID"))
+                    .cloned()
+                    .unwrap_or_default(),
+                id,
+            }
+        }
         (Some(EventMessageTypeEnum::CONTAINER), Some("die" | "died")) => Change::ContainerDied {
             exit_code: ev
                 .actor
@@ -611,6 +615,10 @@ mod tests {
         );
         // Names do not change with an exec: no inspect for it.
         assert_eq!(ch.container(), None);
+        // Podman names it exec_died.
+        let mut podman = ev.clone();
+        podman.action = Some("exec_died".into());
+        assert_eq!(classify(&podman), ch);
     }
 
     /// Podman 4.3's events as its compat API streams them (recorded on

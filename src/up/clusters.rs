@@ -272,3 +272,126 @@ pub async fn read(
         kube::parse_flags(&flags.stdout),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cluster: &str, role: &str, ip: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: [
+                ("io.x-k8s.kind.cluster", cluster),
+                ("io.x-k8s.kind.role", role),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            addresses: vec![ip.parse().unwrap()],
+        }
+    }
+
+    fn article() -> Vec<ContainerInfo> {
+        vec![
+            node("kind-control-plane", "kind", "control-plane", "172.18.0.3"),
+            node("kind-worker", "kind", "worker", "172.18.0.2"),
+        ]
+    }
+
+    fn read_article(c: &mut Clusters, id: &ClusterId) {
+        let objects = kube::parse_objects(kube::tests::KIND_OBJECTS).unwrap();
+        let flags = kube::parse_flags(kube::tests::KIND_FLAGS);
+        c.record(id, Ok(Cluster::new(id.clone(), objects, flags)));
+    }
+
+    #[test]
+    fn read_when_found_or_changed_not_when_the_same() {
+        let mut c = Clusters::new(kube::Config::default());
+        let ids = c.observe(&article());
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].name, "kind");
+        assert_eq!(
+            c.control_plane(&ids[0]).map(|n| n.name),
+            Some("kind-control-plane".into())
+        );
+        assert_eq!(c.states(&BTreeSet::new())[0].state, "reading");
+        read_article(&mut c, &ids[0]);
+        assert!(c.observe(&article()).is_empty(), "nothing changed");
+        let mut moved = article();
+        moved[1].addresses = vec!["172.18.0.9".parse().unwrap()];
+        assert_eq!(c.observe(&moved), ids, "a node readdressed");
+        assert!(c.observe(&[]).is_empty());
+        assert!(c.plan().mac.is_empty(), "a deleted cluster keeps routes");
+        assert!(c.states(&BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn off_or_excluded_means_no_cluster() {
+        let off = kube::Config {
+            enabled: false,
+            ..Default::default()
+        };
+        assert!(Clusters::new(off).observe(&article()).is_empty());
+        let excluded = kube::Config {
+            exclude: vec!["kind".into()],
+            ..Default::default()
+        };
+        assert!(Clusters::new(excluded).observe(&article()).is_empty());
+    }
+
+    #[test]
+    fn only_someone_else_s_command_in_an_incomplete_cluster_reads_it_again() {
+        let mut c = Clusters::new(kube::Config::default());
+        let mut nodes = article();
+        nodes.push(node("kind-worker2", "kind", "worker", "172.18.0.4"));
+        let ids = c.observe(&nodes);
+        read_article(&mut c, &ids[0]);
+        assert_eq!(c.states(&BTreeSet::new())[0].state, "incomplete");
+        c.own_exec("ours".into());
+        assert_eq!(c.exec_died("id-kind-worker2", "ours"), None);
+        assert_eq!(
+            c.exec_died("id-kind-worker2", "kubeadm"),
+            Some(ids[0].clone())
+        );
+        assert_eq!(c.exec_died("id-elsewhere", "kubeadm"), None);
+        // Complete: nobody's command is a reason.
+        let ids = c.observe(&article());
+        read_article(&mut c, &ids[0]);
+        assert_eq!(c.states(&BTreeSet::new())[0].state, "ready");
+        assert_eq!(c.exec_died("id-kind-worker", "kubeadm"), None);
+        // Our ids are remembered up to a bound, the oldest forgotten.
+        for i in 0..=OWN_EXECS {
+            c.own_exec(format!("e{i}"));
+        }
+        assert_eq!(c.own_execs.len(), OWN_EXECS);
+        assert_eq!(c.own_execs.front().map(String::as_str), Some("e1"));
+    }
+
+    #[test]
+    fn a_failed_read_keeps_what_was_read_and_says_why() {
+        let mut c = Clusters::new(kube::Config::default());
+        let ids = c.observe(&article());
+        read_article(&mut c, &ids[0]);
+        let routes = c.plan();
+        assert_eq!(routes.mac.len(), 3);
+        c.record(
+            &ids[0],
+            Err("kubectl in kind-control-plane exited with 1: x".into()),
+        );
+        assert_eq!(c.plan(), routes);
+        let s = &c.states(&routes.mac)[0];
+        assert_eq!(s.state, "ready");
+        assert_eq!(s.routed.len(), 3);
+        assert!(s.not_routed.is_empty());
+        assert_eq!(
+            s.error.as_deref(),
+            Some("kubectl in kind-control-plane exited with 1: x")
+        );
+        // Never read: unreadable.
+        let mut fresh = Clusters::new(kube::Config::default());
+        let ids = fresh.observe(&article());
+        fresh.record(&ids[0], Err("no kubectl".into()));
+        assert_eq!(fresh.states(&BTreeSet::new())[0].state, "unreadable");
+    }
+}
