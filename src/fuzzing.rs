@@ -580,8 +580,15 @@ pub fn way_home(data: &[u8]) {
         local: &local,
         gateways: &gateways,
     };
-    let no_dns =
-        |n: &str| -> Option<IpAddr> { panic!("DNS asked for {n} without --host-endpoint") };
+    // Only the runtime names are asked of DNS without --host-endpoint,
+    // and only those /etc/hosts lacks; DNS knows none of them here.
+    let no_dns = |n: &str| -> Option<IpAddr> {
+        assert!(
+            endpoint::RUNTIME_NAMES.contains(&n) && endpoint::lookup_hosts(&hosts, n).is_none(),
+            "DNS asked for {n}"
+        );
+        None
+    };
     let (cands, rejected) =
         endpoint::candidates(&inp, &no_dns).expect("no explicit endpoint, no error");
     let rank = |s: Source| match s {

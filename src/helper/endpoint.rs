@@ -109,10 +109,11 @@ pub enum EndpointError {
 /// one wants that one or an error, never a silent fallback), kept even if
 /// local. Otherwise: `host-gateway`, the runtime names, the default
 /// gateways; each address once, under the first source that gave it.
-/// The runtime names are looked up in `/etc/hosts` only: a host-network
-/// container's file is the VM's, where Lima writes its name for the Mac,
-/// and the helper is a static binary with no NSS; `resolve` (the C
-/// library's resolver) is asked only for a name the user gave.
+/// A runtime name is looked up in `/etc/hosts` (the VM's, where Lima
+/// writes its name for the Mac), then, if absent there, with `resolve`:
+/// the VM's DNS, which is where Podman machine's gvproxy answers
+/// `host.containers.internal`. `resolve` must be bounded in time (the
+/// helper asks all names at once, under one deadline).
 pub fn candidates(
     inp: &Inputs,
     resolve: &dyn Fn(&str) -> Option<IpAddr>,
@@ -136,7 +137,7 @@ pub fn candidates(
         found.push((ip, Source::HostGateway));
     }
     for name in RUNTIME_NAMES {
-        if let Some(ip) = lookup_hosts(inp.hosts, name) {
+        if let Some(ip) = lookup_hosts(inp.hosts, name).or_else(|| resolve(name)) {
             found.push((ip, Source::Name(name)));
         }
     }
@@ -443,6 +444,51 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Podman machine: no runtime name in /etc/hosts, gvproxy's DNS
+    /// answers host.containers.internal; the gateway is gvproxy too.
+    #[test]
+    fn a_runtime_name_only_the_vm_s_dns_knows_is_a_candidate() {
+        let local = [ip("192.168.127.2"), ip("10.88.0.1")];
+        let gateways = [ip("192.168.127.1")];
+        let inp = Inputs {
+            explicit: None,
+            port: 51820,
+            hosts: "127.0.0.1 localhost\n",
+            local: &local,
+            gateways: &gateways,
+        };
+        let dns = |n: &str| (n == "host.containers.internal").then(|| ip("192.168.127.254"));
+        let (c, r) = candidates(&inp, &dns).unwrap();
+        let got: Vec<(String, &str)> = c
+            .iter()
+            .map(|c| (c.addr.to_string(), c.source.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "192.168.127.254:51820".to_string(),
+                    "host.containers.internal"
+                ),
+                ("192.168.127.1:51820".to_string(), "default-gateway"),
+            ]
+        );
+        assert!(r.is_empty());
+        // /etc/hosts first: DNS is not asked for a name the file has.
+        let hosts = "192.168.5.2 host.containers.internal\n";
+        let inp = Inputs { hosts, ..inp };
+        let asked = std::cell::RefCell::new(Vec::new());
+        let dns = |n: &str| {
+            asked.borrow_mut().push(n.to_owned());
+            None
+        };
+        let (c, _) = candidates(&inp, &dns).unwrap();
+        assert_eq!(c[0].addr.to_string(), "192.168.5.2:51820");
+        assert!(!asked
+            .borrow()
+            .contains(&"host.containers.internal".to_string()));
+    }
+
     fn no_dns(_: &str) -> Option<IpAddr> {
         None
     }
@@ -496,8 +542,9 @@ mod tests {
         let hosts = "127.0.0.1 localhost\n192.168.65.254 host-gateway.netconnect.internal\n";
         let local = [ip("192.168.65.3"), ip("172.17.0.1")];
         let gateways = [ip("192.168.65.1")];
-        // Not asked for a runtime name: only for the user's.
-        let dns = |n: &str| -> Option<IpAddr> { panic!("asked DNS for {n}") };
+        // Docker Desktop's DNS names the Mac as host-gateway does: one
+        // candidate, under the first source that gave it.
+        let dns = |n: &str| (n == "host.docker.internal").then(|| ip("192.168.65.254"));
         let inp = Inputs {
             explicit: None,
             port: 4000,

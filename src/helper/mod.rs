@@ -278,6 +278,51 @@ async fn until_host_gone(
     Ok(())
 }
 
+/// How long the VM's DNS is given for the runtime names, all at once.
+#[cfg(target_os = "linux")]
+const NAMES_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `name`'s first address by the C library's resolver (the container's
+/// /etc/resolv.conf is the VM's), IPv4 first as /etc/hosts is read.
+#[cfg(target_os = "linux")]
+fn first_address(name: &str) -> Option<IpAddr> {
+    let all: Vec<IpAddr> = (name, 0).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
+    all.iter().find(|ip| ip.is_ipv4()).or(all.first()).copied()
+}
+
+/// The names of `names` that `hosts` lacks, each looked up on its own
+/// thread; what answered within `wait`. A VM without a DNS server must
+/// not hold the helper: a lookup still waiting is left to end by itself.
+#[cfg(target_os = "linux")]
+fn resolve_all(
+    names: &[&'static str],
+    hosts: &str,
+    wait: std::time::Duration,
+) -> std::collections::HashMap<&'static str, IpAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for name in names.iter().copied() {
+        if endpoint::lookup_hosts(hosts, name).is_some() {
+            continue;
+        }
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((name, first_address(name)));
+        });
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = std::collections::HashMap::new();
+    while let Ok((name, ip)) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if let Some(ip) = ip {
+            info!(name, address = %ip, "the VM's DNS names this machine");
+            out.insert(name, ip);
+        }
+    }
+    out
+}
+
 /// Pause between rounds of the way home once one round found nothing.
 #[cfg(target_os = "linux")]
 const ROUND_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -314,12 +359,18 @@ impl WayHome {
         let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
         let local = platform::local_addresses();
         let gateways = endpoint::default_gateways(&routes);
-        let resolve = |name: &str| {
-            (name, 0)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .map(|a| a.ip())
+        // The runtime names the files lack, asked of the VM's DNS at once
+        // and under one deadline; a name the user gave, without one (an
+        // error follows if it does not resolve).
+        let asked = if args.host_endpoint.is_none() {
+            resolve_all(&endpoint::RUNTIME_NAMES, &hosts, NAMES_WAIT)
+        } else {
+            Default::default()
+        };
+        let resolve = |name: &str| match asked.get(name) {
+            Some(ip) => Some(*ip),
+            None if args.host_endpoint.is_some() => first_address(name),
+            None => None,
         };
         let (candidates, rejected) = endpoint::candidates(
             &endpoint::Inputs {
@@ -677,5 +728,28 @@ mod tests {
         );
         let err = watch.await.unwrap_err();
         assert_eq!(err.to_string(), "cannot write the report");
+    }
+
+    /// Names are asked of the resolver only when the files lack them,
+    /// and what does not answer in time is left out.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn runtime_names_are_asked_of_dns_only_when_the_files_lack_them() {
+        let got = resolve_all(
+            &["localhost", "no-such-name.invalid"],
+            "",
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(got.get("localhost").map(|ip| ip.is_loopback()), Some(true));
+        assert!(!got.contains_key("no-such-name.invalid"));
+        let got = resolve_all(
+            &["localhost"],
+            "10.1.2.3 localhost\n",
+            std::time::Duration::from_secs(5),
+        );
+        assert!(
+            got.is_empty(),
+            "a name the file has was asked of DNS: {got:?}"
+        );
     }
 }
