@@ -260,6 +260,12 @@ pub fn default_gateways(proc_net_route: &str) -> Vec<IpAddr> {
 #[allow(async_fn_in_trait)]
 pub trait Trial {
     async fn try_endpoint(&mut self, addr: SocketAddr, within: Duration) -> bool;
+    /// Where the peer points now, when it can be read: after a handshake
+    /// it is where the answer came from, which can be an earlier
+    /// candidate whose reply came late.
+    fn current_endpoint(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// How long each candidate gets: the first try also waits for `up`, which
@@ -274,7 +280,13 @@ pub async fn find(trial: &mut impl Trial, candidates: &[Candidate]) -> Option<Ca
         let within = if i == 0 { FIRST_TRY } else { NEXT_TRY };
         tracing::info!(endpoint = %c.addr, source = c.source.as_str(), "trying the way to the host side");
         if trial.try_endpoint(c.addr, within).await {
-            return Some(*c);
+            // A late reply through an earlier candidate completes the
+            // handshake while this one is tried, and the peer roams to it:
+            // report the way that answered.
+            let answered = trial
+                .current_endpoint()
+                .and_then(|e| candidates.iter().find(|o| o.addr == e));
+            return Some(*answered.unwrap_or(c));
         }
         tracing::info!(endpoint = %c.addr, source = c.source.as_str(), within_s = within.as_secs(), "no handshake through this address");
     }
@@ -792,6 +804,48 @@ mod tests {
             self.1.push((addr, within));
             self.0.contains(&addr)
         }
+    }
+
+    /// The first candidate's reply comes while the second is tried: the
+    /// peer roamed back to the first, and that is what is reported.
+    struct LateReply {
+        tried: Vec<SocketAddr>,
+        roamed_to: SocketAddr,
+    }
+
+    impl Trial for LateReply {
+        async fn try_endpoint(&mut self, addr: SocketAddr, _: Duration) -> bool {
+            self.tried.push(addr);
+            self.tried.len() == 2
+        }
+        fn current_endpoint(&self) -> Option<SocketAddr> {
+            Some(self.roamed_to)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_reply_reports_the_way_that_answered() {
+        let list = [
+            Candidate {
+                addr: "10.0.0.1:4".parse().unwrap(),
+                source: Source::HostGateway,
+            },
+            Candidate {
+                addr: "10.0.0.2:4".parse().unwrap(),
+                source: Source::DefaultGateway,
+            },
+        ];
+        let mut t = LateReply {
+            tried: vec![],
+            roamed_to: list[0].addr,
+        };
+        assert_eq!(find(&mut t, &list).await, Some(list[0]));
+        // An endpoint no candidate has (NAT on the way): the one tried.
+        let mut t = LateReply {
+            tried: vec![],
+            roamed_to: "192.0.2.9:4".parse().unwrap(),
+        };
+        assert_eq!(find(&mut t, &list).await, Some(list[1]));
     }
 
     #[tokio::test]

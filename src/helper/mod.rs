@@ -436,6 +436,15 @@ struct DeviceTrial<'a> {
 
 #[cfg(target_os = "linux")]
 impl endpoint::Trial for DeviceTrial<'_> {
+    fn current_endpoint(&self) -> Option<SocketAddr> {
+        self.device
+            .status()
+            .peers
+            .iter()
+            .find(|p| p.public_key == self.host_key)
+            .and_then(|p| p.endpoint)
+    }
+
     async fn try_endpoint(&mut self, addr: SocketAddr, within: std::time::Duration) -> bool {
         let since = std::time::SystemTime::now();
         let mut peer = PeerUpdate::new(self.host_key);
