@@ -1228,14 +1228,12 @@ fn assert_least_privilege(id: &str, tun: bool) {
         })
         .collect();
     volumes.sort();
-    // The key's volume, and the VM's /etc/hosts read-only (the runtime's
-    // names for the Mac): nothing else of the VM's filesystem.
+    // The key's volume and nothing of the VM's filesystem: `up` was given
+    // --host-endpoint, so the VM's /etc/hosts (the runtime's names for the
+    // Mac) is not needed and not mounted.
     assert_eq!(
         volumes,
-        [
-            ("bind", "/etc/vm-hosts", "/etc/hosts", false),
-            ("volume", "/var/lib/netconnect", "", true)
-        ],
+        [("volume", "/var/lib/netconnect", "", true)],
         "Mounts: {mounts}"
     );
 
