@@ -105,6 +105,16 @@ pub struct DnsState {
     pub answered: u64,
     /// Every name served, in name order.
     pub names: Vec<DnsName>,
+    /// Names more than one container (or a container and a Compose
+    /// service) gave: each answers all their addresses.
+    pub conflicts: Vec<DnsConflict>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DnsConflict {
+    pub name: String,
+    pub owners: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -145,6 +145,50 @@ mod tests {
         }
     }
 
+    /// Docker's `_` and the wildcard survive hickory's wire format both
+    /// ways: the question's name as asked, the answer's owner the same.
+    #[tokio::test]
+    async fn underscores_and_the_wildcard_on_the_wire() {
+        let domain: Domain = "docker.internal".parse().unwrap();
+        let zone = Zone::new(domain.clone());
+        let routed = ["172.18.0.0/16".parse().unwrap()].into();
+        zone.set(Table::build(
+            &domain,
+            &[container("shop_web_1", &["172.18.0.2"])],
+            &routed,
+        ));
+        let server = serve("127.0.0.1:0".parse().unwrap(), zone.clone())
+            .await
+            .unwrap();
+        let t = Duration::from_secs(2);
+        for q in [
+            "shop_web_1.docker.internal",
+            "shop-web-1.docker.internal",
+            "static.shop_web_1.docker.internal",
+        ] {
+            let r = ask(server.addr, q, RecordType::A, Transport::Udp, t)
+                .await
+                .unwrap();
+            assert_eq!(r.code, ResponseCode::NoError, "{q}");
+            assert_eq!(
+                r.addresses,
+                ["172.18.0.2".parse::<IpAddr>().unwrap()],
+                "{q}"
+            );
+        }
+        let r = ask(
+            server.addr,
+            "shop_web_2.docker.internal",
+            RecordType::A,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.code, ResponseCode::NXDomain);
+        server.stop().await;
+    }
+
     #[tokio::test]
     async fn answers_over_udp_and_tcp_and_follows_the_table() {
         let domain: Domain = "docker.internal".parse().unwrap();

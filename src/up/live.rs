@@ -182,6 +182,13 @@ pub fn dns_names(state: &mut snapshot::DnsState, table: &crate::dns::names::Tabl
             addresses: addrs.iter().map(|a| a.to_string()).collect(),
         })
         .collect();
+    state.conflicts = table
+        .conflicts()
+        .map(|(name, owners)| snapshot::DnsConflict {
+            name: name.to_owned(),
+            owners: owners.iter().cloned().collect(),
+        })
+        .collect();
 }
 
 /// The status's `vm` section from the helper's report.
@@ -222,6 +229,41 @@ mod tests {
     use super::*;
     use crate::control::snapshot::TunnelState;
     use crate::tunnel::PeerStatus;
+
+    #[test]
+    fn the_status_lists_the_names_and_their_conflicts() {
+        use crate::docker::ContainerInfo;
+        let c = |name: &str, a: &str| ContainerInfo {
+            id: name.into(),
+            name: name.into(),
+            labels: Default::default(),
+            addresses: vec![a.parse().unwrap()],
+        };
+        let table = crate::dns::names::Table::build(
+            &"docker.internal".parse().unwrap(),
+            &[c("my_db", "172.18.0.3"), c("my-db", "172.18.0.4")],
+            &["172.18.0.0/16".parse().unwrap()].into(),
+        );
+        let mut d = snapshot::DnsState::default();
+        dns_names(&mut d, &table, 7);
+        assert_eq!(d.answered, 7);
+        let names: Vec<(&str, usize)> = d
+            .names
+            .iter()
+            .map(|n| (n.name.as_str(), n.addresses.len()))
+            .collect();
+        assert_eq!(
+            names,
+            [("my-db.docker.internal", 2), ("my_db.docker.internal", 1)]
+        );
+        assert_eq!(
+            d.conflicts,
+            [snapshot::DnsConflict {
+                name: "my-db.docker.internal".into(),
+                owners: vec!["my-db".into(), "my_db".into()],
+            }]
+        );
+    }
 
     #[test]
     fn the_snapshot_takes_live_figures_from_the_device() {
