@@ -385,30 +385,8 @@ impl Podman {
         }
     }
 
-    /// `podman ARGS`, panicking on failure. Podman 4.3's service now and
-    /// then fails a `run` with "write child: broken pipe" (its OCI runtime
-    /// setup pipe, before the container starts; seen in 2 of ~10 CI runs,
-    /// never by hand): that one failure is retried, after removing what
-    /// the failed run left under the name, and said on stderr.
     pub fn cmd(&self, args: &[&str]) -> String {
-        let mut tries = 0;
-        loop {
-            match self.try_cmd(args) {
-                Ok(out) => return out,
-                Err(e)
-                    if args.first() == Some(&"run")
-                        && e.contains("write child: broken pipe")
-                        && tries < 2 =>
-                {
-                    tries += 1;
-                    eprintln!("podman's run failed at its runtime setup, retrying: {e}");
-                    if let Some(i) = args.iter().position(|a| *a == "--name") {
-                        let _ = self.try_cmd(&["rm", "-f", args[i + 1]]);
-                    }
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        self.try_cmd(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The busybox test image, loaded from Docker's when missing.
