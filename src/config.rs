@@ -76,6 +76,12 @@ pub struct DnsConfig {
     /// default there). Elsewhere only when set: a Linux host is pointed at
     /// the server through systemd-resolved instead.
     pub resolver_dir: Option<PathBuf>,
+    /// Domains a container's `dev.netconnect.domains` label may name
+    /// besides `.test`, `.localhost`, `.internal` and `.local`: a label is
+    /// written by whoever starts a container, so a public name (and its
+    /// resolver file, which sends the Mac's questions for it to us) needs
+    /// the Mac's owner to say so here.
+    pub extra_domains: Vec<Spanned<String>>,
 }
 
 impl Default for DnsConfig {
@@ -85,6 +91,7 @@ impl Default for DnsConfig {
             domain: Spanned::new(0..0, crate::dns::DEFAULT_DOMAIN.to_owned()),
             port: Spanned::new(0..0, crate::dns::DEFAULT_PORT),
             resolver_dir: None,
+            extra_domains: Vec::new(),
         }
     }
 }
@@ -96,6 +103,14 @@ impl DnsConfig {
             .get_ref()
             .parse()
             .unwrap_or_else(|_| crate::dns::DEFAULT_DOMAIN.parse().expect("a valid domain"))
+    }
+
+    /// The extra domains, valid ([`parse`] refused the file otherwise).
+    pub fn extra_domains(&self) -> Vec<crate::dns::names::Domain> {
+        self.extra_domains
+            .iter()
+            .filter_map(|d| d.get_ref().parse().ok())
+            .collect()
     }
 }
 
@@ -322,6 +337,11 @@ pub fn parse(text: &str) -> Result<Config, (std::ops::Range<usize>, String)> {
     if let Err(e) = c.dns.domain.get_ref().parse::<crate::dns::names::Domain>() {
         return Err((c.dns.domain.span(), format!("dns.domain: {e}")));
     }
+    for d in &c.dns.extra_domains {
+        if let Err(e) = d.get_ref().parse::<crate::dns::names::Domain>() {
+            return Err((d.span(), format!("dns.extra_domains: {e}")));
+        }
+    }
     if *c.dns.port.get_ref() == 0 {
         return Err((
             c.dns.port.span(),
@@ -464,6 +484,15 @@ subnet = "10.96.0.0/12"
         assert_eq!(c.dns.domain().as_str(), "dev.test");
         assert_eq!(*c.dns.port.get_ref(), 5353);
         assert_eq!(c.dns.resolver_dir.as_deref(), Some(Path::new("/run/r")));
+        assert!(c.dns.extra_domains().is_empty());
+        let c = parse("[dns]\nextra_domains = [\"Dev.Example.COM.\", \"corp.example\"]\n").unwrap();
+        let d: Vec<String> = c
+            .dns
+            .extra_domains()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(d, ["dev.example.com", "corp.example"]);
     }
 
     #[test]
@@ -524,6 +553,11 @@ subnet = "10.96.0.0/12"
         );
         let e = err("[dns]\ndomain = \"internal\"\n");
         assert!(e.contains("top-level domain"), "{e}");
+        let e = err("[dns]\nextra_domains = [\"ok.example\", \"com\"]\n");
+        assert!(
+            e.starts_with("F:2:32: dns.extra_domains: \"com\" is a top-level domain"),
+            "{e}"
+        );
         let e = err("[dns]\nport = 0\n");
         assert!(e.starts_with("F:2:8: dns.port: 0"), "{e}");
         let e = err("[dns]\nenable = false\n");

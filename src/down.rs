@@ -49,14 +49,17 @@ pub async fn run(mut target: Target, socket: &Path, config: &Config) -> anyhow::
         println!("removed interface {}", target.interface);
     }
 
-    // This machine's resolver: the file a crashed `up` left (a daemon that
-    // stopped removed its own). Only netconnect's file is removed.
+    // This machine's resolver: the files a crashed `up` left (a daemon that
+    // stopped removed its own): its domain's, and those of the zones it
+    // answered besides (clusters', label domains', reverse zones'). Only
+    // netconnect's files are removed.
     if let Some(dir) = crate::dns::resolver_dir(&config.dns) {
-        let file = crate::dns::resolver::ResolverFile::new(&dir, config.dns.domain().as_str());
-        match file.remove() {
-            Ok(true) => println!("removed resolver file {}", file.path().display()),
-            Ok(false) => {}
-            Err(e) => println!("left {}: {e}", file.path().display()),
+        for file in crate::dns::resolver::ResolverFile::all_ours(&dir) {
+            match file.remove() {
+                Ok(true) => println!("removed resolver file {}", file.path().display()),
+                Ok(false) => {}
+                Err(e) => println!("left {}: {e}", file.path().display()),
+            }
         }
     }
 

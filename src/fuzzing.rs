@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("docker_context", docker_context),
     ("way_home", way_home),
     ("kube", kube),
+    ("dns", dns),
 ];
 
 /// Parsers of text see what `from_utf8_lossy` makes of the bytes, as the
@@ -714,6 +715,188 @@ pub fn kube(data: &[u8]) {
     }
 }
 
+/// The names' rules (`dns::names`) over containers described one a line,
+/// then (after a `--` line) a DNS message as the server receives it.
+/// A line is `NAME|SERVICE|PROJECT|DOMAINS LABEL|NETWORK|ALIAS,ALIAS`;
+/// the network picks one of four routed /16s (or `far`, not routed) and
+/// the container gets the next address on it. Properties: no panic; every
+/// name served is one hickory can write and answers exactly its addresses,
+/// all routed; every address answered in a reverse zone has a pointer, and
+/// every pointer's name answers that address; the question asked gets an
+/// answer of the kind its type allows, whose addresses are routed and
+/// whose names are served.
+pub fn dns(data: &[u8]) {
+    use crate::dns::names::{reverse_name, Answer, QType};
+    use hickory_proto::rr::{Name, RecordType};
+    let (lines, message) = parts(data);
+    let (t, nets) = dns_table(lines);
+    let routed: BTreeSet<IpNet> = nets.iter().copied().collect();
+    let is_routed = |a: &IpAddr| routed.iter().any(|n| n.contains(a));
+    let in_reverse = |a: &IpAddr| nets[..3].iter().any(|n| n.contains(a));
+    for (name, addrs) in t.entries() {
+        assert!(
+            Name::from_ascii(format!("{name}.")).is_ok(),
+            "{name:?} is served but not a DNS name"
+        );
+        assert!(addrs.iter().all(is_routed), "{name}: {addrs:?}");
+        let want: Vec<IpAddr> = addrs.iter().copied().collect();
+        assert_eq!(
+            t.lookup(name, QType::Any),
+            Answer::Addresses(want),
+            "{name}"
+        );
+        for a in addrs.iter().filter(|a| in_reverse(a)) {
+            let r = reverse_name(*a);
+            assert!(
+                matches!(t.lookup(&r, QType::Ptr), Answer::Names(_)),
+                "{a} ({name}) has no pointer"
+            );
+        }
+    }
+    for (r, name) in t.pointers() {
+        assert_eq!(
+            t.lookup(r, QType::Ptr),
+            Answer::Names(vec![name.to_owned()])
+        );
+        let Answer::Addresses(a) = t.lookup(name, QType::Any) else {
+            panic!("{r} names {name}, which has no address");
+        };
+        assert!(
+            a.iter().any(|a| reverse_name(*a) == r),
+            "{r} -> {name}: {a:?}"
+        );
+    }
+    for zone in t.other_zones() {
+        assert!(
+            crate::dns::resolver::ResolverFile::new(std::path::Path::new("/nonexistent"), &zone)
+                .path()
+                .parent()
+                == Some(std::path::Path::new("/nonexistent")),
+            "{zone:?} would name a file outside the resolver folder"
+        );
+    }
+    let Ok(msg) = hickory_proto::op::Message::from_vec(message) else {
+        return;
+    };
+    for q in &msg.queries {
+        let qname = q.name().to_string();
+        let qtype = match q.query_type() {
+            RecordType::A => QType::A,
+            RecordType::AAAA => QType::Aaaa,
+            RecordType::PTR => QType::Ptr,
+            RecordType::ANY => QType::Any,
+            RecordType::SOA => QType::Soa,
+            _ => QType::Other,
+        };
+        match t.lookup(&qname, qtype) {
+            Answer::Addresses(a) => {
+                assert!(a.iter().all(is_routed), "{qname}: {a:?}");
+                assert!(
+                    matches!(qtype, QType::A | QType::Aaaa | QType::Any),
+                    "{qname} {qtype:?}: {a:?}"
+                );
+                assert!(
+                    a.iter().all(|a| match qtype {
+                        QType::A => a.is_ipv4(),
+                        QType::Aaaa => a.is_ipv6(),
+                        _ => true,
+                    }),
+                    "{qname} {qtype:?}: {a:?}"
+                );
+            }
+            Answer::Names(n) => {
+                assert!(
+                    matches!(qtype, QType::Ptr | QType::Any),
+                    "{qname} {qtype:?}"
+                );
+                for n in n {
+                    assert!(
+                        t.entries().any(|(e, _)| e == n),
+                        "{qname} points at {n}, not served"
+                    );
+                }
+            }
+            Answer::Soa => assert!(matches!(qtype, QType::Soa | QType::Any), "{qname}"),
+            Answer::Refused => {
+                let q = qname.trim_end_matches('.').to_ascii_lowercase();
+                assert!(t.apex(&q).is_none(), "{qname}: refused in a zone served");
+            }
+            Answer::NxDomain | Answer::NoData => {}
+        }
+    }
+}
+
+/// The table of [`dns`]'s container lines, and the routed subnets (the
+/// first three with reverse zones).
+fn dns_table(lines: &[u8]) -> (crate::dns::names::Table, [IpNet; 4]) {
+    use crate::dns::names::{Domain, Options, Table};
+    use crate::docker::client::{Attachment, ContainerInfo};
+    let nets: [IpNet; 4] = [
+        "172.18.0.0/16".parse().unwrap(),
+        "172.19.0.0/16".parse().unwrap(),
+        "10.89.0.0/24".parse().unwrap(),
+        "fd00:18::/64".parse().unwrap(),
+    ];
+    let routed: BTreeSet<IpNet> = nets.iter().copied().collect();
+    let mut containers = Vec::new();
+    for (i, line) in text(lines).lines().take(64).enumerate() {
+        let f: Vec<&str> = line.split('|').collect();
+        let field = |n: usize| f.get(n).copied().unwrap_or("");
+        let network = field(4);
+        let host = u8::try_from(i + 2).unwrap_or(250);
+        let address: IpAddr = if network == "far" {
+            IpAddr::from([192, 0, 2, host])
+        } else {
+            let net = nets[network.len() % nets.len()];
+            match net {
+                IpNet::V4(n) => {
+                    let o = n.addr().octets();
+                    IpAddr::from([o[0], o[1], o[2], host])
+                }
+                IpNet::V6(n) => {
+                    let mut o = n.addr().octets();
+                    o[15] = host;
+                    IpAddr::from(o)
+                }
+            }
+        };
+        let mut labels = std::collections::BTreeMap::new();
+        for (k, n) in [
+            (crate::dns::names::COMPOSE_SERVICE, 1),
+            (crate::dns::names::COMPOSE_PROJECT, 2),
+            (crate::dns::names::DOMAINS_LABEL, 3),
+        ] {
+            if !field(n).is_empty() {
+                labels.insert(k.to_owned(), field(n).to_owned());
+            }
+        }
+        containers.push(ContainerInfo {
+            id: format!("{i:012x}"),
+            name: field(0).to_owned(),
+            labels,
+            addresses: vec![address],
+            networks: vec![Attachment {
+                network: network.to_owned(),
+                aliases: field(5)
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                addresses: vec![address],
+            }],
+        });
+    }
+    let domain: Domain = "docker.internal".parse().unwrap();
+    let opts = Options {
+        extra_domains: vec!["corp.example".parse().unwrap()],
+        reverse: Some(nets[..3].iter().copied().collect()),
+    };
+    (
+        Table::build_with(&domain, &containers, &routed, &opts),
+        nets,
+    )
+}
+
 fn parts(data: &[u8]) -> (&[u8], &[u8]) {
     const SEP: &[u8] = b"\n--\n";
     match data.windows(SEP.len()).position(|w| w == SEP) {
@@ -1101,6 +1284,41 @@ pub(crate) mod tests {
     #[test]
     fn fuzz_kube() {
         run("kube");
+    }
+    #[test]
+    fn fuzz_dns() {
+        run("dns");
+    }
+    /// The seeds reach every rule: aliases on one and two networks, label
+    /// domains in and out of the allowed ones, pointers, both families.
+    #[test]
+    fn the_dns_seeds_reach_every_rule() {
+        use crate::dns::names::{Answer, QType};
+        let data = std::fs::read(fuzz_dir().join("seeds/dns/ptr-v4")).unwrap();
+        let (t, _) = super::dns_table(super::parts(&data).0);
+        for (q, qt) in [
+            ("shop_web_1.docker.internal", QType::A),
+            ("shop-web-1.docker.internal", QType::A),
+            ("web.shop.docker.internal", QType::A),
+            ("store.neta.docker.internal", QType::A),
+            ("store.front.docker.internal", QType::A),
+            ("alias.with.dots.docker.internal", QType::A),
+            ("www.shop.test", QType::A),
+            ("a.corp.example", QType::A),
+            ("v6alias.docker.internal", QType::Aaaa),
+        ] {
+            assert!(matches!(t.lookup(q, qt), Answer::Addresses(_)), "{q}");
+        }
+        assert_eq!(
+            t.lookup("2.0.18.172.in-addr.arpa", QType::Ptr),
+            Answer::Names(vec!["shop_web_1.docker.internal".into()])
+        );
+        assert_eq!(t.conflicts().count(), 1, "store on two networks");
+        assert_eq!(t.refused().count(), 1, "x.example.com");
+        assert_eq!(
+            t.lookup("kind-control-plane.docker.internal", QType::A),
+            Answer::NxDomain
+        );
     }
     /// The seeds get past the parsers to the routes and zones.
     #[test]

@@ -322,12 +322,23 @@ fn dns_text(d: &crate::control::snapshot::DnsState) -> String {
                 (None, Some(e)) => format!("resolver not wired: {e}"),
                 (None, None) => "no resolver wired; ask the server directly".into(),
             };
-            format!(
+            let mut t = format!(
                 "*.{} on {}, {n} name{} ({resolver})",
                 d.domain,
                 d.address,
                 if n == 1 { "" } else { "s" }
-            )
+            );
+            if !d.zones.is_empty() {
+                t.push_str(&format!("; also {}", d.zones.join(" ")));
+            }
+            if !d.conflicts.is_empty() {
+                let c: Vec<&str> = d.conflicts.iter().map(|c| c.name.as_str()).collect();
+                t.push_str(&format!("; answered for two owners: {}", c.join(" ")));
+            }
+            for r in &d.refused {
+                t.push_str(&format!("; not served: {} ({})", r.name, r.reason));
+            }
+            t
         }
         "disabled" => "off (dns.enabled = false in the configuration file)".into(),
         _ => d.error.clone().unwrap_or_else(|| d.state.clone()),
@@ -351,6 +362,35 @@ mod tests {
     use super::*;
     use crate::control::snapshot::{NetworkRoute, TunnelState};
     use std::time::Duration;
+
+    #[test]
+    fn the_names_line_says_the_other_zones_conflicts_and_refusals() {
+        use crate::control::snapshot::{DnsConflict, DnsRefused, DnsState};
+        let mut d = DnsState {
+            state: "serving".into(),
+            domain: "docker.internal".into(),
+            address: "10.33.33.1:53".into(),
+            resolver: Some("/etc/resolver/docker.internal".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            dns_text(&d),
+            "*.docker.internal on 10.33.33.1:53, 0 names (resolver: /etc/resolver/docker.internal)"
+        );
+        d.zones = vec!["shop.test".into(), "18.172.in-addr.arpa".into()];
+        d.conflicts = vec![DnsConflict {
+            name: "store.docker.internal".into(),
+            owners: vec!["a".into(), "b".into()],
+        }];
+        d.refused = vec![DnsRefused {
+            name: "x.com".into(),
+            reason: "web: outside".into(),
+        }];
+        assert_eq!(
+            dns_text(&d),
+            "*.docker.internal on 10.33.33.1:53, 0 names (resolver: /etc/resolver/docker.internal); also shop.test 18.172.in-addr.arpa; answered for two owners: store.docker.internal; not served: x.com (web: outside)"
+        );
+    }
 
     #[test]
     fn a_cluster_is_one_line_that_says_what_is_missing() {

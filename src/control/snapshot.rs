@@ -108,6 +108,19 @@ pub struct DnsState {
     /// Names more than one container (or a container and a Compose
     /// service) gave: each answers all their addresses.
     pub conflicts: Vec<DnsConflict>,
+    /// The zones answered besides the domain: containers' label domains
+    /// (`shop.test`) and the routed networks' reverse zones, each with a
+    /// resolver file where there is a folder.
+    pub zones: Vec<String>,
+    /// Label domains not served, with the container and why.
+    pub refused: Vec<DnsRefused>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DnsRefused {
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

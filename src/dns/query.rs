@@ -142,6 +142,7 @@ mod tests {
             name: name.into(),
             labels: Default::default(),
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            ..Default::default()
         }
     }
 
@@ -186,6 +187,77 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(r.code, ResponseCode::NXDomain);
+        server.stop().await;
+    }
+
+    /// A pointer, a label domain and a reverse zone's SOA, as a resolver
+    /// reads them off the wire.
+    #[tokio::test]
+    async fn pointers_and_label_domains_on_the_wire() {
+        use hickory_proto::op::Message;
+        let domain: Domain = "docker.internal".parse().unwrap();
+        let zone = Zone::new(domain.clone());
+        let routed = ["172.18.0.0/16".parse().unwrap()].into();
+        let mut web = container("shop_web_1", &["172.18.0.2"]);
+        web.labels
+            .insert(crate::dns::names::DOMAINS_LABEL.into(), "shop.test".into());
+        zone.set(Table::build(&domain, &[web], &routed));
+        let server = serve("127.0.0.1:0".parse().unwrap(), zone.clone())
+            .await
+            .unwrap();
+        let t = Duration::from_secs(2);
+        let m: Message = exchange(
+            server.addr,
+            &question("2.0.18.172.in-addr.arpa.", RecordType::PTR).unwrap(),
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative);
+        let ptr: Vec<String> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(p) => Some(p.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ptr, ["shop_web_1.docker.internal."]);
+        // No such address: NXDOMAIN, with the reverse zone's SOA.
+        let m = exchange(
+            server.addr,
+            &question("9.0.18.172.in-addr.arpa.", RecordType::PTR).unwrap(),
+            Transport::Tcp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let soa: Vec<String> = m.authorities.iter().map(|r| r.name.to_string()).collect();
+        assert_eq!(soa, ["18.172.in-addr.arpa."]);
+        let r = ask(
+            server.addr,
+            "www.shop.test",
+            RecordType::A,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.addresses, ["172.18.0.2".parse::<IpAddr>().unwrap()]);
+        // Outside every zone: refused, as before.
+        let r = ask(
+            server.addr,
+            "2.2.0.192.in-addr.arpa",
+            RecordType::PTR,
+            Transport::Udp,
+            t,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.code, ResponseCode::Refused);
         server.stop().await;
     }
 

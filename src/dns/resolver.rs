@@ -89,6 +89,24 @@ pub struct ResolverFile {
 }
 
 impl ResolverFile {
+    /// Every file of ours in `dir`, whatever its zone: what a `up` that
+    /// did not stop left (its domain's, and its clusters', label domains'
+    /// and reverse zones'). Nothing when the folder cannot be read.
+    pub fn all_ours(dir: &Path) -> Vec<ResolverFile> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ResolverFile> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| ResolverFile::new(dir, &n))
+            .filter(|f| matches!(f.state(), FileState::Ours { .. }))
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
     pub fn new(dir: &Path, domain: &str) -> Self {
         ResolverFile {
             dir: dir.to_owned(),
@@ -464,6 +482,25 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn all_ours_finds_every_zone_we_wrote_and_nothing_else() {
+        let dir = TempDir::new("all-ours");
+        for d in ["docker.internal", "shop.test", "18.172.in-addr.arpa"] {
+            ResolverFile::new(&dir.0, d).install(ns(), 53).unwrap();
+        }
+        std::fs::write(dir.0.join("corp.example"), "nameserver 10.0.0.1\n").unwrap();
+        std::fs::create_dir(dir.0.join("a-folder")).unwrap();
+        let found: Vec<String> = ResolverFile::all_ours(&dir.0)
+            .iter()
+            .map(|f| f.path().file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            found,
+            ["18.172.in-addr.arpa", "docker.internal", "shop.test"]
+        );
+        assert!(ResolverFile::all_ours(&dir.0.join("missing")).is_empty());
     }
 
     #[test]

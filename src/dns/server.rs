@@ -162,8 +162,10 @@ pub struct Handler {
 }
 
 impl Handler {
-    fn soa(&self, table: &Table) -> Option<Record> {
-        let apex = Name::from_ascii(format!("{}.", table.domain())).ok()?;
+    /// The SOA of the zone `apex` (the domain, a label domain, a reverse
+    /// zone); the contact is always under the domain.
+    fn soa(&self, table: &Table, apex: &str) -> Option<Record> {
+        let apex = Name::from_ascii(format!("{apex}.")).ok()?;
         let rname = Name::from_ascii(format!("hostmaster.{}.", table.domain())).ok()?;
         let serial = self.zone.serial.load(Ordering::Relaxed);
         // Refresh, retry and expire mean nothing without secondaries; the
@@ -177,6 +179,7 @@ fn qtype(t: RecordType) -> QType {
     match t {
         RecordType::A => QType::A,
         RecordType::AAAA => QType::Aaaa,
+        RecordType::PTR => QType::Ptr,
         RecordType::ANY => QType::Any,
         RecordType::SOA => QType::Soa,
         _ => QType::Other,
@@ -232,7 +235,16 @@ impl RequestHandler for Handler {
             return send(&mut response, msg).await;
         }
         let table = self.zone.current();
-        let answer = table.lookup(&query.name().to_string(), qtype(query.query_type()));
+        let qname = query.name().to_string();
+        let answer = table.lookup(&qname, qtype(query.query_type()));
+        let lower = qname
+            .strip_suffix('.')
+            .unwrap_or(&qname)
+            .to_ascii_lowercase();
+        let apex = table
+            .apex(&lower)
+            .unwrap_or(table.domain().as_str())
+            .to_owned();
         debug!(name = %query.name(), qtype = %query.query_type(), ?answer, "DNS question");
         self.zone.answered.fetch_add(1, Ordering::Relaxed);
         let name = Name::from(query.name().clone());
@@ -246,16 +258,24 @@ impl RequestHandler for Handler {
             }
             Answer::NxDomain => {
                 meta.response_code = ResponseCode::NXDomain;
-                authority.extend(self.soa(&table));
+                authority.extend(self.soa(&table, &apex));
             }
-            Answer::NoData => authority.extend(self.soa(&table)),
-            Answer::Soa => answers.extend(self.soa(&table)),
+            Answer::NoData => authority.extend(self.soa(&table, &apex)),
+            Answer::Soa => answers.extend(self.soa(&table, &apex)),
             Answer::Addresses(addrs) => answers.extend(addrs.into_iter().map(|a| {
                 let rdata = match a {
                     std::net::IpAddr::V4(a) => RData::A(A(a)),
                     std::net::IpAddr::V6(a) => RData::AAAA(AAAA(a)),
                 };
                 Record::from_rdata(name.clone(), TTL, rdata)
+            })),
+            Answer::Names(names) => answers.extend(names.into_iter().filter_map(|n| {
+                let target = Name::from_ascii(format!("{n}.")).ok()?;
+                Some(Record::from_rdata(
+                    name.clone(),
+                    TTL,
+                    RData::PTR(hickory_server::proto::rr::rdata::PTR(target)),
+                ))
             })),
         }
         let msg = builder.build(meta, &answers, &[], &authority, &[]);

@@ -271,13 +271,27 @@ pub fn desired_subnets(networks: &[NetworkInfo]) -> BTreeSet<IpNet> {
 
 /// What netconnect needs to know about a running container: its names
 /// ([`crate::dns::names`]) come from these.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerInfo {
     pub id: String,
     /// Without Docker's leading `/`.
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
     /// Its addresses on every network it is attached to.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Each network it is attached to, with its aliases there.
+    pub networks: Vec<Attachment>,
+}
+
+/// A container on one network: the names it was given there
+/// (`--network-alias`, Compose's `aliases:` and service name) and its
+/// addresses on it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachment {
+    pub network: String,
+    /// Without the engine's own: the container's name and its short ID,
+    /// which Docker adds to every attachment.
+    pub aliases: Vec<String>,
     pub addresses: Vec<std::net::IpAddr>,
 }
 
@@ -298,8 +312,16 @@ impl ContainerInfo {
                 .as_ref()
                 .and_then(|s| s.networks.as_ref()),
         );
+        let id = c.id.clone().unwrap_or_default();
+        let networks = attachments(
+            c.network_settings
+                .as_ref()
+                .and_then(|s| s.networks.as_ref()),
+            &id,
+            &name,
+        );
         ContainerInfo {
-            id: c.id.clone().unwrap_or_default(),
+            id,
             name,
             labels: c
                 .labels
@@ -307,6 +329,7 @@ impl ContainerInfo {
                 .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
             addresses,
+            networks,
         }
     }
 }
@@ -322,14 +345,24 @@ impl ContainerInfo {
                 .as_ref()
                 .and_then(|s| s.networks.as_ref()),
         );
+        let id = c.id.clone().unwrap_or_default();
+        let name = c
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned();
+        let networks = attachments(
+            c.network_settings
+                .as_ref()
+                .and_then(|s| s.networks.as_ref()),
+            &id,
+            &name,
+        );
         Some(ContainerInfo {
-            id: c.id.clone().unwrap_or_default(),
-            name: c
-                .name
-                .as_deref()
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_owned(),
+            id,
+            name,
+            networks,
             labels: c
                 .config
                 .as_ref()
@@ -359,6 +392,54 @@ fn endpoint_addresses(
         .unwrap_or_default()
 }
 
+/// Each network of a container, in name order, with the aliases a user
+/// gave it there: the engine adds the container's short ID (Docker) and
+/// its name (Podman) to every attachment, which are not names anyone chose.
+fn attachments(
+    networks: Option<&HashMap<String, bollard::models::EndpointSettings>>,
+    id: &str,
+    name: &str,
+) -> Vec<Attachment> {
+    let mut out: Vec<Attachment> = networks
+        .map(|nets| {
+            nets.iter()
+                .map(|(net, e)| {
+                    let mut aliases: Vec<String> = e
+                        .aliases
+                        .iter()
+                        .flatten()
+                        .filter(|a| !is_engine_alias(a, id, name))
+                        .cloned()
+                        .collect();
+                    aliases.sort();
+                    aliases.dedup();
+                    Attachment {
+                        network: net.clone(),
+                        aliases,
+                        addresses: [e.ip_address.as_deref(), e.global_ipv6_address.as_deref()]
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|a| a.parse().ok())
+                            .collect(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.network.cmp(&b.network));
+    out
+}
+
+/// An alias the engine gave, not the user: the container's name, or a
+/// prefix of its ID of 12 or more hex digits.
+fn is_engine_alias(alias: &str, id: &str, name: &str) -> bool {
+    alias.is_empty()
+        || alias == name
+        || (alias.len() >= 12
+            && id.starts_with(alias)
+            && alias.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// One container as it is now, `None` if it does not run (or is gone).
 /// Its events are sent before Engine 20.10 updates the list it answers
 /// `docker ps` from (a network connect, a die), so a list made at an event
@@ -380,13 +461,38 @@ pub async fn container(docker: &Docker, id: &str) -> Result<Option<ContainerInfo
     }
 }
 
-/// The running containers (one request).
+/// How many inspects [`containers`] has in flight at once.
+const INSPECTS_AT_ONCE: usize = 8;
+
+/// The running containers: one list, then an inspect of each that has an
+/// address, since the list leaves out the aliases (Engine 20.10 answers
+/// `"Aliases": null` there, whatever the container was given). A
+/// container gone in between is left out; one whose inspect fails keeps
+/// what the list said.
 pub async fn containers(docker: &Docker) -> Result<Vec<ContainerInfo>, DockerError> {
+    use futures::StreamExt as _;
     let list = timed(docker.list_containers(Some(
         ListContainersOptionsBuilder::default().all(false).build(),
     )))
     .await?;
-    let mut out: Vec<ContainerInfo> = list.iter().map(ContainerInfo::from_model).collect();
+    let listed: Vec<ContainerInfo> = list.iter().map(ContainerInfo::from_model).collect();
+    let mut out: Vec<ContainerInfo> = futures::stream::iter(listed)
+        .map(|c| async move {
+            if c.addresses.is_empty() {
+                return Some(c);
+            }
+            match container(docker, &c.id).await {
+                Ok(now) => now,
+                Err(e) => {
+                    debug!(container = %c.name, error = %e, "inspect failed; its aliases are not known");
+                    Some(c)
+                }
+            }
+        })
+        .buffer_unordered(INSPECTS_AT_ONCE)
+        .filter_map(|c| async move { c })
+        .collect()
+        .await;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -596,6 +702,55 @@ pub fn classify(ev: &EventMessage) -> Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Docker 20.10's inspect of a Compose v1 container on two networks:
+    /// the aliases a user gave stay; the engine's (its short ID, its
+    /// name) go.
+    #[test]
+    fn a_containers_aliases_per_network_without_the_engines() {
+        let c: bollard::models::ContainerInspectResponse = serde_json::from_str(
+            r#"{"Id":"1a2b3c4d5e6f7a8b9c0d","Name":"/shop_db_1","State":{"Running":true},
+                "Config":{"Labels":{"com.docker.compose.service":"db"}},
+                "NetworkSettings":{"Networks":{
+                  "shop_front":{"Aliases":["db","1a2b3c4d5e6f","shop_db_1"],"IPAddress":"172.22.0.5","GlobalIPv6Address":""},
+                  "shop_backend":{"Aliases":["store","db","db"],"IPAddress":"172.21.0.5","GlobalIPv6Address":"fd00:21::5"},
+                  "bridge":{"Aliases":null,"IPAddress":"172.17.0.4"}}}}"#,
+        )
+        .unwrap();
+        let c = ContainerInfo::from_inspect(&c).unwrap();
+        assert_eq!(c.name, "shop_db_1");
+        let nets: Vec<(&str, Vec<&str>, Vec<String>)> = c
+            .networks
+            .iter()
+            .map(|a| {
+                (
+                    a.network.as_str(),
+                    a.aliases.iter().map(String::as_str).collect(),
+                    a.addresses.iter().map(|a| a.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                ("bridge", vec![], vec!["172.17.0.4".to_string()]),
+                (
+                    "shop_backend",
+                    vec!["db", "store"],
+                    vec!["172.21.0.5".to_string(), "fd00:21::5".to_string()]
+                ),
+                ("shop_front", vec!["db"], vec!["172.22.0.5".to_string()]),
+            ]
+        );
+        assert!(is_engine_alias("1a2b3c4d5e6f", "1a2b3c4d5e6f7a8b9c0d", "x"));
+        // Hex, but a name someone chose: not a prefix of the ID.
+        assert!(!is_engine_alias(
+            "deadbeefcafe",
+            "1a2b3c4d5e6f7a8b9c0d",
+            "x"
+        ));
+        assert!(!is_engine_alias("1a2b3c", "1a2b3c4d5e6f7a8b9c0d", "x"));
+    }
 
     /// Docker 20.10's `exec_die` (recorded here, `docker exec NODE true`):
     /// the container is the actor, the exec an attribute.

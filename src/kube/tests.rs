@@ -22,6 +22,7 @@ fn container(name: &str, labels: &[(&str, &str)], address: &str) -> ContainerInf
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         addresses: vec![address.parse().unwrap()],
+        ..Default::default()
     }
 }
 

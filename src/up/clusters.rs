@@ -289,6 +289,7 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
             addresses: vec![ip.parse().unwrap()],
+            ..Default::default()
         }
     }
 

@@ -189,6 +189,14 @@ pub fn dns_names(state: &mut snapshot::DnsState, table: &crate::dns::names::Tabl
             owners: owners.iter().cloned().collect(),
         })
         .collect();
+    state.zones = table.other_zones();
+    state.refused = table
+        .refused()
+        .map(|(name, why)| snapshot::DnsRefused {
+            name: name.to_owned(),
+            reason: why.to_owned(),
+        })
+        .collect();
 }
 
 /// The status's `vm` section from the helper's report.
@@ -238,6 +246,7 @@ mod tests {
             name: name.into(),
             labels: Default::default(),
             addresses: vec![a.parse().unwrap()],
+            ..Default::default()
         };
         let table = crate::dns::names::Table::build(
             &"docker.internal".parse().unwrap(),

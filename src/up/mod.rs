@@ -192,9 +192,12 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         clusters: clusters::Clusters::new(file.kubernetes.clone()),
         kube_mac: BTreeSet::new(),
         kube_vm: Vec::new(),
-        cluster_resolvers: names
+        zone_resolvers: names
             .as_ref()
-            .and_then(|_| names::ClusterResolvers::new(&file.dns, args.host_address)),
+            .and_then(|_| names::ZoneResolvers::new(&file.dns, args.host_address)),
+        cluster_zones: Vec::new(),
+        name_zones: Vec::new(),
+        refused_warned: BTreeSet::new(),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
         filter: file.networks.clone(),

@@ -143,11 +143,13 @@ fn describe(w: &Wiring) -> String {
     }
 }
 
-/// The resolver files of the clusters' domains (`cluster.local`), which
-/// exist only while a cluster answers them: beside the main one, in the
-/// same folder (macOS's /etc/resolver).
+/// The resolver files of the zones besides the domain, each existing only
+/// while something answers in it: a cluster's domain (`cluster.local`), a
+/// container's label domain (`shop.test`), a routed network's reverse zone
+/// (`18.172.in-addr.arpa`). Beside the main one, in the same folder
+/// (macOS's /etc/resolver).
 #[derive(Debug)]
-pub struct ClusterResolvers {
+pub struct ZoneResolvers {
     dir: PathBuf,
     host: IpAddr,
     port: u16,
@@ -155,14 +157,14 @@ pub struct ClusterResolvers {
     files: BTreeMap<String, ResolverFile>,
 }
 
-impl ClusterResolvers {
+impl ZoneResolvers {
     /// Where the main resolver file is a file; `None` otherwise (no folder:
     /// systemd-resolved or nothing; ask the server directly).
-    pub fn new(cfg: &DnsConfig, host: IpAddr) -> Option<ClusterResolvers> {
+    pub fn new(cfg: &DnsConfig, host: IpAddr) -> Option<ZoneResolvers> {
         if !cfg.enabled {
             return None;
         }
-        Some(ClusterResolvers {
+        Some(ZoneResolvers {
             dir: crate::dns::resolver_dir(cfg)?,
             host,
             port: *cfg.port.get_ref(),
@@ -172,7 +174,8 @@ impl ClusterResolvers {
     }
 
     /// Files for exactly `domains` (ours is never one of them: it has its
-    /// own file).
+    /// own file). A domain's file is written once and left alone while the
+    /// domain stays.
     pub fn sync(&mut self, domains: &[String]) {
         let gone: Vec<String> = self
             .files
@@ -184,9 +187,9 @@ impl ClusterResolvers {
             if let Some(f) = self.files.remove(&d) {
                 match f.remove() {
                     Ok(_) => {
-                        info!(file = %f.path().display(), "resolver file of a cluster domain removed")
+                        info!(file = %f.path().display(), "resolver file removed")
                     }
-                    Err(e) => warn!(error = %e, "removing a cluster domain's resolver file failed"),
+                    Err(e) => warn!(error = %e, "removing a resolver file failed"),
                 }
             }
         }
@@ -197,11 +200,11 @@ impl ClusterResolvers {
             let f = ResolverFile::new(&self.dir, d);
             match f.install(self.host, self.port) {
                 Ok(()) => {
-                    info!(file = %f.path().display(), domain = %d, "resolver file of a cluster domain written");
+                    info!(file = %f.path().display(), domain = %d, "resolver file written");
                     self.files.insert(d.clone(), f);
                 }
                 Err(e) => {
-                    warn!(domain = %d, error = %e, "a cluster's names are not wired into this machine's resolver")
+                    warn!(domain = %d, error = %e, "a zone's names are not wired into this machine's resolver")
                 }
             }
         }

@@ -94,7 +94,14 @@ pub struct Session<E, T, R, W> {
     pub kube_mac: BTreeSet<IpNet>,
     pub kube_vm: Vec<(IpNet, IpAddr)>,
     /// The clusters' domains' resolver files, where there is a folder.
-    pub cluster_resolvers: Option<super::names::ClusterResolvers>,
+    pub zone_resolvers: Option<super::names::ZoneResolvers>,
+    /// The zones besides the domain, as last built: the clusters' domains
+    /// and the names' (label domains, reverse zones). Their union is the
+    /// set of resolver files.
+    pub cluster_zones: Vec<String>,
+    pub name_zones: Vec<String>,
+    /// Label domains already warned about, so a rebuild does not repeat it.
+    pub refused_warned: BTreeSet<String>,
     pub liveness: probe::Liveness,
     pub probe_seq: u16,
     /// Which networks to route, and extra routes (configuration file).
@@ -696,8 +703,18 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             }
             info!(domains = ?domains, "cluster names forwarded");
         }
-        if let Some(r) = self.cluster_resolvers.as_mut() {
-            r.sync(&domains);
+        self.cluster_zones = domains;
+        self.sync_resolvers();
+    }
+
+    /// The resolver files: one per zone besides the domain.
+    fn sync_resolvers(&mut self) {
+        if let Some(r) = self.zone_resolvers.as_mut() {
+            let mut all = self.cluster_zones.clone();
+            all.extend(self.name_zones.iter().cloned());
+            all.sort();
+            all.dedup();
+            r.sync(&all);
         }
     }
 
@@ -731,13 +748,36 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
     }
 
     /// Make the names match the containers as last listed and the routes.
-    fn apply_names(&self) {
+    fn apply_names(&mut self) {
         let Some(zone) = &self.zone else { return };
         let domain = zone.current().domain().clone();
-        let table = Table::build(&domain, &self.containers, &self.routed);
+        // Reverse zones for the Docker networks only: a cluster's ranges
+        // are its DNS Service's to name, a configured route's nobody's.
+        let reverse: BTreeSet<IpNet> = self
+            .networks
+            .iter()
+            .flat_map(|n| n.subnets.iter())
+            .filter(|s| self.routed.contains(s))
+            .copied()
+            .collect();
+        let opts = crate::dns::names::Options {
+            extra_domains: self.file.dns.extra_domains(),
+            reverse: Some(reverse),
+        };
+        let table = Table::build_with(&domain, &self.containers, &self.routed, &opts);
+        for (name, why) in table.refused() {
+            if self.refused_warned.insert(name.to_owned()) {
+                warn!("label domain {name} not served: {why}");
+            }
+        }
         let names = table.len();
+        let zones = table.other_zones();
         if zone.set(table) {
             tracing::debug!(names, domain = %domain, "DNS names updated");
+        }
+        if zones != self.name_zones {
+            self.name_zones = zones;
+            self.sync_resolvers();
         }
     }
 
@@ -826,9 +866,11 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
             Ok(Err(e)) => warn!(error = %e, "removing the helper container failed"),
             Err(_) => warn!("Docker did not remove the helper container in time"),
         }
-        if let Some(r) = self.cluster_resolvers.as_mut() {
+        if let Some(r) = self.zone_resolvers.as_mut() {
             r.sync(&[]);
         }
+        self.name_zones.clear();
+        self.cluster_zones.clear();
         // The clusters' VM routes lead to nodes, not to the tunnel: they
         // would outlive us. The configuration file's stay, as before.
         if !self.kube_vm.is_empty() {
@@ -1205,7 +1247,10 @@ mod tests {
             clusters: Clusters::new(Default::default()),
             kube_mac: BTreeSet::new(),
             kube_vm: Vec::new(),
-            cluster_resolvers: None,
+            zone_resolvers: None,
+            cluster_zones: Vec::new(),
+            name_zones: Vec::new(),
+            refused_warned: BTreeSet::new(),
             liveness: probe::Liveness::new(now()),
             probe_seq: 0,
             filter: NetworkFilter::default(),
@@ -1371,6 +1416,7 @@ mod tests {
             name: name.into(),
             labels: Default::default(),
             addresses: vec![address.parse().unwrap()],
+            ..Default::default()
         }
     }
 
