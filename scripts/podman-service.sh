@@ -20,21 +20,42 @@ die() {
   exit 1
 }
 
+# The service's command line, by which it is found (setsid and Podman
+# may fork, so the shell's $! is not always its pid).
+SERVICE="podman system service -t 0 unix://$SOCK"
+
+# Stop the service on $SOCK that this script started, here or in an
+# earlier run, and wait until it is gone.
+stop_service() {
+  pkill -f "^$SERVICE\$" 2>/dev/null || true
+  for _ in $(seq 50); do
+    pgrep -f "^$SERVICE\$" >/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$PIDFILE" "$SOCK"
+}
+
 answers() { podman --url "unix://$SOCK" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 case ${1:-} in
 start)
   command -v podman >/dev/null || die "podman not found: run scripts/setup.sh"
+  # A service left by an earlier run is replaced, not reused: it holds
+  # that run's configuration paths and working folder, and a CI clone is
+  # deleted between runs. Podman 4.3's service whose working folder is
+  # gone fails every container start with "write child: broken pipe"
+  # (its runtime's child cannot start there), as CI did twice.
+  stop_service
   if answers; then
-    echo "$SOCK"
-    exit 0
+    die "a Podman service not started by this script answers on $SOCK; stop it or set NETCONNECT_TEST_PODMAN_SOCK to another path"
   fi
   mkdir -p "$(dirname "$SOCK")"
   rm -f "$SOCK"
-  setsid podman system service -t 0 "unix://$SOCK" >"$LOG" 2>&1 </dev/null &
-  echo $! >"$PIDFILE"
+  # From / so that no folder the service runs in can be deleted under it.
+  (cd / && setsid podman system service -t 0 "unix://$SOCK" >"$LOG" 2>&1 </dev/null &)
   for _ in $(seq 150); do
     answers && {
+      pgrep -o -f "$SERVICE" >"$PIDFILE" || true
       echo "$SOCK"
       exit 0
     }
@@ -44,8 +65,7 @@ start)
   die "podman system service did not answer on $SOCK within 30 s (log: $LOG)"
   ;;
 stop)
-  [[ -f $PIDFILE ]] && kill "$(cat "$PIDFILE")" 2>/dev/null || true
-  rm -f "$PIDFILE" "$SOCK"
+  stop_service
   ;;
 *) die "usage: $0 start|stop" ;;
 esac

@@ -326,7 +326,8 @@ impl Podman {
         let sock = dir.join("podman.sock");
         let log = fs::File::create(dir.join("service.log")).unwrap();
         let mut c = Command::new("podman");
-        c.args(["system", "service", "-t", "0"])
+        c.current_dir("/")
+            .args(["system", "service", "-t", "0"])
             .arg(format!("unix://{}", sock.display()))
             .envs(podman_conf())
             .stdin(Stdio::null())
