@@ -36,6 +36,7 @@ PACKAGES=(
   podman         # tests/runtimes_e2e.rs: a second real engine (Docker-compatible API)
   netavark       # Podman's network backend (without it: CNI plugins, not installed)
   aardvark-dns   # netavark's DNS for container names
+  docker-compose # tests/compose_e2e.rs: Compose v1 (1.29), containers named project_service_1
 )
 # helper-image/iptables-rootfs.sh puts Debian's iptables of each helper
 # architecture into the image with `apt-get download iptables:ARCH`; dpkg
@@ -94,7 +95,7 @@ fi
 
 # Tools we call by name, in case a package installed but PATH is odd.
 for c in wg wireguard-go iperf3 ip ss ping python3 ruby groff setsid taskset timeout nsenter podman unshare \
-  iptables-legacy iptables-nft readelf dpkg-deb; do
+  iptables-legacy iptables-nft readelf dpkg-deb docker-compose; do
   command -v "$c" >/dev/null 2>&1 || die "'$c' not on PATH although its package is installed: fix PATH (need /usr/sbin and /usr/bin)"
 done
 

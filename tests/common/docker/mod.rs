@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 pub mod commands;
+pub mod compose;
 pub mod dockerd;
 pub mod engines;
 pub mod http;
@@ -30,6 +31,7 @@ pub mod things;
 pub mod up;
 
 pub use commands::*;
+pub use compose::*;
 pub use dockerd::*;
 pub use engines::*;
 pub use http::*;
