@@ -727,7 +727,7 @@ pub fn kube(data: &[u8]) {
 /// whose names are served.
 pub fn dns(data: &[u8]) {
     use crate::dns::names::{reverse_name, Answer, QType};
-    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::rr::Name;
     let (lines, message) = parts(data);
     let (t, nets) = dns_table(lines);
     let routed: BTreeSet<IpNet> = nets.iter().copied().collect();
@@ -780,14 +780,7 @@ pub fn dns(data: &[u8]) {
     };
     for q in &msg.queries {
         let qname = q.name().to_string();
-        let qtype = match q.query_type() {
-            RecordType::A => QType::A,
-            RecordType::AAAA => QType::Aaaa,
-            RecordType::PTR => QType::Ptr,
-            RecordType::ANY => QType::Any,
-            RecordType::SOA => QType::Soa,
-            _ => QType::Other,
-        };
+        let qtype = crate::dns::server::qtype(q.query_type());
         match t.lookup(&qname, qtype) {
             Answer::Addresses(a) => {
                 assert!(a.iter().all(is_routed), "{qname}: {a:?}");

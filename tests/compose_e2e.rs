@@ -158,20 +158,7 @@ impl Fx {
     }
 
     fn status_json(&self) -> Value {
-        let o = self.mac.ns.exec(&[
-            netconnect_bin(),
-            "--control-socket",
-            &self.socket(),
-            "status",
-            "--json",
-        ]);
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "status --json: {e}: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        })
+        self.mac.status_json(&self.socket())
     }
 }
 

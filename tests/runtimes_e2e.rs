@@ -21,28 +21,11 @@ use common::*;
 
 const FIRST_CURL: Duration = Duration::from_secs(90);
 
-fn status_json(mac: &MacNs, socket: &str) -> serde_json::Value {
-    let o = mac.ns.exec(&[
-        netconnect_bin(),
-        "--control-socket",
-        socket,
-        "status",
-        "--json",
-    ]);
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status --json: {e}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
-
 /// Waits until `status --json` has `vm.state` other than `searching`.
 fn wait_way_home(mac: &MacNs, socket: &str, timeout: Duration) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
-        let s = status_json(mac, socket);
+        let s = mac.status_json(socket);
         let state = s["vm"]["state"].as_str().unwrap_or("").to_string();
         if state == "found" || state == "none" || t0.elapsed() > timeout {
             return s;

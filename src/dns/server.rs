@@ -175,7 +175,8 @@ impl Handler {
     }
 }
 
-fn qtype(t: RecordType) -> QType {
+/// The question's type as the names' rules know it.
+pub fn qtype(t: RecordType) -> QType {
     match t {
         RecordType::A => QType::A,
         RecordType::AAAA => QType::Aaaa,

@@ -307,19 +307,12 @@ impl ContainerInfo {
             .and_then(|n| n.first())
             .map(|n| n.trim_start_matches('/').to_owned())
             .unwrap_or_default();
-        let addresses = endpoint_addresses(
-            c.network_settings
-                .as_ref()
-                .and_then(|s| s.networks.as_ref()),
-        );
+        let nets = c
+            .network_settings
+            .as_ref()
+            .and_then(|s| s.networks.as_ref());
         let id = c.id.clone().unwrap_or_default();
-        let networks = attachments(
-            c.network_settings
-                .as_ref()
-                .and_then(|s| s.networks.as_ref()),
-            &id,
-            &name,
-        );
+        let (addresses, networks) = (endpoint_addresses(nets), attachments(nets, &id, &name));
         ContainerInfo {
             id,
             name,
@@ -340,11 +333,10 @@ impl ContainerInfo {
         if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
             return None;
         }
-        let addresses = endpoint_addresses(
-            c.network_settings
-                .as_ref()
-                .and_then(|s| s.networks.as_ref()),
-        );
+        let nets = c
+            .network_settings
+            .as_ref()
+            .and_then(|s| s.networks.as_ref());
         let id = c.id.clone().unwrap_or_default();
         let name = c
             .name
@@ -352,13 +344,7 @@ impl ContainerInfo {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_owned();
-        let networks = attachments(
-            c.network_settings
-                .as_ref()
-                .and_then(|s| s.networks.as_ref()),
-            &id,
-            &name,
-        );
+        let (addresses, networks) = (endpoint_addresses(nets), attachments(nets, &id, &name));
         Some(ContainerInfo {
             id,
             name,

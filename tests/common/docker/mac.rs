@@ -21,6 +21,25 @@ pub struct MacNs {
 }
 
 impl MacNs {
+    /// `netconnect --control-socket SOCKET status --json` run in the
+    /// namespace, parsed; panics with what it printed otherwise.
+    pub fn status_json(&self, socket: &str) -> serde_json::Value {
+        let o = self.ns.exec(&[
+            crate::cargo::netconnect_bin(),
+            "--control-socket",
+            socket,
+            "status",
+            "--json",
+        ]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    }
+
     pub fn new(n: u8) -> MacNs {
         let prefix = format!("10.212.{n}.");
         let used = host_ok(&["ip", "-o", "-4", "addr", "show"]);
