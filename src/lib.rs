@@ -28,6 +28,7 @@ pub mod kube;
 pub mod manual;
 pub mod platform;
 pub mod progress;
+pub mod readback;
 pub mod routes;
 pub mod service;
 pub mod settings;

@@ -211,6 +211,9 @@ pub fn render(s: &Snapshot, now: SystemTime) -> String {
     for c in &s.clusters {
         let _ = writeln!(o, "{}", cluster_text(c));
     }
+    for d in &s.os_view {
+        let _ = writeln!(o, "os view:    {d}");
+    }
     if !s.networks.is_empty() {
         let w = s
             .networks

@@ -489,6 +489,14 @@ fn compose_v1_project_by_name_alias_reverse_and_label_domain() {
     checks.check("2", listed, || {
         format!("status --json lists store.docker.internal under dns.conflicts: {conflicts}")
     });
+    // Every effect of `up` read back through the kernel's view (netlink:
+    // the interface's addresses and MTU, each route) as asked.
+    let os_view = &st["os_view"];
+    checks.check(
+        "os view",
+        os_view.as_array().is_some_and(|a| a.is_empty()),
+        || format!("status --json os_view is empty (the OS shows what up asked): {os_view}"),
+    );
 
     // 3. PTR: web's address answers its container's name, and the
     //    routed subnet's reverse zone has its resolver file.

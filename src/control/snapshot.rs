@@ -33,6 +33,10 @@ pub struct Snapshot {
     pub vm: Option<VmState>,
     /// Kubernetes clusters in containers (KinD, k3d), one entry each.
     pub clusters: Vec<ClusterState>,
+    /// Where the OS's own view disagrees with what `up` asked of it (the
+    /// interface, a route, the resolver), one line each; empty when every
+    /// effect read back as asked (`crate::readback`).
+    pub os_view: Vec<String>,
 }
 
 /// A KinD or k3d cluster as `up` read it from its control-plane node.
@@ -154,6 +158,7 @@ impl Default for Snapshot {
             dns: None,
             vm: None,
             clusters: Vec::new(),
+            os_view: Vec::new(),
         }
     }
 }

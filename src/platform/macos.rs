@@ -161,6 +161,16 @@ pub async fn port_holder(transport: Transport, addr: SocketAddr) -> Option<Strin
     super::describe_holders(super::lsof::holders(&out, addr))
 }
 
+/// The resolvers macOS resolves with (`scutil --dns`), to read back the
+/// resolver file `up` wrote; `None` when scutil does not answer.
+pub async fn system_resolvers() -> Option<Vec<crate::readback::ResolverView>> {
+    let out = SystemRunner
+        .run(&crate::readback::scutil_dns_command())
+        .await
+        .ok()?;
+    Some(crate::readback::parse_scutil_dns(&out))
+}
+
 /// socket(PF_SYSTEM) + CTLIOCGINFO + connect(unit 0: the kernel picks the
 /// number) + UTUN_OPT_IFNAME, as `tun` and wireguard-go do.
 fn open_utun() -> std::io::Result<(OwnedFd, String)> {

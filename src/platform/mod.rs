@@ -22,6 +22,8 @@
 //! - [`ENGINE_MAY_BE_LOCAL`]: whether a Docker engine can share this
 //!   machine's network, as it does on Linux, so that `up` has nothing to do;
 //! - [`HAS_LAUNCHD`]: whether `netconnect service` can install a daemon;
+//! - [`system_resolvers`]: the resolvers the OS resolves with (macOS's
+//!   `scutil --dns`; none on Linux), to read back a resolver file;
 //! - [`port_holder`]: which process holds a port we could not bind (the
 //!   DNS server's 53), for an error that names it: from `/proc` on Linux,
 //!   from `lsof` on macOS.
@@ -43,8 +45,8 @@ mod lsof;
 
 pub use crate::routes::WatchEvent;
 pub use os::{
-    cleanup, create_tun, interface_exists, open_router, port_holder, watch, OsRouter, RouteWatch,
-    ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD, RESOLVER_DIR,
+    cleanup, create_tun, interface_exists, open_router, port_holder, system_resolvers, watch,
+    OsRouter, RouteWatch, ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD, RESOLVER_DIR,
 };
 
 /// Routes and WireGuard links over netlink: the Linux host's router, and the

@@ -85,6 +85,11 @@ pub fn route_command(op: RouteOp, iface: &str, net: IpNet) -> Cmd {
     )
 }
 
+/// The interface's flags, MTU and addresses (`crate::readback::parse_ifconfig`).
+pub fn ifconfig_command(iface: &str) -> Cmd {
+    Cmd::new(IFCONFIG, [iface])
+}
+
 /// Both routing tables, numeric.
 pub fn netstat_command() -> Cmd {
     Cmd::new(NETSTAT, ["-rn"])
@@ -266,6 +271,13 @@ impl<R: Runner> MacRouter<R> {
     pub async fn current(&self) -> Result<(BTreeSet<IpNet>, Vec<SystemRoute>), CommandError> {
         let table = self.runner.run(&netstat_command()).await?;
         Ok(split_routes(&parse_netstat(&table), &self.name))
+    }
+
+    /// What `ifconfig` shows; an answer that is no interface reads as
+    /// one with nothing (every asked address then a disagreement).
+    pub async fn view(&self) -> Result<crate::readback::InterfaceView, CommandError> {
+        let text = self.runner.run(&ifconfig_command(&self.name)).await?;
+        Ok(crate::readback::parse_ifconfig(&text).unwrap_or_default())
     }
 
     pub async fn add(&self, net: IpNet) -> Result<(), CommandError> {

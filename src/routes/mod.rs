@@ -44,6 +44,30 @@ pub trait Router: Send + Sync {
     ) -> impl Future<Output = Result<(BTreeSet<IpNet>, Vec<SystemRoute>), Self::Error>> + Send;
     fn add(&self, net: IpNet) -> impl Future<Output = Result<(), Self::Error>> + Send;
     fn remove(&self, net: IpNet) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The tunnel interface as the OS shows it (`ifconfig NAME`, netlink),
+    /// to read back what [`Router::configure`] asked.
+    fn view(
+        &self,
+    ) -> impl Future<Output = Result<crate::readback::InterfaceView, Self::Error>> + Send;
+
+    /// Read the routes back after [`Router::set`] changed them: what the
+    /// table shows through the tunnel against what was meant to be there.
+    fn confirm(
+        &self,
+        plan: &RoutePlan,
+        desired: &BTreeSet<IpNet>,
+    ) -> impl Future<Output = Result<Vec<crate::readback::Disagreement>, Self::Error>> + Send {
+        async move {
+            let (ours, _) = self.current().await?;
+            let skipped: BTreeSet<IpNet> = plan.skipped.iter().map(|s| s.subnet).collect();
+            let wanted: BTreeSet<IpNet> = desired.difference(&skipped).copied().collect();
+            Ok(crate::readback::check_routes(
+                self.interface(),
+                &wanted,
+                &ours,
+            ))
+        }
+    }
 
     /// Declarative, as tailscale's router `Set`: make the routes through the
     /// tunnel exactly `desired`, less what would cover a route of the
@@ -87,6 +111,9 @@ macro_rules! router_by_inherent_methods {
             }
             async fn remove(&self, net: ::ipnet::IpNet) -> Result<(), $err> {
                 <$ty>::remove(self, net).await
+            }
+            async fn view(&self) -> Result<$crate::readback::InterfaceView, $err> {
+                <$ty>::view(self).await
             }
         }
     };

@@ -29,6 +29,9 @@ struct Inner {
     vm_key: Option<PublicKey>,
     /// The names served, read when a client asks.
     zone: Option<Arc<Zone>>,
+    /// The OS's view's disagreements, by what was read (`interface`,
+    /// `routes`, `resolver`): each reading replaces its own.
+    os_view: std::collections::BTreeMap<&'static str, Vec<String>>,
 }
 
 impl View {
@@ -118,6 +121,16 @@ impl View {
         let mut i = self.inner.lock();
         i.snap.networks = networks;
         i.snap.extra_routes = extra;
+    }
+
+    /// What one reading of the OS's view found wrong (nothing: all as
+    /// asked), replacing that reading's last.
+    pub fn set_os_view(&self, reading: &'static str, found: &[crate::readback::Disagreement]) {
+        let mut i = self.inner.lock();
+        i.os_view
+            .insert(reading, found.iter().map(ToString::to_string).collect());
+        let all: Vec<String> = i.os_view.values().flatten().cloned().collect();
+        i.snap.os_view = all;
     }
 
     pub fn set_clusters(&self, clusters: Vec<snapshot::ClusterState>) {

@@ -117,6 +117,20 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
     ];
     let platform::Tunnel { tun, name, router } =
         platform::create_tunnel(&args.target.interface, platform::DEFAULT_MTU, &pairs).await?;
+    let found = match crate::routes::Router::view(&router).await {
+        Ok(seen) => {
+            crate::readback::check_interface(&name, &pairs, u32::from(platform::DEFAULT_MTU), &seen)
+        }
+        Err(e) => vec![crate::readback::Disagreement {
+            effect: format!("interface {name}"),
+            asked: "its addresses and MTU".into(),
+            seen: format!("nothing readable ({e})"),
+        }],
+    };
+    for d in &found {
+        warn!("{d}");
+    }
+    view.set_os_view("interface", &found);
     let device = Device::start(&name, tun, args.listen_port).map_err(|e| match e {
         crate::tunnel::ConfigError::AddrInUse(p) => anyhow::anyhow!(
             "UDP port {p} is already in use; pick another with --listen-port, or 0 for any free port"
@@ -198,6 +212,7 @@ pub async fn run(args: crate::settings::Up, ctx: UpContext) -> anyhow::Result<()
         cluster_zones: Vec::new(),
         name_zones: Vec::new(),
         refused_warned: BTreeSet::new(),
+        os_view: BTreeSet::new(),
         liveness: probe::Liveness::new(Instant::now()),
         probe_seq: 0,
         filter: file.networks.clone(),

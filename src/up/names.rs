@@ -81,11 +81,69 @@ pub async fn start(cfg: &DnsConfig, host: IpAddr, iface: &str, view: &View) -> O
         "Names: <container>.{domain} answered on {addr}{via}"
     ));
     view.set_resolver(resolver, error);
+    if let Ok(Some(Wiring::File(f))) = &wiring {
+        let found = read_back(f, &domain.to_string(), host, *cfg.port.get_ref()).await;
+        for d in &found {
+            warn!("{d}");
+        }
+        view.set_os_view("resolver", &found);
+    }
     Some(Names {
         server,
         zone,
         wiring: wiring.ok().flatten(),
     })
+}
+
+/// How long macOS is given to take a new resolver file into the list it
+/// resolves with (it watches the folder; `scutil --dns` shows the file
+/// within a moment).
+const RESOLVER_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The resolver file as written, then as the system resolves with it
+/// (macOS's `scutil --dns`; Linux has no such list).
+async fn read_back(
+    f: &ResolverFile,
+    domain: &str,
+    host: IpAddr,
+    port: u16,
+) -> Vec<crate::readback::Disagreement> {
+    use crate::dns::resolver::FileState;
+    use crate::readback::{check_resolver, Disagreement};
+    let effect = format!("resolver file {}", f.path().display());
+    let asked = format!("nameserver {host} port {port}");
+    let seen = match f.state() {
+        FileState::Ours {
+            nameserver: Some(n),
+            port: Some(p),
+        } if n == host && p == port => None,
+        FileState::Ours { nameserver, port } => Some(format!(
+            "nameserver {} port {}",
+            nameserver.map_or("none".into(), |n| n.to_string()),
+            port.map_or("none".into(), |p| p.to_string())
+        )),
+        FileState::Missing => Some("no file".into()),
+        FileState::Foreign => Some("a file netconnect did not write".into()),
+        FileState::Unreadable(e) => Some(format!("an unreadable file ({e})")),
+    };
+    if let Some(seen) = seen {
+        return vec![Disagreement {
+            effect,
+            asked,
+            seen,
+        }];
+    }
+    let t0 = tokio::time::Instant::now();
+    loop {
+        let Some(list) = platform::system_resolvers().await else {
+            return Vec::new();
+        };
+        match check_resolver(domain, host, port, &list) {
+            None => return Vec::new(),
+            Some(d) if t0.elapsed() >= RESOLVER_SETTLE => return vec![d],
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// The port-in-use error, with who holds it when that can be found.
@@ -239,5 +297,45 @@ impl Names {
             None => {}
         }
         self.server.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file as written reads back as asked; one changed under us, or
+    /// gone, is said with what it holds. (Linux has no system list; on
+    /// macOS `scutil --dns` is read too, `crate::readback`'s tests.)
+    #[tokio::test]
+    async fn the_resolver_file_is_read_back() {
+        let dir = std::env::temp_dir().join(format!("nc-readback-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host: IpAddr = "10.33.33.1".parse().unwrap();
+        let f = ResolverFile::new(&dir, "docker.internal");
+        f.install(host, 53).unwrap();
+        assert!(read_back(&f, "docker.internal", host, 53).await.is_empty());
+        std::fs::write(
+            f.path(),
+            crate::dns::resolver::render("docker.internal", host, 5353),
+        )
+        .unwrap();
+        let d: Vec<String> = read_back(&f, "docker.internal", host, 53)
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            d,
+            [format!(
+                "resolver file {}: asked nameserver 10.33.33.1 port 53, the OS shows nameserver 10.33.33.1 port 5353",
+                f.path().display()
+            )]
+        );
+        std::fs::remove_file(f.path()).unwrap();
+        let d = read_back(&f, "docker.internal", host, 53).await;
+        assert_eq!(d[0].seen, "no file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -102,6 +102,8 @@ pub struct Session<E, T, R, W> {
     pub name_zones: Vec<String>,
     /// Label domains already warned about, so a rebuild does not repeat it.
     pub refused_warned: BTreeSet<String>,
+    /// The routes' last read-back disagreements, said once each.
+    pub os_view: BTreeSet<String>,
     pub liveness: probe::Liveness,
     pub probe_seq: u16,
     /// Which networks to route, and extra routes (configuration file).
@@ -495,6 +497,22 @@ impl<E: EngineApi, T: TunnelApi, R: Router, W: RouteEvents> Session<E, T, R, W> 
         let (mut desired, public) = routes::scope::partition(subnets, &allow, &extra);
         desired.extend(extra);
         let mut plan = self.router.set(&desired).await?;
+        if !plan.is_empty() {
+            // What the table shows now, against what was meant: a route the
+            // OS accepted and does not show is said here, not as a timeout.
+            match self.router.confirm(&plan, &desired).await {
+                Ok(found) => {
+                    for d in &found {
+                        if !self.os_view.contains(&d.to_string()) {
+                            warn!("{d}");
+                        }
+                    }
+                    self.os_view = found.iter().map(ToString::to_string).collect();
+                    self.view.set_os_view("routes", &found);
+                }
+                Err(e) => tracing::debug!(error = %e, "reading the routes back failed"),
+            }
+        }
         plan.skipped
             .extend(public.into_iter().map(|subnet| Skipped {
                 subnet,
@@ -1091,6 +1109,9 @@ mod tests {
     struct FakeRouter {
         ours: Arc<Mutex<BTreeSet<IpNet>>>,
         reads: Arc<AtomicUsize>,
+        /// Routes whose `add` succeeds and that the table never shows, as
+        /// an OS may answer.
+        hidden: Arc<Mutex<BTreeSet<IpNet>>>,
     }
 
     impl Router for FakeRouter {
@@ -1106,12 +1127,17 @@ mod tests {
             Ok((self.ours.lock().unwrap().clone(), Vec::new()))
         }
         async fn add(&self, net: IpNet) -> Result<(), Self::Error> {
-            self.ours.lock().unwrap().insert(net);
+            if !self.hidden.lock().unwrap().contains(&net) {
+                self.ours.lock().unwrap().insert(net);
+            }
             Ok(())
         }
         async fn remove(&self, net: IpNet) -> Result<(), Self::Error> {
             self.ours.lock().unwrap().remove(&net);
             Ok(())
+        }
+        async fn view(&self) -> Result<crate::readback::InterfaceView, Self::Error> {
+            Ok(Default::default())
         }
     }
 
@@ -1251,6 +1277,7 @@ mod tests {
             cluster_zones: Vec::new(),
             name_zones: Vec::new(),
             refused_warned: BTreeSet::new(),
+            os_view: BTreeSet::new(),
             liveness: probe::Liveness::new(now()),
             probe_seq: 0,
             filter: NetworkFilter::default(),
@@ -1406,6 +1433,35 @@ mod tests {
             w.send(Change::Networks);
             w.settle().await;
             assert_eq!(w.routes(), BTreeSet::from([net("172.17.0.0/16")]));
+        })
+        .await;
+    }
+
+    /// A route the OS accepted and its table does not show is read back
+    /// after the change and said: one status line, gone once it shows.
+    #[tokio::test(start_paused = true)]
+    async fn a_route_the_os_accepted_but_does_not_show_is_said() {
+        use crate::control::StatusSource as _;
+        let (mut s, w) = session();
+        let view = s.view.clone();
+        w.router.hidden.lock().unwrap().insert(net("172.20.0.0/16"));
+        drive(&mut s, async {
+            w.settle().await;
+            w.nets
+                .lock()
+                .unwrap()
+                .push(network("shop", "172.20.0.0/16"));
+            w.send(Change::Networks);
+            w.settle().await;
+            assert_eq!(
+                view.snapshot().os_view,
+                ["route 172.20.0.0/16: asked via nc-test, the OS shows no route for 172.20.0.0/16 via nc-test"]
+            );
+            w.router.hidden.lock().unwrap().clear();
+            w.send(Change::Networks);
+            w.settle().await;
+            assert_eq!(w.routes().len(), 2);
+            assert!(view.snapshot().os_view.is_empty());
         })
         .await;
     }

@@ -114,6 +114,53 @@ impl NetlinkRouter {
         Ok(())
     }
 
+    /// The interface as the kernel shows it: MTU, up, each address with
+    /// its peer (IFA_ADDRESS, where it differs from IFA_LOCAL).
+    pub async fn view(&self) -> Result<crate::readback::InterfaceView, NetlinkError> {
+        use netlink_packet_route::link::LinkFlags;
+        let mut links = self.handle.link().get().match_index(self.index).execute();
+        let link = links
+            .try_next()
+            .await
+            .map_err(req(format!("reading {}", self.name)))?
+            .ok_or_else(|| NetlinkError::NoInterface(self.name.clone()))?;
+        let mut view = crate::readback::InterfaceView {
+            up: link.header.flags.contains(LinkFlags::Up),
+            mtu: link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            }),
+            addresses: Vec::new(),
+        };
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.index)
+            .execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(req(format!("reading {}'s addresses", self.name)))?
+        {
+            let (mut local, mut address) = (None, None);
+            for attr in &a.attributes {
+                match attr {
+                    AddressAttribute::Local(l) => local = Some(*l),
+                    AddressAttribute::Address(x) => address = Some(*x),
+                    _ => {}
+                }
+            }
+            match (local, address) {
+                (Some(l), Some(p)) if l != p => view.addresses.push((l, Some(p))),
+                (Some(l), _) => view.addresses.push((l, None)),
+                (None, Some(x)) => view.addresses.push((x, None)),
+                (None, None) => {}
+            }
+        }
+        Ok(view)
+    }
+
     /// Our routes (static, through this interface) and everyone else's, from
     /// the main table, both families. Host routes of the kernel's own (local,
     /// broadcast, multicast) are not routes a subnet can conflict with.
