@@ -51,8 +51,12 @@ start)
   fi
   mkdir -p "$(dirname "$SOCK")"
   rm -f "$SOCK"
-  # From / so that no folder the service runs in can be deleted under it.
-  (cd / && setsid podman system service -t 0 "unix://$SOCK" >"$LOG" 2>&1 </dev/null &)
+  # From / so that no folder the service runs in can be deleted under it
+  # (every path here is absolute). Started straight from this shell with
+  # every descriptor redirected: a subshell around it would hold the
+  # caller's $(...) pipe open for as long as the service runs.
+  cd /
+  setsid podman system service -t 0 "unix://$SOCK" >"$LOG" 2>&1 </dev/null &
   for _ in $(seq 150); do
     answers && {
       pgrep -o -f "$SERVICE" >"$PIDFILE" || true
