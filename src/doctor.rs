@@ -164,6 +164,10 @@ async fn check(target: &mut Target, socket: &Path, l: &mut Links) -> bool {
     ) {
         return false;
     }
+    // 4b. the tunnel interface as the OS shows it, and what `up` read back
+    if !l.say("os view", os_view(&snap, interface_view(&snap).await)) {
+        return false;
+    }
     // 5. helper
     if !l.say("helper", helper(&snap, &engine.docker).await) {
         return false;
@@ -589,6 +593,49 @@ fn handshake(s: &Snapshot) -> Verdict {
 }
 
 /// Routes through the tunnel interface in the kernel's main table.
+/// The tunnel interface read now, through the OS's own view.
+async fn interface_view(s: &Snapshot) -> Option<Result<crate::readback::InterfaceView, String>> {
+    let t = s.tunnel.as_ref()?;
+    let router = match crate::platform::open_router(&t.interface).await {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    Some(router.view().await.map_err(|e| e.to_string()))
+}
+
+/// What `up` read back (its status's `os_view`), and the interface read
+/// again now against the addresses and MTU `up` gives it: the same checks
+/// (`crate::readback`), so a disagreement reads alike in both.
+fn os_view(s: &Snapshot, seen: Option<Result<crate::readback::InterfaceView, String>>) -> Verdict {
+    const REPORT: &str = "the OS answered otherwise than netconnect expects: please report it with this line, `netconnect status --json` and the log (README: Troubleshooting)";
+    if let Some(first) = s.os_view.first() {
+        return broken(first.clone(), REPORT);
+    }
+    let (Some(t), Some(seen)) = (&s.tunnel, seen) else {
+        return ok("nothing to read back");
+    };
+    let seen = match seen {
+        Ok(v) => v,
+        Err(e) => return broken(format!("interface {}: {e}", t.interface), RESTART),
+    };
+    let pairs: Vec<(IpAddr, IpAddr)> = [
+        (&t.host_address, &t.vm_address),
+        (&t.host_address6, &t.vm_address6),
+    ]
+    .into_iter()
+    .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+    .collect();
+    let mtu = u32::from(crate::platform::DEFAULT_MTU);
+    match crate::readback::check_interface(&t.interface, &pairs, mtu, &seen).first() {
+        Some(d) => broken(d.to_string(), REPORT),
+        None => ok(format!(
+            "{} shows its {} address pair(s) and MTU {mtu}; every effect read back as asked",
+            t.interface,
+            pairs.len()
+        )),
+    }
+}
+
 async fn installed_routes(s: &Snapshot) -> Result<Vec<ipnet::IpNet>, String> {
     let Some(t) = &s.tunnel else {
         return Ok(Vec::new());
@@ -1122,6 +1169,57 @@ mod tests {
             handshake(&snap(vec![], None)),
             Verdict::Broken { .. }
         ));
+    }
+
+    #[test]
+    fn the_os_view_link_reads_the_interface_and_what_up_read_back() {
+        use crate::control::snapshot::TunnelState;
+        use crate::readback::InterfaceView;
+        let mut s = snap(Vec::new(), Some(3));
+        s.tunnel = Some(TunnelState {
+            interface: "utun4".into(),
+            host_address: "10.33.33.1".into(),
+            vm_address: "10.33.33.2".into(),
+            host_address6: "fd33::1".into(),
+            vm_address6: "fd33::2".into(),
+            ..Default::default()
+        });
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let good = InterfaceView {
+            mtu: Some(u32::from(crate::platform::DEFAULT_MTU)),
+            up: true,
+            addresses: vec![
+                (ip("10.33.33.1"), Some(ip("10.33.33.2"))),
+                (ip("fd33::1"), Some(ip("fd33::2"))),
+            ],
+        };
+        assert!(matches!(
+            os_view(&s, Some(Ok(good.clone()))),
+            Verdict::Ok(_)
+        ));
+        let mut mtu = good.clone();
+        mtu.mtu = Some(1500);
+        match os_view(&s, Some(Ok(mtu))) {
+            Verdict::Broken { what, fix } => {
+                assert_eq!(
+                    what,
+                    format!(
+                        "interface utun4: asked MTU {}, the OS shows MTU 1500",
+                        crate::platform::DEFAULT_MTU
+                    )
+                );
+                assert!(fix.contains("status --json"), "{fix}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // What `up` read back comes first.
+        s.os_view = vec!["route 172.18.0.0/16: asked via utun4, the OS shows no route for 172.18.0.0/16 via utun4".into()];
+        match os_view(&s, Some(Ok(good))) {
+            Verdict::Broken { what, .. } => {
+                assert!(what.starts_with("route 172.18.0.0/16"), "{what}")
+            }
+            v => panic!("{v:?}"),
+        }
     }
 
     #[test]

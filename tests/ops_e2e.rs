@@ -770,6 +770,10 @@ fn docker_doctor_names_the_first_broken_link() {
     fx.curl_ok("10.213.42.2", &c, FIRST_CURL);
     let (ok, t) = doctor(&fx, &[]);
     assert!(ok, "{t}");
+    // The tunnel read back through netlink as up asked it, and nothing
+    // up read back disagreed.
+    assert!(t.contains("ok    os view: "), "{t}");
+    assert!(t.contains("every effect read back as asked"), "{t}");
     assert!(t.contains("ok    vm firewall"), "{t}");
     assert!(t.contains("ok    probe: container "), "{t}");
     assert!(t.contains("answers through the tunnel"), "{t}");
