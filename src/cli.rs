@@ -77,6 +77,23 @@ pub enum Command {
     HelperRoutes(VmArgs),
     /// Run `netconnect up` at boot as a macOS LaunchDaemon (without Homebrew).
     Service(ServiceArgs),
+    /// Write one archive to attach to a bug report: version, OS, status,
+    /// doctor, the log, the OS's view of the tunnel, the engine and the
+    /// helper; private keys removed, your home shown as ~ (root reads more).
+    Bugreport(BugreportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BugreportArgs {
+    /// Where to write the archive (a file, or a folder for the default
+    /// name); default: netconnect-bugreport-TIME.tar.gz here.
+    #[arg(long, short, conflicts_with = "stdout")]
+    pub output: Option<std::path::PathBuf>,
+    /// Print the same sections as text instead of writing an archive.
+    #[arg(long)]
+    pub stdout: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]

@@ -607,7 +607,7 @@ async fn interface_view(s: &Snapshot) -> Option<Result<crate::readback::Interfac
 /// again now against the addresses and MTU `up` gives it: the same checks
 /// (`crate::readback`), so a disagreement reads alike in both.
 fn os_view(s: &Snapshot, seen: Option<Result<crate::readback::InterfaceView, String>>) -> Verdict {
-    const REPORT: &str = "the OS answered otherwise than netconnect expects: please report it with this line, `netconnect status --json` and the log (README: Troubleshooting)";
+    const REPORT: &str = "the OS answered otherwise than netconnect expects: please report it with this line and the archive `netconnect bugreport` writes";
     if let Some(first) = s.os_view.first() {
         return broken(first.clone(), REPORT);
     }
@@ -1208,7 +1208,7 @@ mod tests {
                         crate::platform::DEFAULT_MTU
                     )
                 );
-                assert!(fix.contains("status --json"), "{fix}");
+                assert!(fix.contains("netconnect bugreport"), "{fix}");
             }
             v => panic!("{v:?}"),
         }

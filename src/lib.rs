@@ -5,11 +5,13 @@
 //! holds what differs between macOS and Linux; [`cli`] is the command line,
 //! and [`settings`] is where its flags meet the file.
 //! Operating it: [`control`] (the daemon's socket), [`config`] (the file),
-//! [`status`], [`doctor`], [`down`] and [`manual`] (completions, man
-//! page); [`progress`] is what the first `up` draws on a terminal.
+//! [`status`], [`doctor`], [`down`], [`bugreport`] and [`manual`]
+//! (completions, man page); [`progress`] is what the first `up` draws on a
+//! terminal.
 //! [`docker`] is the engine, and through it the VM side: the helper
 //! container and the one-shots that look into the VM ([`docker::vmside`]).
 
+pub mod bugreport;
 pub mod cli;
 pub mod command;
 pub mod config;

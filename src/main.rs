@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     // Commands that print a report keep the log to warnings unless asked.
     let reporting = matches!(
         cli.command,
-        Command::Status(_) | Command::Doctor(_) | Command::Down(_)
+        Command::Status(_) | Command::Doctor(_) | Command::Down(_) | Command::Bugreport(_)
     );
     // The first `up` at a terminal shows its stages as they happen.
     if matches!(cli.command, Command::Up(_))
@@ -129,6 +129,9 @@ fn main() -> ExitCode {
             Command::Service(args) => netconnect::service::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Bugreport(args) => {
+                netconnect::bugreport::run(args, sub, &cli.config, &socket).await
+            }
         }
     });
     match result {

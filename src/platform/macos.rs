@@ -161,6 +161,35 @@ pub async fn port_holder(transport: Transport, addr: SocketAddr) -> Option<Strin
     super::describe_holders(super::lsof::holders(&out, addr))
 }
 
+/// macOS's name and version (`sw_vers`).
+pub async fn os_name() -> String {
+    match SystemRunner
+        .run(&crate::command::Cmd::new(
+            "/usr/bin/sw_vers",
+            Vec::<String>::new(),
+        ))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => format!("sw_vers: {e}\n"),
+    }
+}
+
+/// macOS keeps the daemon's log in launchd's log file (read by the
+/// caller), not in a journal.
+pub async fn system_log(_minutes: u64) -> Option<Result<String, String>> {
+    None
+}
+
+/// How macOS resolves: `scutil --dns`, as the system does.
+pub async fn resolver_report() -> Result<String, String> {
+    let t = SystemRunner
+        .run(&crate::readback::scutil_dns_command())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("(scutil --dns)\n{t}"))
+}
+
 /// The resolvers macOS resolves with (`scutil --dns`), to read back the
 /// resolver file `up` wrote; `None` when scutil does not answer.
 pub async fn system_resolvers() -> Option<Vec<crate::readback::ResolverView>> {

@@ -22,6 +22,9 @@
 //! - [`ENGINE_MAY_BE_LOCAL`]: whether a Docker engine can share this
 //!   machine's network, as it does on Linux, so that `up` has nothing to do;
 //! - [`HAS_LAUNCHD`]: whether `netconnect service` can install a daemon;
+//! - [`os_name`], [`system_log`], [`resolver_report`]: what a bug report
+//!   says of the OS (its name and version, the daemon's journal where
+//!   there is one, how it resolves);
 //! - [`system_resolvers`]: the resolvers the OS resolves with (macOS's
 //!   `scutil --dns`; none on Linux), to read back a resolver file;
 //! - [`port_holder`]: which process holds a port we could not bind (the
@@ -45,8 +48,9 @@ mod lsof;
 
 pub use crate::routes::WatchEvent;
 pub use os::{
-    cleanup, create_tun, interface_exists, open_router, port_holder, system_resolvers, watch,
-    OsRouter, RouteWatch, ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD, RESOLVER_DIR,
+    cleanup, create_tun, interface_exists, open_router, os_name, port_holder, resolver_report,
+    system_log, system_resolvers, watch, OsRouter, RouteWatch, ENGINE_MAY_BE_LOCAL, HAS_LAUNCHD,
+    RESOLVER_DIR,
 };
 
 /// Routes and WireGuard links over netlink: the Linux host's router, and the
@@ -82,6 +86,16 @@ pub struct Tunnel {
     pub tun: crate::tunnel::Tun,
     pub name: String,
     pub router: OsRouter,
+}
+
+/// `PRETTY_NAME="Ubuntu 24.04.1 LTS"` in /etc/os-release → `Ubuntu
+/// 24.04.1 LTS`. Here, not in `linux/`, so its test runs on every OS.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn os_release_name(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("PRETTY_NAME=")
+            .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
+    })
 }
 
 /// The tunnel of `up`: a TUN, up, with its MTU and its point-to-point
@@ -253,6 +267,13 @@ mod tests {
             .unwrap(),
             "nginx (pid 812), nginx (pid 900), nginx (pid 901) and 1 more"
         );
+    }
+
+    #[test]
+    fn os_release_pretty_name() {
+        let t = "NAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\nPRETTY_NAME=\"Ubuntu 24.04.1 LTS\"\n";
+        assert_eq!(os_release_name(t).as_deref(), Some("Ubuntu 24.04.1 LTS"));
+        assert_eq!(os_release_name("ID=alpine\n"), None);
     }
 
     #[test]

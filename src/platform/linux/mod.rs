@@ -13,6 +13,61 @@ use crate::tunnel::Tun;
 
 pub use holder::port_holder;
 
+/// The distribution's name (`/etc/os-release`'s PRETTY_NAME), a line.
+pub async fn os_name() -> String {
+    match std::fs::read_to_string("/etc/os-release") {
+        Ok(t) => format!(
+            "{}\n",
+            super::os_release_name(&t)
+                .unwrap_or_else(|| "(no PRETTY_NAME in /etc/os-release)".into())
+        ),
+        Err(e) => format!("/etc/os-release: {e}\n"),
+    }
+}
+
+/// The daemon's log of the last `minutes` from the journal of a systemd
+/// unit `netconnect`: `None` is never said here (Linux may have one), an
+/// error says why there is none (then the log file is read instead).
+pub async fn system_log(minutes: u64) -> Option<Result<String, String>> {
+    use crate::command::{Cmd, Runner as _, SystemRunner};
+    let since = format!("-{minutes}min");
+    let cmd = Cmd::new(
+        "journalctl",
+        [
+            "-u",
+            "netconnect",
+            "--since",
+            &since,
+            "--no-pager",
+            "-o",
+            "short-iso",
+        ],
+    );
+    Some(match SystemRunner.run(&cmd).await {
+        Ok(t) if !t.trim().is_empty() && !t.trim().starts_with("-- No entries --") => {
+            Ok(format!("(journalctl -u netconnect)\n{t}"))
+        }
+        Ok(_) => Err(format!(
+            "the journal has no entries for netconnect in the last {minutes} minutes"
+        )),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// How this machine resolves: resolv.conf, and systemd-resolved's view
+/// when it runs.
+pub async fn resolver_report() -> Result<String, String> {
+    use crate::command::{Cmd, Runner as _, SystemRunner};
+    let mut o = match std::fs::read_to_string("/etc/resolv.conf") {
+        Ok(t) => format!("(/etc/resolv.conf)\n{t}"),
+        Err(e) => format!("/etc/resolv.conf: {e}\n"),
+    };
+    if let Ok(t) = SystemRunner.run(&Cmd::new("resolvectl", ["status"])).await {
+        o.push_str(&format!("(resolvectl status)\n{t}"));
+    }
+    Ok(o)
+}
+
 /// The system's resolvers as macOS's `scutil --dns` lists them: Linux has
 /// no such list (a resolver file there is read back from the file).
 pub async fn system_resolvers() -> Option<Vec<crate::readback::ResolverView>> {
