@@ -1569,3 +1569,228 @@ fn docker_containers_answer_by_name() {
     );
     assert!(!resolver_file.exists(), "resolver file left after down");
 }
+
+/// Every file of the archive at `path`, unpacked into `into`, by name.
+fn unpack(path: &str, into: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    fs::create_dir_all(into).unwrap();
+    let o = Command::new("tar")
+        .args(["-xzf", path, "-C"])
+        .arg(into)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tar -xzf {path}: {}", text(&o));
+    let mut out = Vec::new();
+    let mut dirs = vec![into.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                out.push((name, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `netconnect bugreport` while `up` runs: one archive with every section,
+/// the daemon's and the helper's private keys in none of them (in either
+/// form), and as uid 65534 an archive still, naming what it could not read.
+#[test]
+fn docker_bugreport_holds_every_section_and_no_private_key() {
+    use base64::Engine as _;
+    const SECTIONS: [&str; 11] = [
+        "doctor.txt",
+        "engine.json",
+        "helper.txt",
+        "interface.txt",
+        "log.txt",
+        "missing.txt",
+        "os.txt",
+        "resolver.txt",
+        "routes.txt",
+        "status.json",
+        "version.txt",
+    ];
+    let mut fx = Fx::new(47);
+    let net = fx.things.network("net47", "10.213.47.0/24", &[]);
+    let c = fx.things.web("web47", Some(&net), Some("10.213.47.2"), &[]);
+    fx.start_up(&[]);
+    fx.curl_ok("10.213.47.2", &c, FIRST_CURL);
+
+    // The private keys there are: the daemon's never leaves its memory
+    // (`up` serves no UAPI and writes no key file), so it is checked by
+    // shape below; the helper's is in its key volume (base64).
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mounts = inspect(&fx.vm.helper_name())["Mounts"].clone();
+    let source = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/var/lib/netconnect")
+        .and_then(|m| m["Source"].as_str())
+        .unwrap_or_else(|| panic!("no key volume in {mounts}"))
+        .to_string();
+    let helper_b64 = fs::read_to_string(PathBuf::from(source).join("vm.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let helper_hex = hex::encode(b64.decode(&helper_b64).unwrap());
+    let secrets = [helper_b64, helper_hex];
+    let publics = [
+        helper_public_key(&fx.vm),
+        fx.status_json()["tunnel"]["host_public_key"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    // No helper key in either form, and no WireGuard key at all (44
+    // characters of base64 that decode to 32 bytes) but the two public ones.
+    let no_secret = |files: &[(String, Vec<u8>)]| {
+        for (name, body) in files {
+            let body = String::from_utf8_lossy(body);
+            for s in &secrets {
+                assert!(
+                    !body.contains(s.as_str()),
+                    "the helper's private key in {name}:\n{body}"
+                );
+            }
+            for w in body.split(|c: char| !(c.is_ascii_alphanumeric() || "+/=".contains(c))) {
+                let key = w.len() == 44 && b64.decode(w).is_ok_and(|k| k.len() == 32);
+                assert!(
+                    !key || publics.iter().any(|p| p == w),
+                    "a key that is neither public key in {name}: {w}\n{body}"
+                );
+            }
+        }
+    };
+
+    // As root: every section, each with what it is about.
+    let out = fx.dir.join("report-root");
+    fs::create_dir_all(&out).unwrap();
+    let o = fx.nc(
+        &["bugreport", "--output", out.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let path = t
+        .split_whitespace()
+        .find(|w| w.ends_with(".tar.gz"))
+        .unwrap_or_else(|| panic!("no archive path printed: {t}"))
+        .to_string();
+    let files = unpack(&path, &fx.dir.join("unpacked-root"));
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    // This `up` runs in the foreground, its log on the harness's pipe: no
+    // journal unit, no service log file, so the log is the one section
+    // that may be named missing instead (with where it looked).
+    let want: Vec<&str> = SECTIONS
+        .iter()
+        .copied()
+        .filter(|s| *s != "log.txt" || names.contains(s))
+        .collect();
+    assert_eq!(names, want, "{t}");
+    let get = |n: &str| {
+        String::from_utf8_lossy(&files.iter().find(|(f, _)| f == n).unwrap().1).into_owned()
+    };
+    let status: Value = serde_json::from_str(&get("status.json")).unwrap();
+    assert_eq!(status["running"], true);
+    let host_public = status["tunnel"]["host_public_key"].as_str().unwrap();
+    assert_eq!(host_public.len(), 44, "the public key is kept");
+    assert!(
+        get("interface.txt").contains("10.33.33.1 --> 10.33.33.2"),
+        "{}",
+        get("interface.txt")
+    );
+    assert!(
+        get("routes.txt").contains("10.213.47.0/24"),
+        "{}",
+        get("routes.txt")
+    );
+    assert!(
+        get("engine.json").contains("ServerVersion"),
+        "{}",
+        get("engine.json")
+    );
+    assert!(
+        get("helper.txt").contains(&helper_image()),
+        "{}",
+        get("helper.txt")
+    );
+    assert!(
+        get("doctor.txt").contains("ok    root"),
+        "{}",
+        get("doctor.txt")
+    );
+    assert!(
+        get("version.txt").starts_with("netconnect "),
+        "{}",
+        get("version.txt")
+    );
+
+    if !names.contains(&"log.txt") {
+        let missing = get("missing.txt");
+        assert!(missing.contains("log.txt: "), "{missing}");
+    }
+    no_secret(&files);
+
+    // As nobody: an archive still, and each section it could not read named.
+    let out = std::env::temp_dir().join(format!("nc-bugreport-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = fx.socket();
+    let docker_host = format!("unix://{DOCKER_SOCK}");
+    let o = fx
+        .mac
+        .ns
+        .command(&[
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            netconnect_bin(),
+            "--control-socket",
+            sock.to_str().unwrap(),
+            "bugreport",
+            "--docker-host",
+            &docker_host,
+            "--interface",
+            MAC_TUN,
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "as uid 65534: {t}");
+    let path = t
+        .split_whitespace()
+        .find(|w| w.ends_with(".tar.gz"))
+        .unwrap_or_else(|| panic!("no archive path printed as uid 65534: {t}"))
+        .to_string();
+    let files = unpack(&path, &out.join("unpacked"));
+    let missing = String::from_utf8_lossy(
+        &files
+            .iter()
+            .find(|(f, _)| f == "missing.txt")
+            .expect("missing.txt")
+            .1,
+    )
+    .into_owned();
+    // The engine's socket is root's (and its group's): named, with why.
+    assert!(missing.contains("engine.json"), "{missing}");
+    for s in SECTIONS {
+        assert!(
+            files.iter().any(|(f, _)| f == s) || missing.contains(s),
+            "{s} neither in the archive nor named missing: {missing}"
+        );
+    }
+    no_secret(&files);
+    let _ = fs::remove_dir_all(&out);
+}

@@ -503,6 +503,11 @@ pub fn helper_fields(v: &serde_json::Value) -> serde_json::Value {
         })
         .unwrap_or_default();
     if let serde_json::Value::Object(m) = &mut out {
+        // The image by the name it was run as (the top-level Image is its
+        // ID); the rest of Config (its environment, hostname) stays out.
+        if let Some(name) = v.pointer("/Config/Image") {
+            m.insert("ImageName".into(), name.clone());
+        }
         m.insert("HostConfig".into(), hc);
         m.insert("MountDestinations".into(), mounts.into());
     }
@@ -545,7 +550,7 @@ mod tests {
         let inspect = serde_json::json!({
             "Id": "3f2a9c1d7b4e", "Name": "/netconnect-helper-netconnect0",
             "Image": "sha256:abc", "State": {"Status": "running", "ExitCode": 0},
-            "Config": {"Env": ["SECRET=1"], "Hostname": "docker-desktop"},
+            "Config": {"Env": ["SECRET=1"], "Hostname": "docker-desktop", "Image": "netconnect-helper:0.1.0"},
             "HostConfig": {"CapAdd": ["NET_ADMIN"], "NetworkMode": "host", "Binds": ["/Users/ana:/x"]},
             "Mounts": [{"Type": "volume", "Source": "/var/lib/docker/volumes/k", "Destination": "/var/lib/netconnect"}],
         });
@@ -554,6 +559,7 @@ mod tests {
             serde_json::json!({
                 "Name": "/netconnect-helper-netconnect0",
                 "Image": "sha256:abc",
+                "ImageName": "netconnect-helper:0.1.0",
                 "State": {"Status": "running", "ExitCode": 0},
                 "HostConfig": {"CapAdd": ["NET_ADMIN"], "NetworkMode": "host"},
                 "MountDestinations": ["/var/lib/netconnect"],
