@@ -52,6 +52,67 @@ pub fn revert_plan(iface: &str) -> Vec<Cmd> {
     vec![Cmd::new(RESOLVECTL, ["revert", iface])]
 }
 
+/// What resolved holds for link `iface`, to read back [`set_plan`]: its
+/// DNS servers, then its domains.
+pub fn view_plan(iface: &str) -> [Cmd; 2] {
+    [
+        Cmd::new(RESOLVECTL, ["dns", iface]),
+        Cmd::new(RESOLVECTL, ["domain", iface]),
+    ]
+}
+
+/// `Link 5 (nc0): 10.33.33.1 fd33::1` → the words after the colon.
+pub fn parse_link_line(text: &str) -> Vec<String> {
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Link ")?
+                .split_once("): ")
+                .map(|(_, v)| v)
+        })
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The link's servers and domains as `resolvectl` shows them, against
+/// [`set_plan`]'s: our server (as set_plan wrote it) and `~domain`.
+pub fn check(
+    iface: &str,
+    nameserver: IpAddr,
+    port: u16,
+    domain: &str,
+    dns_text: &str,
+    domain_text: &str,
+) -> Option<crate::readback::Disagreement> {
+    let want_server = match (port, nameserver) {
+        (53, a) => a.to_string(),
+        (p, IpAddr::V4(a)) => format!("{a}:{p}"),
+        (p, IpAddr::V6(a)) => format!("[{a}]:{p}"),
+    };
+    let servers = parse_link_line(dns_text);
+    let domains = parse_link_line(domain_text);
+    // resolved may show port 53 explicitly, as it was not written.
+    let server_ok = servers
+        .iter()
+        .any(|s| *s == want_server || (port == 53 && *s == format!("{nameserver}:53")));
+    let domain_ok = domains.iter().any(|d| *d == format!("~{domain}"));
+    if server_ok && domain_ok {
+        return None;
+    }
+    let shown = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
+    Some(crate::readback::Disagreement {
+        effect: format!("resolver systemd-resolved ({iface})"),
+        asked: format!("DNS {want_server}, domain ~{domain}"),
+        seen: format!("DNS {}, domain {}", shown(&servers), shown(&domains)),
+    })
+}
+
 /// Whether systemd-resolved answers on this host. A live socket, not a
 /// file: the socket file stays in `/run/systemd/resolve` after resolved
 /// stopped, but nothing accepts on it then. (With a socket-activated
@@ -82,6 +143,45 @@ mod tests {
         std::iter::once(cmd.program.as_str())
             .chain(cmd.args.iter().map(String::as_str))
             .collect()
+    }
+
+    /// `resolvectl dns nc0` and `resolvectl domain nc0` (systemd 252)
+    /// after set_plan, and the cases where the link holds something else.
+    #[test]
+    fn the_link_is_read_back() {
+        let v4: IpAddr = "10.33.33.1".parse().unwrap();
+        let plan = view_plan("nc0");
+        let argvs: Vec<_> = plan.iter().map(argv).collect();
+        assert_eq!(
+            argvs,
+            [
+                vec!["/usr/bin/resolvectl", "dns", "nc0"],
+                vec!["/usr/bin/resolvectl", "domain", "nc0"],
+            ]
+        );
+        let dns = "Link 5 (nc0): 10.33.33.1\n";
+        let dom = "Link 5 (nc0): ~docker.internal\n";
+        assert_eq!(parse_link_line(dns), ["10.33.33.1"]);
+        assert_eq!(check("nc0", v4, 53, "docker.internal", dns, dom), None);
+        assert_eq!(
+            check(
+                "nc0",
+                v4,
+                53,
+                "docker.internal",
+                "Link 5 (nc0): 10.33.33.1:53\n",
+                dom
+            ),
+            None
+        );
+        let d = check("nc0", v4, 5353, "docker.internal", dns, "Link 5 (nc0):\n").unwrap();
+        assert_eq!(
+            d.to_string(),
+            "resolver systemd-resolved (nc0): asked DNS 10.33.33.1:5353, domain ~docker.internal, the OS shows DNS 10.33.33.1, domain none"
+        );
+        assert!(
+            parse_link_line("Failed to resolve interface \"nc9\": No such device\n").is_empty()
+        );
     }
 
     #[test]

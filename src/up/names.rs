@@ -81,13 +81,18 @@ pub async fn start(cfg: &DnsConfig, host: IpAddr, iface: &str, view: &View) -> O
         "Names: <container>.{domain} answered on {addr}{via}"
     ));
     view.set_resolver(resolver, error);
-    if let Ok(Some(Wiring::File(f))) = &wiring {
-        let found = read_back(f, &domain.to_string(), host, *cfg.port.get_ref()).await;
-        for d in &found {
-            warn!("{d}");
+    let port = *cfg.port.get_ref();
+    let found = match &wiring {
+        Ok(Some(Wiring::File(f))) => read_back(f, &domain.to_string(), host, port).await,
+        Ok(Some(Wiring::Resolved { iface })) => {
+            read_back_resolved(iface, host, port, &domain.to_string()).await
         }
-        view.set_os_view("resolver", &found);
+        _ => Vec::new(),
+    };
+    for d in &found {
+        warn!("{d}");
     }
+    view.set_os_view("resolver", &found);
     Some(Names {
         server,
         zone,
@@ -143,6 +148,29 @@ async fn read_back(
             Some(d) if t0.elapsed() >= RESOLVER_SETTLE => return vec![d],
             Some(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
+    }
+}
+
+/// systemd-resolved's link read back (`resolvectl dns|domain IFACE`).
+async fn read_back_resolved(
+    iface: &str,
+    host: IpAddr,
+    port: u16,
+    domain: &str,
+) -> Vec<crate::readback::Disagreement> {
+    use crate::command::Runner as _;
+    let [dns, dom] = resolved::view_plan(iface);
+    let runner = crate::command::SystemRunner;
+    let (dns, dom) = (runner.run(&dns).await, runner.run(&dom).await);
+    match (dns, dom) {
+        (Ok(a), Ok(b)) => resolved::check(iface, host, port, domain, &a, &b)
+            .into_iter()
+            .collect(),
+        (Err(e), _) | (_, Err(e)) => vec![crate::readback::Disagreement {
+            effect: format!("resolver systemd-resolved ({iface})"),
+            asked: format!("DNS {host} port {port}, domain ~{domain}"),
+            seen: format!("nothing readable ({e})"),
+        }],
     }
 }
 
