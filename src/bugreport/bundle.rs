@@ -69,14 +69,27 @@ pub fn render_text(sections: &[Section]) -> String {
 /// Writes the archive to `path`, readable by its owner only (it holds the
 /// machine's network layout even when redacted). Entries sit in a folder
 /// named like the archive, so unpacking two reports never mixes them.
-pub fn write_archive(path: &Path, sections: &[Section], mtime: u64) -> std::io::Result<()> {
+pub fn write_archive(
+    path: &Path,
+    sections: &[Section],
+    mtime: u64,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    // A new file only, never through a symlink: run as root in a folder a
+    // user can write, an existing name (or a link planted at it) must not
+    // make root overwrite what it points at.
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)?;
+    // Under sudo, the user who asked gets it (root's 0600 file could not be
+    // attached); by the descriptor, so no path is followed again.
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
     let dir = folder_name(path);
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
@@ -253,7 +266,13 @@ mod tests {
             path.file_name().unwrap(),
             "netconnect-bugreport-20261208T010626Z.tar.gz"
         );
-        write_archive(&path, &with_missing(&sections(), &missing()), 1_796_691_986).unwrap();
+        write_archive(
+            &path,
+            &with_missing(&sections(), &missing()),
+            1_796_691_986,
+            None,
+        )
+        .unwrap();
 
         let gz = flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap());
         let mut ar = tar::Archive::new(gz);
@@ -288,7 +307,26 @@ mod tests {
     #[test]
     fn archive_into_a_folder_that_is_not_there_fails() {
         let path = Path::new("/nonexistent-netconnect-dir/report.tar.gz");
-        assert!(write_archive(path, &sections(), 0).is_err());
+        assert!(write_archive(path, &sections(), 0, None).is_err());
+    }
+
+    /// Root writes only a new file: an existing one, or a symlink planted
+    /// at the name (as a user could in a folder they own), is refused and
+    /// what it points at is left as it was.
+    #[test]
+    fn an_existing_file_or_a_symlink_at_the_name_is_never_written_through() {
+        let dir = std::env::temp_dir().join(format!("nc-bugreport-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.join("netconnect-bugreport-x.tar.gz");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_archive(&link, &sections(), 0, None).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        assert!(write_archive(&target, &sections(), 0, None).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -99,14 +99,13 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let path = bundle::archive_path(args.output.as_deref(), now);
-    bundle::write_archive(&path, &sections, now).with_context(|| {
+    bundle::write_archive(&path, &sections, now, sudo_user()).with_context(|| {
         format!(
             "cannot write the bug report to {}; name a folder you can write with --output DIR, \
              or print it with --stdout",
             path.display()
         )
     })?;
-    give_to_sudo_user(&path);
     println!("{}", display_path(&path));
     if !report.missing.is_empty() {
         eprintln!(
@@ -124,20 +123,12 @@ pub async fn run(
 
 /// Under sudo the archive would be root's and readable by root only: the
 /// user who asked for it could not attach it. It becomes theirs.
-fn give_to_sudo_user(path: &Path) {
+fn sudo_user() -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
-        return;
+        return None;
     }
     let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
-    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
-        let owner = (
-            nix::unistd::Uid::from_raw(uid),
-            nix::unistd::Gid::from_raw(gid),
-        );
-        if let Err(e) = nix::unistd::chown(path, Some(owner.0), Some(owner.1)) {
-            tracing::debug!(error = %e, uid, "cannot give the report to the sudo user");
-        }
-    }
+    Some((id("SUDO_UID")?, id("SUDO_GID")?))
 }
 
 /// The path as a user can open it: absolute, so it can be found from the
