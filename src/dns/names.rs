@@ -545,13 +545,23 @@ impl Table {
 
     /// The answer to `qname` (any case, final dot or not) for `qtype`.
     pub fn lookup(&self, qname: &str, qtype: QType) -> Answer {
+        self.answer(qname, qtype).0
+    }
+
+    /// [`Table::lookup`], with the zone the answer is from (its SOA goes
+    /// with a negative answer); `None` with REFUSED.
+    pub fn answer(&self, qname: &str, qtype: QType) -> (Answer, Option<&str>) {
         let q = qname
             .strip_suffix('.')
             .unwrap_or(qname)
             .to_ascii_lowercase();
         let Some(apex) = self.apex(&q) else {
-            return Answer::Refused;
+            return (Answer::Refused, None);
         };
+        (self.answer_in(&q, apex, qtype), Some(apex))
+    }
+
+    fn answer_in(&self, q: &str, apex: &str, qtype: QType) -> Answer {
         let soa = || match qtype {
             QType::Soa | QType::Any => Answer::Soa,
             _ => Answer::NoData,
@@ -560,18 +570,18 @@ impl Table {
             if q == apex {
                 return soa();
             }
-            return match (self.ptr.get(&q), qtype) {
+            return match (self.ptr.get(q), qtype) {
                 (Some(n), QType::Ptr | QType::Any) => Answer::Names(vec![n.clone()]),
                 (Some(_), _) => Answer::NoData,
-                (None, _) if self.ptr_parents.contains(&q) => Answer::NoData,
+                (None, _) if self.ptr_parents.contains(q) => Answer::NoData,
                 (None, _) => Answer::NxDomain,
             };
         }
-        if q == apex && (qtype == QType::Soa || !self.names.contains_key(&q)) {
+        if q == apex && (qtype == QType::Soa || !self.names.contains_key(q)) {
             return soa();
         }
-        let Some(addresses) = self.owner_of(&q, apex) else {
-            return if self.parents.contains(&q) {
+        let Some(addresses) = self.owner_of(q, apex) else {
+            return if self.parents.contains(q) {
                 Answer::NoData
             } else {
                 Answer::NxDomain

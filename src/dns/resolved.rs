@@ -32,11 +32,7 @@ pub const VARLINK_SOCKET: &str = "/run/systemd/resolve/io.systemd.Resolve";
 /// `ADDRESS:PORT` form in systemd 246, and a bare address still works with
 /// the older ones in the common case.
 pub fn set_plan(iface: &str, nameserver: IpAddr, port: u16, domain: &str) -> Vec<Cmd> {
-    let server = match (port, nameserver) {
-        (53, a) => a.to_string(),
-        (p, IpAddr::V4(a)) => format!("{a}:{p}"),
-        (p, IpAddr::V6(a)) => format!("[{a}]:{p}"),
-    };
+    let server = server_arg(nameserver, port);
     vec![
         Cmd::new(
             RESOLVECTL,
@@ -44,6 +40,15 @@ pub fn set_plan(iface: &str, nameserver: IpAddr, port: u16, domain: &str) -> Vec
         ),
         Cmd::new(RESOLVECTL, ["dns", iface, &server]),
     ]
+}
+
+/// The server as `resolvectl dns` takes it and shows it back.
+fn server_arg(nameserver: IpAddr, port: u16) -> String {
+    match (port, nameserver) {
+        (53, a) => a.to_string(),
+        (p, IpAddr::V4(a)) => format!("{a}:{p}"),
+        (p, IpAddr::V6(a)) => format!("[{a}]:{p}"),
+    }
 }
 
 /// Drop everything set on link `iface` (its DNS servers and domains). Fails
@@ -84,11 +89,7 @@ pub fn check(
     dns_text: &str,
     domain_text: &str,
 ) -> Option<crate::readback::Disagreement> {
-    let want_server = match (port, nameserver) {
-        (53, a) => a.to_string(),
-        (p, IpAddr::V4(a)) => format!("{a}:{p}"),
-        (p, IpAddr::V6(a)) => format!("[{a}]:{p}"),
-    };
+    let want_server = server_arg(nameserver, port);
     let servers = parse_link_line(dns_text);
     let domains = parse_link_line(domain_text);
     // resolved may show port 53 explicitly, as it was not written.

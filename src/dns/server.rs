@@ -237,15 +237,8 @@ impl RequestHandler for Handler {
         }
         let table = self.zone.current();
         let qname = query.name().to_string();
-        let answer = table.lookup(&qname, qtype(query.query_type()));
-        let lower = qname
-            .strip_suffix('.')
-            .unwrap_or(&qname)
-            .to_ascii_lowercase();
-        let apex = table
-            .apex(&lower)
-            .unwrap_or(table.domain().as_str())
-            .to_owned();
+        let (answer, apex) = table.answer(&qname, qtype(query.query_type()));
+        let apex = apex.unwrap_or(table.domain().as_str()).to_owned();
         debug!(name = %query.name(), qtype = %query.query_type(), ?answer, "DNS question");
         self.zone.answered.fetch_add(1, Ordering::Relaxed);
         let name = Name::from(query.name().clone());
